@@ -1,0 +1,130 @@
+"""Configuration objects: the model's shape, the engine's knobs and per-request sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class InvalidParameterError(ValueError):
+    """A request or configuration value is out of range; `param` names the offending field."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a Llama-family decoder (Llama, SmolLM, Qwen2, Mistral)."""
+
+    architecture: str = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_layers: int = 30
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    head_dim: int = 64
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    # HF-style rope_scaling dict, e.g. {"rope_type": "llama3", "factor": 8.0, ...}; None = plain RoPE.
+    rope_scaling: dict[str, Any] | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # Qwen2-style bias on q/k/v projections
+    bos_token_id: int | None = None
+    eos_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EngineConfig:
+    """Everything that decides how the engine runs; one object flows from the CLI/server down."""
+
+    model: str | None = None  # path to a .gguf file or an HF-layout directory; None = packaged default
+    device: str = "cpu"
+    dtype: str = "float32"  # activations and dequantized weights
+    # Weight format for linear layers: "none" keeps `dtype`; "int8" = weight-only int8 per channel.
+    quantization: str = "none"
+    block_size: int = 16  # tokens per KV block
+    kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction
+    kv_cache_memory_fraction: float = 0.10  # of free (device or host) memory when no byte budget
+    max_num_seqs: int = 64  # sequences running at once
+    max_num_batched_tokens: int = 512  # token budget per step (prefill chunks + decodes)
+    max_model_len: int | None = None  # defaults to the model's context length
+    enable_prefix_caching: bool = True
+    num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.block_size <= 0:
+            raise InvalidParameterError("block_size", f"must be positive, got {self.block_size}")
+        if self.max_num_seqs <= 0:
+            raise InvalidParameterError("max_num_seqs", f"must be positive, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens <= 0:
+            raise InvalidParameterError(
+                "max_num_batched_tokens", f"must be positive, got {self.max_num_batched_tokens}"
+            )
+        if not 0.0 < self.kv_cache_memory_fraction <= 1.0:
+            raise InvalidParameterError(
+                "kv_cache_memory_fraction", f"must be in (0, 1], got {self.kv_cache_memory_fraction}"
+            )
+        if self.quantization not in ("none", "int8"):
+            raise InvalidParameterError(
+                "quantization", f"must be 'none' or 'int8', got {self.quantization!r}"
+            )
+
+
+@dataclass
+class SamplingParams:
+    """Per-request sampling, following vLLM/OpenAI semantics. Validated on construction."""
+
+    n: int = 1
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 (or -1) = off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # HF-style: divides positive logits of seen tokens (prompt+output)
+    presence_penalty: float = 0.0  # OpenAI-style, over output tokens
+    frequency_penalty: float = 0.0  # OpenAI-style, over output tokens
+    logit_bias: dict[int, float] | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    max_tokens: int | None = 256  # None = up to the context length
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    logprobs: int | None = None  # None = off; k >= 0 = chosen token's logprob plus top-k alternatives
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if self.top_k == -1:
+            self.top_k = 0
+        checks: list[tuple[str, bool, str]] = [
+            ("n", self.n >= 1, "must be >= 1"),
+            ("temperature", self.temperature >= 0.0, "must be >= 0"),
+            ("top_k", self.top_k >= 0, "must be >= 0 (or -1 for off)"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
+            ("repetition_penalty", self.repetition_penalty > 0.0, "must be > 0"),
+            ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
+            ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
+            ("min_tokens", self.min_tokens >= 0, "must be >= 0"),
+            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise InvalidParameterError(name, f"{message}, got {getattr(self, name)!r}")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise InvalidParameterError(
+                "min_tokens", f"must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}"
+            )
+        if any(not s for s in self.stop):
+            raise InvalidParameterError("stop", "stop strings must be non-empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
