@@ -1,0 +1,223 @@
+"""The `vivace` command line: generate, chat and batch on the local engine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import jinja2
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vivace.engine.config import InvalidParameterError, SamplingParams
+
+if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
+    from vivace.engine.engine import LLM
+
+app = typer.Typer(
+    name="vivace",
+    help="vivace: a fast LLM serving system. Runs the packaged SmolLM2-135M-Instruct unless --model is given.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Path to a .gguf file or an HF-layout directory (default: packaged model)."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
+MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
+TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest set with this much mass.")]
+TopKOpt = Annotated[int, typer.Option(help="Keep only the k most likely tokens; 0 = off.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]
+
+
+def _sampling_kwargs(max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None) -> dict[str, Any]:
+    return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
+
+
+def _sampling(**kwargs: Any) -> SamplingParams:
+    try:
+        return SamplingParams(**kwargs)
+    except InvalidParameterError as e:
+        raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
+
+
+def _load(model: str | None, device: str) -> LLM:
+    from vivace.engine.engine import LLM
+
+    return LLM(model, device=device)
+
+
+def _chat_ids(llm: LLM, messages: list[dict[str, Any]]) -> list[int]:
+    """Render `messages` with the chat template; the template already places any BOS, as in HF."""
+    text = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    return llm.tokenizer.encode(text, add_special_tokens=False)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 0,
+    seed: SeedOpt = None,
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat template.")] = True,
+) -> None:
+    """Stream one completion of PROMPT to stdout."""
+    params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
+    llm = _load(model, device)
+    request: str | list[int] = _chat_ids(llm, [{"role": "user", "content": prompt}]) if chat else prompt
+    for out in llm.stream(request, params):
+        sys.stdout.write(out.outputs[0].delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command()
+def chat(
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 0,
+    seed: SeedOpt = None,
+) -> None:
+    """Chat with the model: /reset clears the history, /exit or Ctrl-D leaves. Reads lines from a pipe too."""
+    params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
+    console = Console(highlight=False, emoji=False)
+    interactive = sys.stdin.isatty()
+    llm = _load(model, device)
+    base = [{"role": "system", "content": system}] if system else []
+    history = list(base)
+    if interactive:
+        console.print("[dim]vivace chat — /reset clears the history, /exit or Ctrl-D leaves.[/dim]")
+    while True:
+        try:
+            if interactive:
+                line = console.input("[bold green]>>> [/bold green]")
+            else:
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                console.print(f">>> {line.rstrip()}", markup=False)
+        except (EOFError, KeyboardInterrupt):
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/exit":
+            break
+        if line == "/reset":
+            history = list(base)
+            console.print("[dim](history cleared)[/dim]")
+            continue
+        history.append({"role": "user", "content": line})
+        reply, finish_reason = "", None
+        stream = llm.stream(_chat_ids(llm, history), params)
+        try:
+            for out in stream:
+                completion = out.outputs[0]
+                console.print(completion.delta, end="", markup=False, soft_wrap=True)
+                reply, finish_reason = completion.text, completion.finish_reason
+        except KeyboardInterrupt:
+            stream.close()  # ends the request in the engine
+            console.print("\n[dim](interrupted)[/dim]")
+            history.pop()
+            continue
+        except ValueError as e:  # e.g. the conversation outgrew the context
+            console.print(f"\n[red]error:[/red] {e}", markup=True)
+            console.print("[dim]/reset starts a new conversation.[/dim]")
+            history.pop()
+            continue
+        console.print()
+        if finish_reason == "length":
+            console.print(f"[dim](reply cut at --max-tokens {max_tokens})[/dim]")
+        history.append({"role": "assistant", "content": reply})
+
+
+@app.command()
+def batch(
+    input_path: Annotated[Path, typer.Argument(metavar="IN.jsonl", exists=True, dir_okay=False, help="Requests, one JSON object a line.")],
+    output_path: Annotated[Path, typer.Argument(metavar="OUT.jsonl", dir_okay=False, help="Results, appended as requests finish.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.7,
+    top_p: TopPOpt = 0.95,
+    top_k: TopKOpt = 0,
+    seed: SeedOpt = None,
+) -> None:
+    """Run every line of IN.jsonl; write each result to OUT.jsonl as it finishes. Reruns resume."""
+    from vivace.batch_io import BatchError, BatchOutputError, ResultWriter, error_record, prepare_output
+    from vivace.batch_io import read_requests, result_record
+
+    defaults = _sampling_kwargs(max_tokens, temperature, top_p, top_k, seed)
+    _sampling(**defaults)  # reject bad defaults before reading anything
+    err = Console(stderr=True, highlight=False, emoji=False)
+    try:
+        done = prepare_output(output_path)
+    except BatchOutputError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    todo = [item for item in read_requests(input_path, defaults) if item.index not in done]
+    if done:
+        err.print(f"resuming: {len(done)} line(s) already in {output_path}, {len(todo)} to go")
+    if not todo:
+        return
+    errors = [item for item in todo if isinstance(item, BatchError)]
+    runnable = [item for item in todo if not isinstance(item, BatchError)]
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with ResultWriter(output_path) as writer, progress:
+        task = progress.add_task("batch", total=len(todo))
+        for item in errors:
+            writer.write(error_record(item.index, item.id, item.error))
+            progress.advance(task)
+        failed = len(errors)
+        if not runnable:
+            return
+        llm = _load(model, device)
+        prompts: list[str | list[int]] = []
+        kept = []
+        for item in runnable:
+            try:
+                prompts.append(item.prompt if item.messages is None else _chat_ids(llm, item.messages))
+            except (jinja2.TemplateError, ValueError) as e:  # a template may reject a conversation
+                writer.write(error_record(item.index, item.id, f"chat template: {e}"))
+                progress.advance(task)
+                failed += 1
+                continue
+            kept.append(item)
+        for i, out in llm.generate_unordered(prompts, [item.sampling_params for item in kept]):
+            item, completion = kept[i], out.outputs[0]
+            writer.write(
+                result_record(
+                    item.index,
+                    item.id,
+                    completion.text,
+                    completion.finish_reason,
+                    len(out.prompt_token_ids),
+                    len(completion.token_ids),
+                )
+            )
+            progress.advance(task)
+    if failed:
+        err.print(f"[yellow]{failed} line(s) could not run; see their 'error' field in {output_path}[/yellow]")
+
+
+if __name__ == "__main__":
+    app()
