@@ -1,0 +1,118 @@
+"""Llama-family decoder (Llama, SmolLM, Qwen2, Mistral) over a flat batch of tokens with paged KV.
+
+Weights come in HF naming; q/k/v and gate/up are fused into one matmul each at load time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vivace.engine.attention.torch_backend import AttentionMetadata, paged_attention
+from vivace.engine.config import ModelConfig
+from vivace.engine.loaders.errors import CorruptModelError
+from vivace.engine.models.linear import Linear, make_linear
+from vivace.engine.models.rope import RotaryEmbedding
+
+
+class LlamaLayer:
+    """One decoder block: RMSNorm -> GQA attention -> residual -> RMSNorm -> SwiGLU -> residual."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], prefix: str, quantization: str) -> None:
+        def w(name: str) -> torch.Tensor:
+            try:
+                return weights[prefix + name]
+            except KeyError:
+                raise CorruptModelError(f"model weights lack tensor {prefix + name!r}") from None
+
+        def b(name: str) -> torch.Tensor | None:
+            return weights.get(prefix + name)
+
+        self.cfg = cfg
+        self.q_size = cfg.num_heads * cfg.head_dim
+        self.kv_size = cfg.num_kv_heads * cfg.head_dim
+        qkv_w = torch.cat([w("self_attn.q_proj.weight"), w("self_attn.k_proj.weight"), w("self_attn.v_proj.weight")])
+        biases = [b("self_attn.q_proj.bias"), b("self_attn.k_proj.bias"), b("self_attn.v_proj.bias")]
+        qkv_b = torch.cat(biases) if all(x is not None for x in biases) else None
+        self.qkv: Linear = make_linear(qkv_w, qkv_b, quantization)
+        self.o_proj: Linear = make_linear(w("self_attn.o_proj.weight"), None, quantization)
+        gate_up = torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")])
+        self.gate_up: Linear = make_linear(gate_up, None, quantization)
+        self.down: Linear = make_linear(w("mlp.down_proj.weight"), None, quantization)
+        self.input_norm = w("input_layernorm.weight")
+        self.post_norm = w("post_attention_layernorm.weight")
+        self.intermediate = cfg.intermediate_size
+        self.scale = cfg.head_dim**-0.5
+
+    def __call__(
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        rope: RotaryEmbedding,
+        meta: AttentionMetadata,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        eps = cfg.rms_norm_eps
+        num_tokens = hidden.shape[0]
+        x = F.rms_norm(hidden, (hidden.shape[-1],), self.input_norm, eps)
+        qkv = self.qkv(x)
+        heads_qk = cfg.num_heads + cfg.num_kv_heads
+        qk = rope(qkv[:, : self.q_size + self.kv_size].view(num_tokens, heads_qk, cfg.head_dim), positions)
+        q = qk[:, : cfg.num_heads]
+        k = qk[:, cfg.num_heads :]
+        v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, cfg.num_kv_heads, cfg.head_dim)
+        attn = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
+        hidden = hidden + self.o_proj(attn.reshape(num_tokens, self.q_size))
+        x = F.rms_norm(hidden, (hidden.shape[-1],), self.post_norm, eps)
+        gate_up = self.gate_up(x)
+        x = F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :]
+        return hidden + self.down(x)
+
+
+class LlamaModel:
+    """Embeddings, decoder layers, final norm and LM head; stateless apart from its weights."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str = "none") -> None:
+        self.cfg = cfg
+        self.dtype = dtype
+        weights = {k: v.to(dtype) for k, v in weights.items()}
+        try:
+            self.embed = weights["model.embed_tokens.weight"]
+            self.norm = weights["model.norm.weight"]
+        except KeyError as e:
+            raise CorruptModelError(f"model weights lack tensor {e.args[0]!r}") from None
+        head = weights.get("lm_head.weight")
+        if head is None:
+            if not cfg.tie_word_embeddings:
+                raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
+            head = self.embed
+        self.lm_head: Linear = make_linear(head, None, quantization)
+        self.layers = [LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization) for i in range(cfg.num_layers)]
+        rope_scaling = cfg.rope_scaling
+        if "rope_freqs" in weights and not rope_scaling:
+            rope_scaling = {"rope_type": "freq_factors", "factors": weights["rope_freqs"].double()}
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, rope_scaling, dtype)
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V across all layers for one token."""
+        elem = torch.finfo(self.dtype).bits // 8
+        return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * elem
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttentionMetadata,
+        kv_cache: torch.Tensor,
+    ) -> torch.Tensor:
+        """Final hidden states [T, hidden] for a flat batch of tokens; kv_cache is [layers, 2, slots, KVH, D]."""
+        hidden = F.embedding(input_ids, self.embed)
+        for i, layer in enumerate(self.layers):
+            hidden = layer(hidden, positions, self.rope, meta, kv_cache[i, 0], kv_cache[i, 1])
+        return F.rms_norm(hidden, (hidden.shape[-1],), self.norm, self.cfg.rms_norm_eps)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [N, vocab] for selected final hidden states."""
+        return self.lm_head(hidden).float()

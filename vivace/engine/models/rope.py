@@ -1,0 +1,57 @@
+"""Rotary position embeddings (HF rotate_half layout), with the llama3 frequency scaling variant."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def inverse_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any] | None) -> torch.Tensor:
+    """Per-pair inverse frequencies, adjusted for llama3-style or linear scaling when configured."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if not rope_scaling:
+        return inv_freq
+    kind = rope_scaling.get("rope_type", rope_scaling.get("type"))
+    if kind == "llama3":
+        factor = float(rope_scaling["factor"])
+        low = float(rope_scaling.get("low_freq_factor", 1.0))
+        high = float(rope_scaling.get("high_freq_factor", 4.0))
+        original = float(rope_scaling.get("original_max_position_embeddings", 8192))
+        low_wavelen, high_wavelen = original / low, original / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return torch.where(is_medium, smoothed, scaled)
+    if kind == "linear":
+        return inv_freq / float(rope_scaling["factor"])
+    if kind == "freq_factors":
+        # llama.cpp stores llama3 scaling as per-pair divisors (the rope_freqs tensor).
+        return inv_freq / torch.as_tensor(rope_scaling["factors"], dtype=torch.float64)
+    if kind == "default":
+        return inv_freq
+    raise ValueError(f"unsupported rope scaling type {kind!r}; supported: llama3, linear")
+
+
+class RotaryEmbedding:
+    """Precomputed cos/sin tables indexed by absolute position."""
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float, rope_scaling: dict[str, Any] | None, dtype: torch.dtype) -> None:
+        inv_freq = inverse_frequencies(head_dim, theta, rope_scaling)
+        t = torch.arange(max_positions, dtype=torch.float64)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        self.cos = emb.cos().to(dtype)
+        self.sin = emb.sin().to(dtype)
+        self.half = head_dim // 2
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x [T, heads, head_dim] by the angles of `positions` [T]."""
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        x1, x2 = x[..., : self.half], x[..., self.half :]
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * cos + rotated * sin

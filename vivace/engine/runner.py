@@ -1,0 +1,145 @@
+"""Turns a ScheduledBatch into one forward pass and a sampled token per finishing chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vivace.engine.attention.torch_backend import AttentionMetadata, PrefillSpan
+from vivace.engine.models.llama import LlamaModel
+from vivace.engine.sampler import SamplerOutput, SamplingBatch, sample
+from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
+
+
+@dataclass
+class PromptScores:
+    """Log-probabilities of prompt tokens [first, first + len(logprobs)) given their prefixes."""
+
+    first: int
+    logprobs: list[float]
+
+
+@dataclass
+class StepResult:
+    """What one forward pass produced: sampled tokens for finishing chunks, prompt scores if asked."""
+
+    sampled: list[ScheduledSeq]
+    output: SamplerOutput | None
+    prompt_scores: dict[int, PromptScores]  # seq_id -> scores computed in this step
+
+
+class ModelRunner:
+    """Owns the KV cache tensor and runs the model on scheduled batches."""
+
+    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, device: str, eos_token_ids: list[int]) -> None:
+        self.model = model
+        self.block_size = block_size
+        self.device = torch.device(device)
+        self.eos_token_ids = eos_token_ids
+        cfg = model.cfg
+        # Zeroed, so padded slots read by masked attention are finite.
+        self.kv_cache = torch.zeros(
+            cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
+            dtype=model.dtype, device=self.device,
+        )
+
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        bs = self.block_size
+        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def build_metadata(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """Token ids, positions and attention metadata for the flat token batch (decodes first)."""
+        bs = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        decodes = batch.decodes
+        for item in decodes:
+            seq, pos = item.seq, item.start
+            ids.append(seq.token_ids[pos])
+            positions.append(pos)
+            slot_mapping.append(seq.block_table[pos // bs] * bs + pos % bs)
+        meta = AttentionMetadata(slot_mapping=torch.empty(0), num_decode_tokens=len(decodes))
+        if decodes:
+            max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
+            tables = torch.tensor(
+                [item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for item in decodes],
+                dtype=torch.long,
+            )
+            offsets = torch.arange(bs, dtype=torch.long)
+            meta.decode_slots = (tables.unsqueeze(-1) * bs + offsets).view(len(decodes), max_blocks * bs)
+            lengths = torch.tensor([item.start + 1 for item in decodes], dtype=torch.long)
+            meta.decode_mask = (torch.arange(max_blocks * bs).unsqueeze(0) < lengths.unsqueeze(1)).view(
+                len(decodes), 1, 1, max_blocks * bs
+            )
+        row = len(decodes)
+        for item in batch.prefills:
+            seq, start, n = item.seq, item.start, item.num_tokens
+            end = start + n
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slot_mapping.extend(self._slots(seq.block_table, start, end))
+            if start == 0:
+                span = PrefillSpan(row, n, n, None, None)
+            else:
+                slots = torch.tensor(self._slots(seq.block_table, 0, end), dtype=torch.long)
+                q_pos = torch.arange(start, end).unsqueeze(1)
+                mask = torch.arange(end).unsqueeze(0) <= q_pos
+                span = PrefillSpan(row, n, end, slots, mask)
+            meta.prefills.append(span)
+            row += n
+        meta.slot_mapping = torch.tensor(slot_mapping, dtype=torch.long)
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(positions, dtype=torch.long), meta
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> StepResult:
+        """Run one step; sequences with `score_from` set also get logprobs of their prompt tokens."""
+        input_ids, positions, meta = self.build_metadata(batch)
+        hidden = self.model.forward(input_ids, positions, meta, self.kv_cache)
+        rows: list[int] = []
+        sampled: list[ScheduledSeq] = []
+        row_end = 0
+        prompt_scores: dict[int, PromptScores] = {}
+        for item in batch.all():
+            row_end += item.num_tokens
+            if item.samples:
+                rows.append(row_end - 1)
+                sampled.append(item)
+            if item.seq.score_from is not None:
+                scores = self._score_prompt(hidden, row_end, item)
+                if scores is not None:
+                    prompt_scores[item.seq.seq_id] = scores
+        output = None
+        if sampled:
+            logits = self.model.compute_logits(hidden[rows])
+            seqs = [item.seq for item in sampled]
+            sampling = SamplingBatch.build(
+                params=[s.params for s in seqs],
+                prompt_ids=[s.token_ids[: s.num_prompt_tokens] for s in seqs],
+                output_ids=[s.token_ids[s.num_prompt_tokens :] for s in seqs],
+                generators=[s.generator for s in seqs],
+                vocab_size=logits.shape[-1],
+                device=logits.device,
+                eos_token_ids=self.eos_token_ids,
+            )
+            output = sample(logits, sampling)
+        return StepResult(sampled, output, prompt_scores)
+
+    def _score_prompt(self, hidden: torch.Tensor, row_end: int, item: ScheduledSeq) -> PromptScores | None:
+        """Logprobs of prompt tokens at positions >= seq.score_from that this chunk's rows predict.
+
+        Row of position p predicts token p + 1, so a chunk covering [start, end) scores (start, end].
+        """
+        seq = item.seq
+        start, end = item.start, item.start + item.num_tokens
+        lo = max(seq.score_from, start + 1)
+        hi = min(end + 1, seq.num_prompt_tokens)
+        if lo >= hi:
+            return None
+        row_start = row_end - item.num_tokens
+        pred_rows = torch.arange(lo - 1 - start + row_start, hi - 1 - start + row_start)
+        logits = self.model.compute_logits(hidden[pred_rows])
+        targets = torch.tensor(seq.token_ids[lo:hi], dtype=torch.long)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        return PromptScores(lo, logprobs.tolist())

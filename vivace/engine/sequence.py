@@ -1,0 +1,55 @@
+"""One generation stream: its tokens, KV blocks and progress. Plain data, no tensors."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from vivace.engine.config import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A prompt plus the tokens generated for it; one per `n` choice of a request."""
+
+    seq_id: int
+    request_id: str
+    index: int  # which of the request's n choices
+    token_ids: list[int]  # prompt followed by generated tokens
+    num_prompt_tokens: int
+    params: SamplingParams
+    arrival_order: int
+    generator: Any = None  # torch.Generator for seeded sampling, owned by the engine
+    status: SequenceStatus = SequenceStatus.WAITING
+    block_table: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache (or written this step)
+    num_cached_tokens: int = 0  # of the prompt, reused from the prefix cache at admission
+    num_preemptions: int = 0
+    score_from: int | None = None  # return logprobs of prompt tokens from this position on
+    block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks, lazily
+    finish_reason: str | None = None
+    # Filled by the engine's output path (detokenizer, stop strings, logprobs).
+    state: Any = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
