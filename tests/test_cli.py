@@ -38,6 +38,7 @@ class FakeOutput:
     prompt_token_ids: list[int]
     outputs: list[FakeCompletion]
     finished: bool
+    error: str | None = None
 
 
 class FakeTokenizer:
@@ -64,6 +65,9 @@ class FakeLLM:
 
     def stream(self, prompt: str | list[int], sampling_params: SamplingParams | None = None) -> Iterator[FakeOutput]:
         self.seen.append(prompt)
+        if "boom" in self.tokenizer.decode(prompt) if isinstance(prompt, list) else "boom" in prompt:
+            yield FakeOutput("r", [1], [FakeCompletion(0, "", "", [], "error")], True, "prompt too long")
+            return
         words = self._reply(prompt).split(" ")
         text = ""
         for i, w in enumerate(words):
@@ -80,6 +84,9 @@ class FakeLLM:
             self.seen.append(prompts[i])
             n = sampling_params[i].max_tokens
             text = self._reply(prompts[i])
+            if "boom" in str(prompts[i]):
+                yield i, FakeOutput(str(i), [0] * 3, [FakeCompletion(0, "", "", [], "error")], True, "prompt too long")
+                continue
             yield i, FakeOutput(str(i), [0] * 3, [FakeCompletion(0, text, text, [7] * n, "length")], True)
 
 
@@ -126,6 +133,18 @@ def test_chat_keeps_history_resets_and_exits(fake_llm):
     assert second == "<system>be brief<user>first<assistant>reply to 1 turns<user>second<assistant>"
 
 
+def test_chat_engine_error_drops_the_turn(fake_llm):
+    result = runner.invoke(cli.app, ["chat"], input="boom\nafter\n")
+    assert result.exit_code == 0, result.output
+    assert "error: prompt too long" in result.output
+    assert "reply to 1 turns" in result.output  # the failed turn is not in the history
+
+
+def test_generate_engine_error_exits_nonzero(fake_llm):
+    result = runner.invoke(cli.app, ["generate", "boom"])
+    assert result.exit_code == 1
+
+
 def test_chat_ends_at_eof(fake_llm):
     result = runner.invoke(cli.app, ["chat"], input="only\n")
     assert result.exit_code == 0, result.output
@@ -139,19 +158,21 @@ def test_batch_writes_results_errors_and_resumes(fake_llm, tmp_path):
         {"id": "b", "messages": [{"role": "user", "content": "hi"}]},
         {"id": "c", "prompt": "x", "temperature": -1},
         {"id": "d", "prompt": "y"},
+        {"id": "e", "prompt": "boom"},
     ]
     inp.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n", encoding="utf-8")
     result = runner.invoke(cli.app, ["batch", str(inp), str(out), "--max-tokens", "5"])
     assert result.exit_code == 0, result.output
     records = read_jsonl(out)
     by_index = {r["index"]: r for r in records}
-    assert sorted(by_index) == [0, 1, 2, 3, 4]
+    assert sorted(by_index) == [0, 1, 2, 3, 4, 5]
     assert [r["index"] for r in records if "text" in r] == [3, 1, 0]  # completion order
+    assert by_index[4] == {"index": 4, "id": "e", "error": "prompt too long"}
     assert by_index[0]["usage"] == {"prompt_tokens": 3, "completion_tokens": 3}  # per-line max_tokens wins
     assert by_index[3]["usage"]["completion_tokens"] == 5  # the command-line default
     assert by_index[1]["text"] == "reply to 1 turns" and by_index[1]["id"] == "b"
     assert by_index[2]["id"] == "c" and "temperature" in by_index[2]["error"]
-    assert "invalid JSON" in by_index[4]["error"]
+    assert "invalid JSON" in by_index[5]["error"]
 
     # An interrupted run: drop two results and leave half a line behind.
     kept = [r for r in records if r["index"] not in (0, 3)]
@@ -161,13 +182,13 @@ def test_batch_writes_results_errors_and_resumes(fake_llm, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake_llm.seen == ["y", "plain"]
     records = read_jsonl(out)
-    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4]
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4, 5]
 
     # Nothing left: a third run does not even load the model.
     fake_llm.seen.clear()
     result = runner.invoke(cli.app, ["batch", str(inp), str(out)])
     assert result.exit_code == 0 and fake_llm.seen == []
-    assert len(read_jsonl(out)) == 5
+    assert len(read_jsonl(out)) == 6
 
 
 def test_batch_corrupt_output_is_reported(fake_llm, tmp_path):

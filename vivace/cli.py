@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import jinja2
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
     from vivace.engine.engine import LLM
+    from vivace.engine.outputs import RequestOutput
 
 app = typer.Typer(
     name="vivace",
@@ -58,6 +62,17 @@ def _chat_ids(llm: LLM, messages: list[dict[str, Any]]) -> list[int]:
     return llm.tokenizer.encode(text, add_special_tokens=False)
 
 
+def _print_stream(console: Console, stream: Iterator[RequestOutput]) -> tuple[str, str | None, str | None]:
+    """Print a request's text as it streams; return its text, finish reason and error. Closing aborts it."""
+    text, finish_reason, error = "", None, None
+    with closing(stream):
+        for out in stream:
+            completion = out.outputs[0]
+            console.print(completion.delta, end="", markup=False, soft_wrap=True)
+            text, finish_reason, error = completion.text, completion.finish_reason, out.error
+    return text, finish_reason, error
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
@@ -74,10 +89,15 @@ def generate(
     params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
     llm = _load(model, device)
     request: str | list[int] = _chat_ids(llm, [{"role": "user", "content": prompt}]) if chat else prompt
+    error = None
     for out in llm.stream(request, params):
         sys.stdout.write(out.outputs[0].delta)
         sys.stdout.flush()
+        error = out.error
     sys.stdout.write("\n")
+    if error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -121,20 +141,16 @@ def chat(
             console.print("[dim](history cleared)[/dim]")
             continue
         history.append({"role": "user", "content": line})
-        reply, finish_reason = "", None
-        stream = llm.stream(_chat_ids(llm, history), params)
         try:
-            for out in stream:
-                completion = out.outputs[0]
-                console.print(completion.delta, end="", markup=False, soft_wrap=True)
-                reply, finish_reason = completion.text, completion.finish_reason
+            reply, finish_reason, error = _print_stream(console, llm.stream(_chat_ids(llm, history), params))
         except KeyboardInterrupt:
-            stream.close()  # ends the request in the engine
             console.print("\n[dim](interrupted)[/dim]")
             history.pop()
             continue
         except ValueError as e:  # e.g. the conversation outgrew the context
-            console.print(f"\n[red]error:[/red] {e}", markup=True)
+            reply, finish_reason, error = "", None, str(e)
+        if error:
+            console.print(f"\n[red]error:[/red] {escape(error)}")
             console.print("[dim]/reset starts a new conversation.[/dim]")
             history.pop()
             continue
@@ -196,14 +212,19 @@ def batch(
         for item in runnable:
             try:
                 prompts.append(item.prompt if item.messages is None else _chat_ids(llm, item.messages))
-            except (jinja2.TemplateError, ValueError) as e:  # a template may reject a conversation
-                writer.write(error_record(item.index, item.id, f"chat template: {e}"))
+            except ChatTemplateError as e:  # a template may reject a conversation (roles out of order)
+                writer.write(error_record(item.index, item.id, str(e)))
                 progress.advance(task)
                 failed += 1
                 continue
             kept.append(item)
         for i, out in llm.generate_unordered(prompts, [item.sampling_params for item in kept]):
             item, completion = kept[i], out.outputs[0]
+            progress.advance(task)
+            if out.error or completion.finish_reason == "error":
+                writer.write(error_record(item.index, item.id, out.error or "the engine failed on this request"))
+                failed += 1
+                continue
             writer.write(
                 result_record(
                     item.index,
@@ -214,7 +235,6 @@ def batch(
                     len(completion.token_ids),
                 )
             )
-            progress.advance(task)
     if failed:
         err.print(f"[yellow]{failed} line(s) could not run; see their 'error' field in {output_path}[/yellow]")
 
