@@ -1,0 +1,117 @@
+"""AsyncEngine: the engine loop on its own thread, requests as async iterators of outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from vivace.engine.config import EngineConfig, SamplingParams
+from vivace.engine.engine import LLMEngine
+from vivace.engine.outputs import RequestOutput
+
+log = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop has stopped; no request can be served."""
+
+
+class AsyncEngine:
+    """Thread-safe front of an LLMEngine for asyncio servers; abort on cancellation."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self._lock = threading.Lock()  # guards every call into the engine
+        self._wake = threading.Event()
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._ids = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="vivace-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> AsyncEngine:
+        return cls(LLMEngine(config))
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            with self._lock:
+                busy = self.engine.has_unfinished_requests()
+                outputs = self.engine.step() if busy else []
+            for out in outputs:
+                self._deliver(out)
+            if not busy:
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+
+    def _deliver(self, out: RequestOutput) -> None:
+        target = self._queues.get(out.request_id)
+        if target is None:
+            return
+        loop, queue = target
+        if out.finished:
+            self._queues.pop(out.request_id, None)
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, out)
+        except RuntimeError:  # the caller's loop is gone
+            pass
+
+    async def generate(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        score_from: int | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Outputs of one request as they are produced; leaving the iteration early aborts it.
+
+        Validation errors (bad parameters, prompt too long) raise here, before anything is queued.
+        """
+        if self._stopped:
+            raise EngineDeadError("the engine has been shut down")
+        request_id = request_id or f"req-{next(self._ids)}"
+        queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def add() -> None:
+            with self._lock:
+                self.engine.add_request(request_id, prompt, params, score_from=score_from)
+                self._queues[request_id] = (loop, queue)
+            self._wake.set()
+
+        await asyncio.to_thread(add)
+        finished = False
+        try:
+            while not finished:
+                out = await queue.get()
+                finished = out.finished
+                yield out
+        finally:
+            if not finished:
+                await self.abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a request and free its KV blocks."""
+        def do_abort() -> None:
+            with self._lock:
+                self._queues.pop(request_id, None)
+                self.engine.abort(request_id)
+
+        await asyncio.to_thread(do_abort)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return self.engine.stats()
+
+    def shutdown(self) -> None:
+        """Stop the loop thread (in-flight requests are aborted)."""
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            for request_id in list(self.engine._requests):
+                self.engine.abort(request_id)

@@ -1,0 +1,40 @@
+"""Sizing the KV cache: a byte budget, or a fraction of the free memory of the engine's device."""
+
+from __future__ import annotations
+
+import torch
+
+from vivace.engine.config import EngineConfig, InvalidParameterError
+
+
+def free_memory_bytes(device: str) -> int:
+    """Free memory of a CUDA device, or the host's available memory for CPU."""
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # unknown platform: assume 4 GiB available
+
+
+def kv_cache_blocks(config: EngineConfig, kv_bytes_per_token: int, max_model_len: int) -> int:
+    """How many KV blocks to allocate: the budget's worth, capped at what max_num_seqs full contexts need."""
+    block_bytes = kv_bytes_per_token * config.block_size
+    if config.kv_cache_memory_bytes is not None:
+        budget = config.kv_cache_memory_bytes
+    else:
+        budget = int(free_memory_bytes(config.device) * config.kv_cache_memory_fraction)
+    blocks = budget // block_bytes
+    if blocks < 1:
+        raise InvalidParameterError(
+            "kv_cache_memory_bytes",
+            f"KV budget of {budget:,} bytes is below one block ({block_bytes:,} bytes for "
+            f"{config.block_size} tokens)",
+        )
+    enough = config.max_num_seqs * -(-max_model_len // config.block_size) + 1
+    return int(min(blocks, enough))
