@@ -1,0 +1,219 @@
+"""Load a llama.cpp GGUF file: metadata -> ModelConfig, tensors -> dequantized HF-named weights."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as GGMLType
+
+from vivace.engine.config import ModelConfig
+from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
+from vivace.engine.tokenizer import Tokenizer
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+# llama.cpp's converter permutes Q/K rows for its interleaved ("NORM") RoPE on these; qwen2 uses NEOX
+# RoPE (HF's rotate_half layout) and is stored unpermuted.
+_PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
+SUPPORTED_TENSOR_TYPES = (
+    GGMLType.F32, GGMLType.F16, GGMLType.BF16,
+    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+    GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
+)
+# llama3 RoPE frequency divisors: moved into ModelConfig.rope_scaling, not kept as a weight.
+_ROPE_FREQS = "rope_freqs.weight"
+
+_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+_GGUF_MAGIC = b"GGUF"
+
+
+def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Read a GGUF file fully (config, tokenizer, dequantized weights in `dtype`); all errors surface here."""
+    reader = open_gguf(path)
+    meta = read_metadata(reader)
+    architecture = meta.get("general.architecture")
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{path}: architecture {architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    freq_factors = dequantize_tensor(tensors[_ROPE_FREQS], path) if _ROPE_FREQS in tensors else None
+    config = gguf_model_config(meta, set(tensors), path, freq_factors)
+    tokenizer = Tokenizer.from_gguf_metadata(meta)
+    weights = {}
+    for tensor in reader.tensors:
+        if tensor.name == _ROPE_FREQS:
+            continue
+        name = hf_tensor_name(tensor.name, path)
+        values = dequantize_tensor(tensor, path)
+        if architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_q.weight", ".attn_q.bias")):
+            values = unpermute_qk(values, config.num_heads)
+        elif architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_k.weight", ".attn_k.bias")):
+            values = unpermute_qk(values, config.num_kv_heads)
+        weights[name] = torch.from_numpy(values).to(dtype)
+    check_weight_shapes(config, weights, path)
+    return LoadedModel(config=config, weights=weights, tokenizer=tokenizer)
+
+
+def open_gguf(path: str) -> gguf.GGUFReader:
+    """Open and parse a GGUF header, turning every failure into ModelNotFoundError / CorruptModelError."""
+    if not os.path.exists(path):
+        raise ModelNotFoundError(f"model file {path} does not exist")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CorruptModelError(f"{path} is empty (0 bytes); re-download or re-convert the model")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != _GGUF_MAGIC:
+        raise CorruptModelError(f"{path} is not a GGUF file: it starts with {magic!r}, not {_GGUF_MAGIC!r}")
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, IndexError, struct/numpy errors on bad input
+        raise CorruptModelError(
+            f"{path} is not a valid GGUF file (truncated or corrupt header): {type(exc).__name__}: {exc}"
+        ) from exc
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size or tensor.data.nbytes != int(tensor.n_bytes):
+            raise CorruptModelError(
+                f"{path} is truncated: tensor {tensor.name!r} needs bytes up to {end:,} but the file has {size:,}"
+            )
+    return reader
+
+
+def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
+    """All key/value metadata as plain Python values (strings, numbers, lists)."""
+    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+
+
+def dequantize_tensor(tensor: gguf.ReaderTensor, path: str) -> np.ndarray:
+    """Dequantize to a writable float32 array in torch's dim order (GGUF lists dims innermost first)."""
+    if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
+        supported = ", ".join(t.name for t in SUPPORTED_TENSOR_TYPES)
+        raise UnsupportedModelError(
+            f"{path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which is not supported; "
+            f"supported: {supported}"
+        )
+    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    # A plain ndarray view: numpy memmap slicing overhead otherwise dominates dequantization time.
+    values = gguf.quants.dequantize(tensor.data.view(np.ndarray), tensor.tensor_type)
+    values = np.asarray(values, dtype=np.float32)
+    if not values.flags.writeable or not values.flags.c_contiguous:
+        values = np.array(values, dtype=np.float32, order="C")
+    try:
+        return values.reshape(shape)
+    except ValueError as exc:
+        raise CorruptModelError(
+            f"{path}: tensor {tensor.name!r} holds {values.size} values, not the {shape} it declares"
+        ) from exc
+
+
+def unpermute_qk(values: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved RoPE) so HF's rotate_half RoPE applies."""
+    rows = values.shape[0]
+    half = rows // num_heads // 2
+    grouped = values.reshape(num_heads, half, 2, *values.shape[1:])
+    return np.ascontiguousarray(grouped.swapaxes(1, 2)).reshape(values.shape)
+
+
+def hf_tensor_name(name: str, path: str) -> str:
+    """The HF transformers name of a llama.cpp tensor name."""
+    if name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[name]
+    match = _LAYER_RE.match(name)
+    if match and match.group(2) in _LAYER_NAMES:
+        return f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
+    raise UnsupportedModelError(f"{path}: tensor {name!r} is not part of a Llama-family model; cannot map it")
+
+
+def gguf_model_config(
+    meta: Mapping[str, Any], tensor_names: set[str], path: str, freq_factors: np.ndarray | None = None
+) -> ModelConfig:
+    """Map llama.cpp metadata keys (`{arch}.embedding_length`, ...) to a ModelConfig."""
+    arch = meta["general.architecture"]
+
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"{arch}.{key}", default)
+        if isinstance(value, list):  # per-layer arrays: only uniform ones are supported
+            if not value or any(v != value[0] for v in value):
+                raise UnsupportedModelError(f"{path}: {arch}.{key} varies per layer ({value}); not supported")
+            value = value[0]
+        return value
+
+    def required(key: str) -> Any:
+        value = get(key)
+        if value is None:
+            raise CorruptModelError(f"{path}: metadata key {arch}.{key} is missing")
+        return value
+
+    hidden, heads = int(required("embedding_length")), int(required("attention.head_count"))
+    head_dim = get("attention.key_length") or get("rope.dimension_count") or hidden // heads
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    eos_ids = [meta.get(f"tokenizer.ggml.{key}") for key in ("eos_token_id", "eot_token_id", "eom_token_id")]
+    return ModelConfig(
+        architecture=arch,
+        vocab_size=int(get("vocab_size") or len(tokens)),
+        hidden_size=hidden,
+        intermediate_size=int(required("feed_forward_length")),
+        num_layers=int(required("block_count")),
+        num_heads=heads,
+        num_kv_heads=int(get("attention.head_count_kv") or heads),
+        head_dim=int(head_dim),
+        rms_norm_eps=_float32_value(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=_float32_value(get("rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(get, freq_factors),
+        max_position_embeddings=int(get("context_length", 2048)),
+        tie_word_embeddings="output.weight" not in tensor_names,
+        attention_bias="blk.0.attn_q.bias" in tensor_names,
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_ids=list(dict.fromkeys(int(i) for i in eos_ids if i is not None)),
+    )
+
+
+def _rope_scaling(get: Any, freq_factors: np.ndarray | None) -> dict[str, Any] | None:
+    """HF-style rope_scaling; llama3 files carry per-frequency divisors (`rope_freqs.weight`) instead.
+
+    {"rope_type": "freq_factors", "factors": [f_0, ...]} (head_dim / 2 floats) means, as in llama.cpp:
+    inv_freq[i] = rope_theta ** (-2i / head_dim) / factors[i]; llama3's factor/low/high smoothing is baked in.
+    """
+    if freq_factors is not None:
+        return {"rope_type": "freq_factors", "factors": [float(f) for f in freq_factors.reshape(-1)]}
+    kind = get("rope.scaling.type")
+    factor = get("rope.scaling.factor")
+    if kind in (None, "none") or not factor:
+        return None
+    scaling: dict[str, Any] = {"rope_type": kind, "factor": float(factor)}
+    original = get("rope.scaling.original_context_length")
+    if original:
+        scaling["original_max_position_embeddings"] = int(original)
+    return scaling
+
+
+def _float32_value(value: float) -> float:
+    """GGUF stores float32; return the shortest decimal that round-trips (9.99999974e-06 -> 1e-05)."""
+    return float(str(np.float32(value)))

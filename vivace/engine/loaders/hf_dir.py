@@ -1,0 +1,116 @@
+"""Load an HF-layout directory: config.json + (sharded) *.safetensors + tokenizer.json."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from vivace.engine.config import ModelConfig
+from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
+from vivace.engine.tokenizer import Tokenizer
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Read config, all safetensors shards (cast to `dtype`) and the tokenizer from directory `path`."""
+    if not os.path.isdir(path):
+        raise ModelNotFoundError(f"model directory {path} does not exist")
+    raw = _read_config(path)
+    config = hf_model_config(raw, path)
+    weights = _read_safetensors(path, dtype)
+    if config.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+    check_weight_shapes(config, weights, path)
+    tokenizer = Tokenizer.from_hf_dir(path)
+    if tokenizer.bos_token_id is not None and config.bos_token_id is None:
+        config.bos_token_id = tokenizer.bos_token_id
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in config.eos_token_ids:
+        config.eos_token_ids.append(tokenizer.eos_token_id)
+    return LoadedModel(config=config, weights=weights, tokenizer=tokenizer)
+
+
+def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
+    """Map an HF config.json (llama / mistral / qwen2) to a ModelConfig."""
+    model_type = raw.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    try:
+        hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
+        rope_theta, rope_scaling = _rope(raw)
+        eos = raw.get("eos_token_id")
+        return ModelConfig(
+            architecture=model_type,
+            vocab_size=int(raw["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(raw["intermediate_size"]),
+            num_layers=int(raw["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(raw.get("num_key_value_heads") or heads),
+            head_dim=int(raw.get("head_dim") or hidden // heads),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
+            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            attention_bias=bool(raw.get("attention_bias", model_type == "qwen2")),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_ids=list(eos) if isinstance(eos, list) else ([] if eos is None else [int(eos)]),
+        )
+    except KeyError as exc:
+        raise CorruptModelError(f"{path}/config.json is missing required key {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
+        raise CorruptModelError(f"{path}/config.json has a malformed value: {exc}") from exc
+
+
+def _rope(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """(rope_theta, rope_scaling) from either the classic keys or transformers 5's `rope_parameters`."""
+    params = raw.get("rope_parameters")
+    if isinstance(params, dict):
+        theta = float(params.get("rope_theta", raw.get("rope_theta", 10000.0)))
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+        return theta, None if scaling.get("rope_type", "default") == "default" else scaling
+    scaling = raw.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default":
+        scaling = None
+    return float(raw.get("rope_theta", 10000.0)), scaling
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    """The parsed config.json of directory `path`."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise ModelNotFoundError(f"{path} has no config.json; is it an HF model directory?")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CorruptModelError(f"{config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CorruptModelError(f"{config_path} must hold a JSON object")
+    return raw
+
+
+def _read_safetensors(path: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor from every *.safetensors file in `path`, cast to `dtype`."""
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise ModelNotFoundError(f"{path} has no *.safetensors files (.bin checkpoints are not supported)")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as shard:
+                for name in shard.keys():
+                    if not name.endswith("rotary_emb.inv_freq"):  # a buffer old checkpoints saved; recomputed
+                        weights[name] = shard.get_tensor(name).to(dtype)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CorruptModelError(f"{file} is not a valid safetensors file: {exc}") from exc
+    return weights
