@@ -1,0 +1,374 @@
+"""Batched sampling: logits [B, V] plus per-row SamplingParams -> one token per row.
+
+Order of operations, per row (each step is skipped for the whole batch when no row needs it):
+
+1. logit_bias is added.
+2. min_tokens: while len(output) < min_tokens, EOS ids (unless ignore_eos) and stop_token_ids are
+   set to -inf.
+3. repetition_penalty (HF): over prompt+output tokens, positive logits are divided, negative ones
+   multiplied.
+4. presence/frequency penalties (OpenAI): over output tokens, logit -= freq*count + presence*(count>0).
+5. Greedy rows (temperature 0) take the argmax (first index on ties); steps 6-9 are for the others.
+6. Divide by temperature.
+7. top_k: keep the k largest.
+8. top_p: on the top_k-renormalised distribution keep the smallest prefix (by descending prob)
+   whose mass is >= top_p; the top token is always kept.
+9. min_p: drop tokens with prob < min_p * max_prob.
+10. Draw with the exponential race argmax(probs / q), q ~ Exp(1): a row with its own generator
+    fills its q row from it alone, so its tokens do not depend on what else is in the batch. Each
+    sampled step takes V uniforms from a seeded row's generator; greedy rows take none.
+
+Logprobs are "raw": log_softmax of the logits as given, before any of the steps above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vivace.engine.config import InvalidParameterError, SamplingParams
+
+_NEG_INF = float("-inf")
+_WINDOW = 256  # candidates sorted for top_k/top_p before falling back to a full sort
+
+
+@dataclass
+class SamplerOutput:
+    """One step's result.
+
+    `logprobs` is None when no row asked for logprobs; otherwise it holds the chosen token's raw
+    logprob for every row (also rows that did not ask: it is free, and the engine decides what to
+    report). `top_logprobs` is None likewise; otherwise row i holds params.logprobs (token, logprob)
+    pairs sorted by descending logprob, and [] for rows whose params.logprobs is None or 0.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+
+
+def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator | None:
+    """A generator seeded with `seed` on `device`, or None for unseeded requests."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_token_ids(params: SamplingParams, vocab_size: int) -> None:
+    """Raise InvalidParameterError if logit_bias or stop_token_ids name a token outside the vocab.
+
+    Call it when a request is admitted; `SamplingBatch.build` calls it too, as a last guard.
+    """
+    for name, ids in (("logit_bias", params.logit_bias or ()), ("stop_token_ids", params.stop_token_ids)):
+        for t in ids:
+            if not 0 <= int(t) < vocab_size:
+                raise InvalidParameterError(name, f"token id {t} is outside the vocabulary [0, {vocab_size})")
+
+
+def _padded(rows: list[list[int]], pad: int, device: torch.device | str) -> torch.Tensor:
+    """A [B, L] long tensor of `rows`, right-padded with `pad`."""
+    width = max((len(r) for r in rows), default=0)
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+@dataclass
+class SamplingBatch:
+    """Per-row sampling tensors for one step, plus flags that let `sample` skip unneeded work.
+
+    Row-parameter tensors for steps 6-9 (`temperature`, `top_k`, `top_p`, `min_p`) are indexed
+    by position in `sampled_rows` (the non-greedy rows), not by batch row.
+    """
+
+    batch_size: int
+    vocab_size: int
+    all_greedy: bool
+    all_random: bool
+    greedy_rows: torch.Tensor  # [G] long
+    sampled_rows: torch.Tensor  # [S] long
+    # Steps 1-4, over all rows; None when no row needs the step.
+    bias: torch.Tensor | None  # [B, V] float
+    min_tokens_mask: tuple[torch.Tensor, torch.Tensor] | None  # (row ids, token ids) to set -inf
+    repetition_penalty: torch.Tensor | None  # [B, 1]
+    seen: torch.Tensor | None  # [B, V] bool: token in prompt+output
+    frequency_penalty: torch.Tensor | None  # [B, 1]
+    presence_penalty: torch.Tensor | None  # [B, 1]
+    output_counts: torch.Tensor | None  # [B, V] float
+    # Steps 6-9, over sampled rows.
+    temperature: torch.Tensor  # [S, 1]
+    top_k: torch.Tensor | None  # [S] long; V where off
+    max_top_k: int  # largest top_k in use, 0 if none
+    top_p: torch.Tensor | None  # [S, 1]; > 1 where off, so float round-off never trims a row
+    min_p: torch.Tensor | None  # [S, 1]
+    # Random draw: positions in sampled_rows with their own generator, and the rest.
+    seeded: list[tuple[int, torch.Generator]]
+    unseeded: torch.Tensor  # [U] long, positions in sampled_rows
+    default_generator: torch.Generator | None  # None = torch's global RNG
+    # Logprobs.
+    logprobs_k: list[int | None]
+    need_logprobs: bool
+    max_logprobs: int
+
+    @property
+    def any_bias(self) -> bool:
+        return self.bias is not None
+
+    @property
+    def any_penalties(self) -> bool:
+        return self.seen is not None or self.output_counts is not None
+
+    @property
+    def any_top_k(self) -> bool:
+        return self.top_k is not None
+
+    @property
+    def any_top_p(self) -> bool:
+        return self.top_p is not None
+
+    @property
+    def any_min_p(self) -> bool:
+        return self.min_p is not None
+
+    @classmethod
+    def build(
+        cls,
+        params: list[SamplingParams],
+        prompt_ids: list[list[int]],
+        output_ids: list[list[int]],
+        generators: list[torch.Generator | None],
+        vocab_size: int,
+        device: torch.device | str,
+        eos_token_ids: Sequence[int] = (),
+        default_generator: torch.Generator | None = None,
+    ) -> SamplingBatch:
+        """Gather the rows' parameters into tensors on `device`; rows may share a params object."""
+        B, V = len(params), vocab_size
+        if not (len(prompt_ids) == len(output_ids) == len(generators) == B):
+            raise ValueError(
+                f"params, prompt_ids, output_ids and generators must have one entry per row; got "
+                f"{B}, {len(prompt_ids)}, {len(output_ids)}, {len(generators)}"
+            )
+        for p in {id(p): p for p in params}.values():
+            check_token_ids(p, V)
+
+        greedy = [i for i, p in enumerate(params) if p.greedy]
+        sampled = [i for i, p in enumerate(params) if not p.greedy]
+        sp = [params[i] for i in sampled]
+
+        def f32(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+
+        bias = None
+        if any(p.logit_bias for p in params):
+            rows, cols, vals = [], [], []
+            for i, p in enumerate(params):
+                for t, b in (p.logit_bias or {}).items():
+                    rows.append(i), cols.append(int(t)), vals.append(float(b))
+            bias = torch.zeros(B, V, dtype=torch.float32, device=device)
+            bias[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = torch.tensor(
+                vals, dtype=torch.float32, device=device
+            )
+
+        min_tokens_mask = None
+        mask_rows, mask_cols = [], []
+        for i, p in enumerate(params):
+            if len(output_ids[i]) < p.min_tokens:
+                banned = set(p.stop_token_ids) | (set() if p.ignore_eos else set(eos_token_ids))
+                mask_rows += [i] * len(banned)
+                mask_cols += sorted(banned)
+        if mask_rows:
+            min_tokens_mask = (torch.tensor(mask_rows, device=device), torch.tensor(mask_cols, device=device))
+
+        repetition_penalty = seen = None
+        rep = [p.repetition_penalty != 1.0 for p in params]
+        if any(rep):
+            # Only rows with a penalty pay for padding their (possibly long) prompts.
+            ids = _padded([prompt_ids[i] + output_ids[i] if r else [] for i, r in enumerate(rep)], V, device)
+            seen = torch.zeros(B, V + 1, dtype=torch.bool, device=device)
+            seen.scatter_(1, ids, True)
+            seen = seen[:, :V]
+            repetition_penalty = f32([p.repetition_penalty for p in params])
+
+        frequency_penalty = presence_penalty = output_counts = None
+        fp = [p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params]
+        if any(fp):
+            ids = _padded([output_ids[i] if r else [] for i, r in enumerate(fp)], V, device)
+            output_counts = torch.zeros(B, V + 1, dtype=torch.float32, device=device)
+            output_counts.scatter_add_(1, ids, torch.ones(ids.shape, dtype=torch.float32, device=device))
+            output_counts = output_counts[:, :V]
+            frequency_penalty = f32([p.frequency_penalty for p in params])
+            presence_penalty = f32([p.presence_penalty for p in params])
+
+        top_k = None
+        if any(0 < p.top_k < V for p in sp):
+            top_k = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in sp], dtype=torch.long, device=device)
+        top_p = None
+        if any(p.top_p < 1.0 for p in sp):
+            top_p = f32([p.top_p if p.top_p < 1.0 else 2.0 for p in sp])
+        min_p = None
+        if any(p.min_p > 0.0 for p in sp):
+            min_p = f32([p.min_p for p in sp])
+
+        seeded = [(j, generators[i]) for j, i in enumerate(sampled) if generators[i] is not None]
+        unseeded = [j for j, i in enumerate(sampled) if generators[i] is None]
+        logprobs_k = [p.logprobs for p in params]
+        need_logprobs = any(k is not None for k in logprobs_k)
+
+        def long(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        return cls(
+            batch_size=B,
+            vocab_size=V,
+            all_greedy=not sampled,
+            all_random=not greedy,
+            greedy_rows=long(greedy),
+            sampled_rows=long(sampled),
+            bias=bias,
+            min_tokens_mask=min_tokens_mask,
+            repetition_penalty=repetition_penalty,
+            seen=seen,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            output_counts=output_counts,
+            temperature=f32([p.temperature for p in sp]),
+            top_k=top_k,
+            max_top_k=max((p.top_k for p in sp if 0 < p.top_k < V), default=0),
+            top_p=top_p,
+            min_p=min_p,
+            seeded=seeded,
+            unseeded=long(unseeded),
+            default_generator=default_generator,
+            logprobs_k=logprobs_k,
+            need_logprobs=need_logprobs,
+            max_logprobs=max((k or 0 for k in logprobs_k), default=0),
+        )
+
+
+def adjusted_logits(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Steps 1-4 (bias, min_tokens, penalties); returns `logits` itself when no row needs any."""
+    x = logits
+    if batch.bias is not None:
+        x = x + batch.bias
+    if batch.min_tokens_mask is not None:
+        x = x.clone() if x is logits else x
+        x[batch.min_tokens_mask] = _NEG_INF
+    if batch.seen is not None:
+        rp = batch.repetition_penalty
+        penalised = torch.where(x > 0, x / rp, x * rp)
+        x = torch.where(batch.seen, penalised, x)
+    if batch.output_counts is not None:
+        counts = batch.output_counts
+        x = x - (batch.frequency_penalty * counts + batch.presence_penalty * (counts > 0))
+    return x
+
+
+def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Steps 7-8 on [S, V] logits: -inf outside each row's top_k / top_p set.
+
+    Exact, but sorts only a window of the largest logits: a full sort of [64, 32000] takes
+    ~290 ms on one CPU core, topk(256) ~15 ms. Rows whose top_p set does not fit in the window
+    (flat distributions) fall back to a full sort of just those rows.
+    """
+    S, V = x.shape
+    k = batch.top_k if batch.top_k is not None else torch.full((S,), V, device=x.device)
+    c = min(V, max(batch.max_top_k, _WINDOW))  # every finite top_k fits in the window
+    vals, idx = x.topk(c, dim=-1)  # sorted descending
+    vals.masked_fill_(torch.arange(c, device=x.device) >= k.unsqueeze(1), _NEG_INF)
+    in_window = k <= c
+    resolved = in_window
+    if batch.top_p is not None:
+        lse = vals.logsumexp(dim=-1)
+        if not bool(in_window.all()):  # the top_p mass of rows without top_k is over the whole row
+            lse = torch.where(in_window, lse, x.logsumexp(dim=-1))
+        cum = (vals - lse.unsqueeze(1)).exp_().cumsum_(dim=-1)
+        mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+        vals.masked_fill_(mass_before >= batch.top_p, _NEG_INF)
+        resolved = resolved | (cum[:, -1:] >= batch.top_p).squeeze(1)
+    out = torch.full_like(x, _NEG_INF).scatter_(1, idx, vals)
+    if not bool(resolved.all()):
+        out = torch.where(resolved.unsqueeze(1), out, x)
+    if batch.top_p is not None:
+        # Unresolved rows have no top_k (it would be in the window); those with top_p need a full sort.
+        rows = (~resolved & (batch.top_p.squeeze(1) <= 1.0)).nonzero().squeeze(1)
+        if len(rows):
+            sorted_x, order = x[rows].sort(dim=-1, descending=True)
+            cum = sorted_x.softmax(dim=-1).cumsum_(dim=-1)
+            mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+            sorted_x.masked_fill_(mass_before >= batch.top_p[rows], _NEG_INF)
+            out[rows] = torch.empty_like(sorted_x).scatter_(1, order, sorted_x)
+    return out
+
+
+def _filtered_logits(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Steps 6-9 on the sampled rows of adjusted logits: a new [S, V] tensor, -inf where dropped."""
+    if batch.all_random:
+        x = x / batch.temperature
+    else:
+        x = x.index_select(0, batch.sampled_rows).div_(batch.temperature)
+    if batch.top_k is not None or batch.top_p is not None:
+        x = _top_k_top_p(x, batch)
+    if batch.min_p is not None:
+        # p < min_p * p_max  <=>  logit < logit_max + log(min_p); log(0) = -inf drops nothing.
+        threshold = x.amax(dim=-1, keepdim=True) + batch.min_p.log()
+        x.masked_fill_(x < threshold, _NEG_INF)
+    return x
+
+
+def processed_logprobs(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """The [B, V] log-probabilities each row is finally drawn from; greedy rows are one-hot."""
+    x = adjusted_logits(logits, batch)
+    out = torch.full_like(x, _NEG_INF)
+    if not batch.all_random:
+        g = batch.greedy_rows
+        out[g, x[g].argmax(dim=-1)] = 0.0
+    if not batch.all_greedy:
+        out[batch.sampled_rows] = _filtered_logits(x, batch).log_softmax(dim=-1)
+    return out
+
+
+def _draw(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Exponential race over [S, V] probs: argmax(probs / q), q ~ Exp(1) from each row's generator.
+
+    q = -log(U) with U uniform in [0, 1): the same Exp(1) as exponential_, but ~8x faster on CPU
+    ([64, 32000]: 7.6 ms against 65 ms). U < 1 keeps q > 0, so no 0/0 reaches the argmax.
+    """
+    q = torch.empty_like(probs)
+    if len(batch.unseeded):
+        if len(batch.unseeded) == len(q):
+            q.uniform_(generator=batch.default_generator)
+        else:
+            u = torch.empty(len(batch.unseeded), q.shape[1], dtype=q.dtype, device=q.device)
+            q[batch.unseeded] = u.uniform_(generator=batch.default_generator)
+    for j, g in batch.seeded:
+        q[j].uniform_(generator=g)
+    return probs.div_(q.log_().neg_()).argmax(dim=-1)
+
+
+def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
+    """Pick one token per row of float32 `logits` [B, V]; `logits` is not modified."""
+    x = adjusted_logits(logits, batch)
+    if batch.all_greedy:
+        tokens = x.argmax(dim=-1)
+    else:
+        drawn = _draw(_filtered_logits(x, batch).softmax(dim=-1), batch)
+        if batch.all_random:
+            tokens = drawn
+        else:
+            tokens = torch.empty(batch.batch_size, dtype=torch.long, device=logits.device)
+            tokens[batch.sampled_rows] = drawn
+            tokens[batch.greedy_rows] = x[batch.greedy_rows].argmax(dim=-1)
+    if not batch.need_logprobs:
+        return SamplerOutput(token_ids=tokens.tolist())
+
+    raw = logits.log_softmax(dim=-1)
+    chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
+    top_lists: list[list[tuple[int, float]]] = [[] for _ in range(batch.batch_size)]
+    if batch.max_logprobs > 0:
+        values, ids = raw.topk(min(batch.max_logprobs, batch.vocab_size), dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+        for i, k in enumerate(batch.logprobs_k):
+            if k:
+                top_lists[i] = list(zip(ids[i][:k], values[i][:k]))
+    return SamplerOutput(token_ids=tokens.tolist(), logprobs=chosen, top_logprobs=top_lists)
