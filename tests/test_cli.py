@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vivace import cli
-from vivace.engine.config import SamplingParams
+from vivace.engine.config import InvalidParameterError, SamplingParams
 
 runner = CliRunner()
 
@@ -52,11 +52,28 @@ class FakeTokenizer:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
 
 
+class FakeEngine:
+    """Validates like LLMEngine.add_request: a prompt containing 'huge' does not fit the context."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams, *, stream: bool = True) -> None:
+        text = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))
+        if "huge" in text:
+            raise InvalidParameterError("prompt", "prompt has 9,213 tokens; this model's context is 8,192")
+        self.running.add(request_id)
+
+    def abort(self, request_id: str) -> None:
+        self.running.remove(request_id)
+
+
 @dataclass
 class FakeLLM:
     """Replies with the number of user turns it sees, word by word; finishes requests in reverse order."""
 
     tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
+    engine: FakeEngine = field(default_factory=FakeEngine)
     seen: list[Any] = field(default_factory=list)
 
     def _reply(self, prompt: str | list[int]) -> str:
@@ -159,20 +176,23 @@ def test_batch_writes_results_errors_and_resumes(fake_llm, tmp_path):
         {"id": "c", "prompt": "x", "temperature": -1},
         {"id": "d", "prompt": "y"},
         {"id": "e", "prompt": "boom"},
+        {"id": "f", "messages": [{"role": "user", "content": "huge"}]},
     ]
     inp.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n", encoding="utf-8")
     result = runner.invoke(cli.app, ["batch", str(inp), str(out), "--max-tokens", "5"])
     assert result.exit_code == 0, result.output
     records = read_jsonl(out)
     by_index = {r["index"]: r for r in records}
-    assert sorted(by_index) == [0, 1, 2, 3, 4, 5]
+    assert sorted(by_index) == [0, 1, 2, 3, 4, 5, 6]
     assert [r["index"] for r in records if "text" in r] == [3, 1, 0]  # completion order
     assert by_index[4] == {"index": 4, "id": "e", "error": "prompt too long"}
+    assert "context is 8,192" in by_index[5]["error"] and by_index[5]["id"] == "f"
+    assert fake_llm.engine.running == set()
     assert by_index[0]["usage"] == {"prompt_tokens": 3, "completion_tokens": 3}  # per-line max_tokens wins
     assert by_index[3]["usage"]["completion_tokens"] == 5  # the command-line default
     assert by_index[1]["text"] == "reply to 1 turns" and by_index[1]["id"] == "b"
     assert by_index[2]["id"] == "c" and "temperature" in by_index[2]["error"]
-    assert "invalid JSON" in by_index[5]["error"]
+    assert "invalid JSON" in by_index[6]["error"]
 
     # An interrupted run: drop two results and leave half a line behind.
     kept = [r for r in records if r["index"] not in (0, 3)]
@@ -182,13 +202,13 @@ def test_batch_writes_results_errors_and_resumes(fake_llm, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake_llm.seen == ["y", "plain"]
     records = read_jsonl(out)
-    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4, 5]
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3, 4, 5, 6]
 
     # Nothing left: a third run does not even load the model.
     fake_llm.seen.clear()
     result = runner.invoke(cli.app, ["batch", str(inp), str(out)])
     assert result.exit_code == 0 and fake_llm.seen == []
-    assert len(read_jsonl(out)) == 6
+    assert len(read_jsonl(out)) == 7
 
 
 def test_batch_corrupt_output_is_reported(fake_llm, tmp_path):
@@ -226,13 +246,14 @@ def test_real_batch_runs_and_resumes(use_real_llm, tmp_path):
         {"id": "count", "prompt": "1, 2, 3,", "max_tokens": 4, "temperature": 0},
         {"id": "bad", "prompt": "x", "top_p": 0},
         {"id": "long", "prompt": "Once upon a time", "seed": 3},
+        {"id": "huge", "prompt": "word " * 10000},  # longer than the model's context
     ]
     inp.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     result = runner.invoke(cli.app, ["batch", str(inp), str(out), "--max-tokens", "8"])
     assert result.exit_code == 0, result.output
     first = {r["index"]: r for r in read_jsonl(out)}
-    assert sorted(first) == [0, 1, 2, 3, 4]
-    assert "error" in first[3]
+    assert sorted(first) == [0, 1, 2, 3, 4, 5]
+    assert "error" in first[3] and "error" in first[5]
     for i in (0, 1, 2, 4):
         r = first[i]
         assert r["id"] == lines[i]["id"]
@@ -241,13 +262,14 @@ def test_real_batch_runs_and_resumes(use_real_llm, tmp_path):
         assert 1 <= r["usage"]["completion_tokens"] <= lines[i].get("max_tokens", 8)
     assert first[2]["usage"]["completion_tokens"] <= 4
 
-    # Interrupt: keep lines 1 and 3, leave a partial line; the rerun redoes only 0, 2 and 4.
-    out.write_text(json.dumps(first[1]) + "\n" + json.dumps(first[3]) + "\n" + '{"index": 2, "te', encoding="utf-8")
+    # Interrupt: keep lines 1, 3 and 5, leave a partial line; the rerun redoes only 0, 2 and 4.
+    kept = "".join(json.dumps(first[i]) + "\n" for i in (1, 3, 5))
+    out.write_text(kept + '{"index": 2, "te', encoding="utf-8")
     result = runner.invoke(cli.app, ["batch", str(inp), str(out), "--max-tokens", "8"])
     assert result.exit_code == 0, result.output
     second = read_jsonl(out)
-    assert sorted(r["index"] for r in second) == [0, 1, 2, 3, 4]
-    assert second[:2] == [first[1], first[3]]
+    assert sorted(r["index"] for r in second) == [0, 1, 2, 3, 4, 5]
+    assert second[:3] == [first[1], first[3], first[5]]
     by_index = {r["index"]: r for r in second}
     for i in (0, 2):  # greedy lines come out the same
         assert by_index[i] == first[i]

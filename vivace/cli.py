@@ -160,6 +160,21 @@ def chat(
         history.append({"role": "assistant", "content": reply})
 
 
+def _request_error(llm: LLM, prompt: str | list[int], params: SamplingParams) -> str | None:
+    """The engine's own verdict on a request (too long for the context, a token id out of range) without running it.
+
+    `generate_unordered` rejects the whole batch if one request is invalid; checking each first lets
+    that one line get an error and the rest run.
+    """
+    request_id = "vivace-batch-check"
+    try:
+        llm.engine.add_request(request_id, prompt, params, stream=False)
+    except ValueError as e:
+        return str(e)
+    llm.engine.abort(request_id)
+    return None
+
+
 @app.command()
 def batch(
     input_path: Annotated[Path, typer.Argument(metavar="IN.jsonl", exists=True, dir_okay=False, help="Requests, one JSON object a line.")],
@@ -191,6 +206,10 @@ def batch(
         return
     errors = [item for item in todo if isinstance(item, BatchError)]
     runnable = [item for item in todo if not isinstance(item, BatchError)]
+    llm = None
+    if runnable:
+        with err.status("loading the model"):
+            llm = _load(model, device)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -204,21 +223,23 @@ def batch(
             writer.write(error_record(item.index, item.id, item.error))
             progress.advance(task)
         failed = len(errors)
-        if not runnable:
-            return
-        llm = _load(model, device)
         prompts: list[str | list[int]] = []
         kept = []
         for item in runnable:
             try:
-                prompts.append(item.prompt if item.messages is None else _chat_ids(llm, item.messages))
+                prompt = item.prompt if item.messages is None else _chat_ids(llm, item.messages)
+                error = _request_error(llm, prompt, item.sampling_params)
             except ChatTemplateError as e:  # a template may reject a conversation (roles out of order)
-                writer.write(error_record(item.index, item.id, str(e)))
+                error = str(e)
+            if error is not None:
+                writer.write(error_record(item.index, item.id, error))
                 progress.advance(task)
                 failed += 1
                 continue
+            prompts.append(prompt)
             kept.append(item)
-        for i, out in llm.generate_unordered(prompts, [item.sampling_params for item in kept]):
+        results = llm.generate_unordered(prompts, [item.sampling_params for item in kept]) if kept else []
+        for i, out in results:
             item, completion = kept[i], out.outputs[0]
             progress.advance(task)
             if out.error or completion.finish_reason == "error":
