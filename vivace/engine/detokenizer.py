@@ -17,6 +17,7 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:
         self._tokenizer = tokenizer
         self._skip_special_tokens = skip_special_tokens
+        self._byte_ids = tokenizer.byte_fallback_ids
         self._ids: list[int] = []
         self._prefix_offset = 0  # start of the decode window; text up to read_offset has been emitted
         self._read_offset = 0
@@ -29,6 +30,10 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> str:
         """Append one token and return the text it completes ("" while a character is still partial)."""
         self._ids.append(token_id)
+        if token_id in self._byte_ids:
+            # Byte-fallback decoding replaces a whole run of byte tokens once any byte in it is invalid,
+            # so text from a run is only final once the run ends.
+            return ""
         prefix_text = self._decode(self._prefix_offset, self._read_offset)
         new_text = self._decode(self._prefix_offset, len(self._ids))
         if len(new_text) <= len(prefix_text) or new_text.endswith(_REPLACEMENT):

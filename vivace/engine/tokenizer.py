@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,7 @@ _SPLIT_REGEX = {
     "qwen2": _QWEN2_SPLIT,
     "deepseek-r1-qwen": _QWEN2_SPLIT,
 }
+_BYTE_FALLBACK_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 # Pre-tokenizers that isolate every digit before GPT-2's regex (llama.cpp's "\p{N}" first pass).
 _DIGIT_SPLIT_PRE = {"smollm", "starcoder", "refact", "codeshell"}
 
@@ -73,15 +75,18 @@ def _byte_level_pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
 
 
 def _merges_from_scores(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """Recover SentencePiece-BPE merges from token scores: every split of a token into two known pieces."""
-    merges: list[tuple[float, int, int, str, str]] = []
-    for token, score in zip(tokens, scores):
+    """Recover SentencePiece-BPE merges from token scores: every split of a token into two known pieces.
+
+    Ranked best score first, then longer left and right pieces, as transformers' `generate_merges` does.
+    """
+    ranked: list[tuple[float, int, int, int, int, int, str, str]] = []
+    for position, (token, score) in enumerate(zip(tokens, scores)):
         for cut in range(1, len(token)):
             left, right = token[:cut], token[cut:]
             if left in vocab and right in vocab:
-                merges.append((-score, vocab[left], vocab[right], left, right))
-    merges.sort()
-    return [(left, right) for _, _, _, left, right in merges]
+                ranked.append((-score, -len(left), -len(right), position, vocab[left], vocab[right], left, right))
+    ranked.sort()
+    return [(entry[6], entry[7]) for entry in ranked]
 
 
 def _gguf_backend(meta: Mapping[str, Any]) -> tuple[BackendTokenizer, bool, bool]:
@@ -164,6 +169,9 @@ class Tokenizer:
         self._special = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token}
         self._chat_template = chat_template
         self._special_ids = sorted(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+        self._byte_ids = frozenset(
+            i for token, i in backend.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.match(token)
+        ) if getattr(backend.model, "byte_fallback", False) else frozenset()
 
     @classmethod
     def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:
@@ -261,6 +269,11 @@ class Tokenizer:
     def all_special_ids(self) -> list[int]:
         """Ids that `decode(..., skip_special_tokens=True)` drops."""
         return list(self._special_ids)
+
+    @property
+    def byte_fallback_ids(self) -> frozenset[int]:
+        """Ids of `<0xNN>` byte tokens (SentencePiece byte fallback); empty for byte-level BPE."""
+        return self._byte_ids
 
     @property
     def chat_template(self) -> str | None:

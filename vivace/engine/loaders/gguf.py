@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +12,8 @@ import torch
 from gguf import GGMLQuantizationType as GGMLType
 
 from vivace.engine.config import ModelConfig
-from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
+from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.tokenizer import Tokenizer
 
@@ -49,28 +49,27 @@ _LAYER_NAMES = {
     "ffn_down.weight": "mlp.down_proj.weight",
 }
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
-_GGUF_MAGIC = b"GGUF"
 
 
 def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Read a GGUF file fully (config, tokenizer, dequantized weights in `dtype`); all errors surface here."""
-    reader = open_gguf(path)
-    meta = read_metadata(reader)
+    file = open_gguf(path)
+    meta = file.metadata
     architecture = meta.get("general.architecture")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
             f"{path}: architecture {architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    tensors = {tensor.name: tensor for tensor in reader.tensors}
-    freq_factors = dequantize_tensor(tensors[_ROPE_FREQS], path) if _ROPE_FREQS in tensors else None
+    tensors = {tensor.name: tensor for tensor in file.tensors}
+    freq_factors = dequantize_tensor(file, tensors[_ROPE_FREQS]) if _ROPE_FREQS in tensors else None
     config = gguf_model_config(meta, set(tensors), path, freq_factors)
     tokenizer = Tokenizer.from_gguf_metadata(meta)
     weights = {}
-    for tensor in reader.tensors:
+    for tensor in file.tensors:
         if tensor.name == _ROPE_FREQS:
             continue
         name = hf_tensor_name(tensor.name, path)
-        values = dequantize_tensor(tensor, path)
+        values = dequantize_tensor(file, tensor)
         if architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_q.weight", ".attn_q.bias")):
             values = unpermute_qk(values, config.num_heads)
         elif architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_k.weight", ".attn_k.bias")):
@@ -80,57 +79,23 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     return LoadedModel(config=config, weights=weights, tokenizer=tokenizer)
 
 
-def open_gguf(path: str) -> gguf.GGUFReader:
-    """Open and parse a GGUF header, turning every failure into ModelNotFoundError / CorruptModelError."""
-    if not os.path.exists(path):
-        raise ModelNotFoundError(f"model file {path} does not exist")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CorruptModelError(f"{path} is empty (0 bytes); re-download or re-convert the model")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != _GGUF_MAGIC:
-        raise CorruptModelError(f"{path} is not a GGUF file: it starts with {magic!r}, not {_GGUF_MAGIC!r}")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError, IndexError, struct/numpy errors on bad input
-        raise CorruptModelError(
-            f"{path} is not a valid GGUF file (truncated or corrupt header): {type(exc).__name__}: {exc}"
-        ) from exc
-    for tensor in reader.tensors:
-        end = int(tensor.data_offset) + int(tensor.n_bytes)
-        if end > size or tensor.data.nbytes != int(tensor.n_bytes):
-            raise CorruptModelError(
-                f"{path} is truncated: tensor {tensor.name!r} needs bytes up to {end:,} but the file has {size:,}"
-            )
-    return reader
+def open_gguf(path: str) -> GGUFFile:
+    """Parse a GGUF header; missing, empty, non-GGUF, corrupt or truncated files raise here."""
+    return GGUFFile(path)
 
 
-def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
-    """All key/value metadata as plain Python values (strings, numbers, lists)."""
-    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
-
-
-def dequantize_tensor(tensor: gguf.ReaderTensor, path: str) -> np.ndarray:
-    """Dequantize to a writable float32 array in torch's dim order (GGUF lists dims innermost first)."""
+def dequantize_tensor(file: GGUFFile, tensor: GGUFTensorInfo) -> np.ndarray:
+    """Dequantize to a writable float32 array of the tensor's (torch-order) shape."""
     if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
         supported = ", ".join(t.name for t in SUPPORTED_TENSOR_TYPES)
         raise UnsupportedModelError(
-            f"{path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which is not supported; "
+            f"{file.path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which is not supported; "
             f"supported: {supported}"
         )
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-    # A plain ndarray view: numpy memmap slicing overhead otherwise dominates dequantization time.
-    values = gguf.quants.dequantize(tensor.data.view(np.ndarray), tensor.tensor_type)
-    values = np.asarray(values, dtype=np.float32)
+    values = np.asarray(gguf.quants.dequantize(file.tensor_bytes(tensor), tensor.tensor_type), dtype=np.float32)
     if not values.flags.writeable or not values.flags.c_contiguous:
         values = np.array(values, dtype=np.float32, order="C")
-    try:
-        return values.reshape(shape)
-    except ValueError as exc:
-        raise CorruptModelError(
-            f"{path}: tensor {tensor.name!r} holds {values.size} values, not the {shape} it declares"
-        ) from exc
+    return values.reshape(tensor.shape)
 
 
 def unpermute_qk(values: np.ndarray, num_heads: int) -> np.ndarray:
