@@ -90,10 +90,7 @@ class LlamaModel:
             head = self.embed
         self.lm_head: Linear = make_linear(head, None, quantization)
         self.layers = [LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization) for i in range(cfg.num_layers)]
-        rope_scaling = cfg.rope_scaling
-        if "rope_freqs" in weights and not rope_scaling:
-            rope_scaling = {"rope_type": "freq_factors", "factors": weights["rope_freqs"].double()}
-        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, rope_scaling, dtype)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
 
     def kv_bytes_per_token(self) -> int:
         """Bytes of K and V across all layers for one token."""

@@ -33,7 +33,7 @@ def inverse_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any
         return inv_freq / torch.as_tensor(rope_scaling["factors"], dtype=torch.float64)
     if kind == "default":
         return inv_freq
-    raise ValueError(f"unsupported rope scaling type {kind!r}; supported: llama3, linear")
+    raise ValueError(f"unsupported rope scaling type {kind!r}; supported: llama3, linear, freq_factors")
 
 
 class RotaryEmbedding:

@@ -1,0 +1,74 @@
+"""AsyncEngine: concurrent async generation, cancellation aborts and frees KV blocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.config import InvalidParameterError, SamplingParams
+
+pytestmark = pytest.mark.slow
+
+
+PROMPTS = ["The sun is", "My favourite food is", "In 1492,", "Python is a"]
+PARAMS = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def offline_texts(llm) -> list[str]:
+    """Computed before the AsyncEngine takes the shared engine over (it is not thread-safe)."""
+    return [o.outputs[0].text for o in llm.generate(PROMPTS, PARAMS)]
+
+
+@pytest.fixture
+def async_engine(llm, offline_texts):
+    engine = AsyncEngine(llm.engine)
+    yield engine
+    engine.shutdown()  # the shared LLMEngine stays usable for other tests
+
+
+async def collect(engine: AsyncEngine, prompt: str, params: SamplingParams) -> tuple[str, list[str]]:
+    deltas = []
+    final = None
+    async for out in engine.generate(prompt, params):
+        deltas.append(out.outputs[0].delta)
+        final = out
+    return final.outputs[0].text, deltas
+
+
+async def test_concurrent_requests_stream_and_match_offline(async_engine: AsyncEngine, offline_texts) -> None:
+    results = await asyncio.gather(*(collect(async_engine, p, PARAMS) for p in PROMPTS))
+    for text, deltas in results:
+        assert "".join(deltas) == text
+        assert len(deltas) > 1  # streamed, not delivered at once
+    assert [t for t, _ in results] == offline_texts
+
+
+async def test_cancellation_aborts_and_frees_blocks(async_engine: AsyncEngine) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
+    seen = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in async_engine.generate("Write a very long essay about the sea.", params):
+            seen.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(seen.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if async_engine.stats()["blocks_in_use"] == 0 and async_engine.stats()["num_running"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert async_engine.stats()["blocks_in_use"] == 0
+
+
+async def test_bad_request_raises_before_queueing(async_engine: AsyncEngine) -> None:
+    with pytest.raises(InvalidParameterError):
+        async for _ in async_engine.generate([10**9], SamplingParams()):
+            pass
+    text, _ = await collect(async_engine, "Still serving?", SamplingParams(max_tokens=3))
+    assert isinstance(text, str)
