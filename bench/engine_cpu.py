@@ -1,0 +1,307 @@
+"""CPU engine benchmark: vivace vs llama.cpp (llama-cpp-python) on the same GGUF, side by side in one run.
+
+Two workloads, both greedy and ignoring EOS so every run produces exactly the requested tokens:
+  single   one stream, a short prompt, 128 new tokens: decode tokens/s (and end-to-end tokens/s);
+  offline  64 requests with prompt and output lengths uniform in 50..300 (random.Random(seed)):
+           vivace `LLM.generate` batches them all; llama-cpp-python's Python API runs one sequence at a
+           time, so its best configuration is the requests back to back on one context.
+Prints a Markdown table and writes JSON to bench/results/.
+
+    python bench/engine_cpu.py                      # both engines, both workloads
+    python bench/engine_cpu.py --only vivace --part offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHORT_PROMPT = "Write a short story about a robot who learns to paint."
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class SingleResult:
+    """One stream of `new_tokens` tokens, medians over repeats."""
+
+    engine: str
+    prompt_tokens: int
+    new_tokens: int
+    decode_tok_s: float  # (new_tokens - 1) / (time of last token - time of first token)
+    e2e_tok_s: float  # new_tokens / (time of last token - request start)
+    ttft_s: float
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class OfflineResult:
+    """All requests of the offline workload, from first submission to last token."""
+
+    engine: str
+    num_requests: int
+    prompt_tokens: int
+    output_tokens: int
+    wall_s: float
+
+    @property
+    def output_tok_s(self) -> float:
+        return self.output_tokens / self.wall_s
+
+    @property
+    def total_tok_s(self) -> float:
+        return (self.prompt_tokens + self.output_tokens) / self.wall_s
+
+
+@dataclass
+class Workload:
+    """The offline requests: prompt token ids and how many tokens each must generate."""
+
+    prompts: list[list[int]]
+    output_lens: list[int]
+
+
+def make_workload(num_requests: int, vocab_size: int, seed: int, lo: int = 50, hi: int = 300) -> Workload:
+    """Random token prompts (ids clear of the special tokens at the start of the vocab), lengths in [lo, hi]."""
+    rng = random.Random(seed)
+    prompts, output_lens = [], []
+    for _ in range(num_requests):
+        n_in = rng.randint(lo, hi)
+        prompts.append([rng.randrange(1000, vocab_size) for _ in range(n_in)])
+        output_lens.append(rng.randint(lo, hi))
+    return Workload(prompts, output_lens)
+
+
+def gguf_vocab_size(path: str) -> int:
+    """Number of tokens in the GGUF's vocabulary, read from its metadata."""
+    from gguf import GGUFReader
+
+    return len(GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
+
+
+def _single_from_runs(engine: str, prompt_tokens: int, new_tokens: int, runs: list[dict[str, float]]) -> SingleResult:
+    return SingleResult(
+        engine=engine,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        decode_tok_s=statistics.median(r["decode_tok_s"] for r in runs),
+        e2e_tok_s=statistics.median(r["e2e_tok_s"] for r in runs),
+        ttft_s=statistics.median(r["ttft_s"] for r in runs),
+        runs=runs,
+    )
+
+
+def _run_stats(start: float, first: float, last: float, n: int) -> dict[str, float]:
+    return {"decode_tok_s": (n - 1) / (last - first), "e2e_tok_s": n / (last - start), "ttft_s": first - start}
+
+
+# --- vivace ---
+
+
+class VivaceBench:
+    def __init__(self, model: str, threads: int) -> None:
+        from vivace.engine.engine import LLM
+
+        self.llm = LLM(model, num_threads=threads)
+
+    def single(self, prompt_ids: list[int], new_tokens: int, repeats: int) -> SingleResult:
+        from vivace.engine.config import SamplingParams
+
+        params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
+        self.llm.generate([prompt_ids], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            first = last = 0.0
+            n = 0
+            for out in self.llm.stream(prompt_ids, params):
+                now = time.perf_counter()
+                got = len(out.outputs[0].token_ids)
+                if n == 0 and got > 0:
+                    first = now
+                if got > n:
+                    n, last = got, now
+            assert n == new_tokens, f"vivace produced {n} tokens, expected {new_tokens}"
+            runs.append(_run_stats(start, first, last, n))
+        return _single_from_runs("vivace", len(prompt_ids), new_tokens, runs)
+
+    def offline(self, work: Workload) -> OfflineResult:
+        from vivace.engine.config import SamplingParams
+
+        params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in work.output_lens]
+        self.llm.generate(work.prompts[:2], params[:2], use_tqdm=False)  # warm-up
+        start = time.perf_counter()
+        outs = self.llm.generate(work.prompts, params, use_tqdm=False)
+        wall = time.perf_counter() - start
+        produced = [len(o.outputs[0].token_ids) for o in outs]
+        assert produced == work.output_lens, "vivace did not produce the requested output lengths"
+        return OfflineResult("vivace", len(work.prompts), sum(map(len, work.prompts)), sum(produced), wall)
+
+
+# --- llama.cpp ---
+
+
+class LlamaCppBench:
+    def __init__(self, model: str, threads: int, n_ctx: int) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            sys.exit("llama-cpp-python is not installed: pip install -e '.[llamacpp]' (builds from source)")
+        self.llm = Llama(
+            model_path=model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+        self.version = __import__("llama_cpp").__version__
+
+    def _generate(self, prompt_ids: list[int], n: int) -> tuple[float, float, int]:
+        """Greedy; `Llama.generate` never stops by itself (EOS is the caller's check), so EOS is ignored."""
+        first = last = 0.0
+        count = 0
+        for _ in self.llm.generate(prompt_ids, temp=0.0, reset=True):
+            last = time.perf_counter()
+            if count == 0:
+                first = last
+            count += 1
+            if count == n:
+                break
+        return first, last, count
+
+    def single(self, prompt_ids: list[int], new_tokens: int, repeats: int) -> SingleResult:
+        self._generate(prompt_ids, 8)
+        runs = []
+        for _ in range(repeats):
+            self.llm.reset()  # no prefix reuse from the previous run: same work as vivace's fresh request
+            start = time.perf_counter()
+            first, last, n = self._generate(prompt_ids, new_tokens)
+            runs.append(_run_stats(start, first, last, n))
+        return _single_from_runs(f"llama.cpp {self.version}", len(prompt_ids), new_tokens, runs)
+
+    def offline(self, work: Workload) -> OfflineResult:
+        self._generate(work.prompts[0], 8)
+        self.llm.reset()
+        produced = 0
+        start = time.perf_counter()
+        for prompt, n in zip(work.prompts, work.output_lens):
+            produced += self._generate(prompt, n)[2]
+        wall = time.perf_counter() - start
+        assert produced == sum(work.output_lens)
+        return OfflineResult(
+            f"llama.cpp {self.version}", len(work.prompts), sum(map(len, work.prompts)), produced, wall
+        )
+
+
+# --- report ---
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.1f}" if x is not None else "-"
+
+
+def markdown_table(single: dict[str, SingleResult], offline: dict[str, OfflineResult], num_requests: int, new_tokens: int) -> str:
+    rows = ["| workload | metric | vivace | llama.cpp | vivace / llama.cpp |", "|---|---|---|---|---|"]
+
+    def row(workload: str, metric: str, v: float | None, l: float | None) -> None:
+        rows.append(f"| {workload} | {metric} | {_fmt(v)} | {_fmt(l)} | {_ratio(v, l)} |")
+
+    if single:
+        v, l = single.get("vivace"), single.get("llamacpp")
+        name = f"single stream, {new_tokens} new tokens"
+        row(name, "decode tok/s", v and v.decode_tok_s, l and l.decode_tok_s)
+        row(name, "end-to-end tok/s", v and v.e2e_tok_s, l and l.e2e_tok_s)
+    if offline:
+        v, l = offline.get("vivace"), offline.get("llamacpp")
+        name = f"{num_requests} requests, in/out 50..300 tokens"
+        row(name, "output tok/s", v and v.output_tok_s, l and l.output_tok_s)
+        row(name, "total tok/s", v and v.total_tok_s, l and l.total_tok_s)
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    ap.add_argument("--only", choices=["vivace", "llamacpp"], help="run one engine only")
+    ap.add_argument("--part", choices=["single", "offline", "all"], default="all")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--new-tokens", type=int, default=128, help="single stream: tokens to generate")
+    ap.add_argument("--repeats", type=int, default=3, help="single stream: runs (median reported)")
+    ap.add_argument("--num-requests", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="JSON output file (default: bench/results/engine_cpu-<time>.json)")
+    args = ap.parse_args()
+
+    from vivace.engine.loaders.default_model import default_model_path
+
+    model = args.model or default_model_path()
+    engines = [args.only] if args.only else ["llamacpp", "vivace"]
+    parts = ["single", "offline"] if args.part == "all" else [args.part]
+    work = make_workload(args.num_requests, gguf_vocab_size(model), args.seed)
+
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load_before:.1f} on {os.cpu_count()} cores; other work will skew the numbers",
+              file=sys.stderr)
+    single: dict[str, SingleResult] = {}
+    offline: dict[str, OfflineResult] = {}
+    versions: dict[str, str] = {}
+    for name in engines:  # one engine loaded at a time so they never compete for the two cores
+        print(f"[{name}] loading {model}", file=sys.stderr)
+        if name == "vivace":
+            bench: Any = VivaceBench(model, args.threads)
+            prompt_ids = bench.llm.tokenizer.encode(SHORT_PROMPT)
+            import vivace
+
+            versions[name] = getattr(vivace, "__version__", "dev")
+        else:
+            bench = LlamaCppBench(model, args.threads, n_ctx=1024)
+            prompt_ids = bench.llm.tokenize(SHORT_PROMPT.encode(), add_bos=True)
+            versions[name] = bench.version
+        if "single" in parts:
+            single[name] = bench.single(prompt_ids, args.new_tokens, args.repeats)
+            print(f"[{name}] single: {single[name].decode_tok_s:.1f} decode tok/s", file=sys.stderr)
+        if "offline" in parts:
+            offline[name] = bench.offline(work)
+            r = offline[name]
+            print(f"[{name}] offline: {r.output_tok_s:.1f} output tok/s, {r.total_tok_s:.1f} total tok/s "
+                  f"({r.wall_s:.1f} s)", file=sys.stderr)
+        del bench
+
+    table = markdown_table(single, offline, args.num_requests, args.new_tokens)
+    print(table)
+    result = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "model": model,
+        "threads": args.threads,
+        "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "versions": versions,
+        "single": {k: asdict(v) for k, v in single.items()},
+        "offline": {k: {**asdict(v), "output_tok_s": v.output_tok_s, "total_tok_s": v.total_tok_s} for k, v in offline.items()},
+        "ratios": {
+            "single_decode": single["vivace"].decode_tok_s / single["llamacpp"].decode_tok_s
+            if {"vivace", "llamacpp"} <= single.keys() else None,
+            "offline_output": offline["vivace"].output_tok_s / offline["llamacpp"].output_tok_s
+            if {"vivace", "llamacpp"} <= offline.keys() else None,
+            "offline_total": offline["vivace"].total_tok_s / offline["llamacpp"].total_tok_s
+            if {"vivace", "llamacpp"} <= offline.keys() else None,
+        },
+        "table": table,
+    }
+    out = args.out or RESULTS_DIR / f"engine_cpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
