@@ -44,8 +44,11 @@ class EngineConfig:
     model: str | None = None  # path to a .gguf file or an HF-layout directory; None = packaged default
     device: str = "cpu"
     dtype: str = "float32"  # activations and dequantized weights
-    # Weight format for linear layers: "none" keeps `dtype`; "int8" = weight-only int8 per channel.
-    quantization: str = "none"
+    # Linear-layer weights: "none" keeps `dtype`; "int8" = per-channel int8 weights with dynamic int8
+    # activations (CPU); "auto" = int8 on CPU in float32, else none.
+    quantization: str = "auto"
+    # "auto" = compiled CPU decode kernel when it builds (else torch); "torch" = the reference path.
+    attention_backend: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction
     kv_cache_memory_fraction: float = 0.10  # of free (device or host) memory when no byte budget
@@ -69,10 +72,21 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_memory_fraction", f"must be in (0, 1], got {self.kv_cache_memory_fraction}"
             )
-        if self.quantization not in ("none", "int8"):
+        if self.attention_backend not in ("auto", "torch"):
             raise InvalidParameterError(
-                "quantization", f"must be 'none' or 'int8', got {self.quantization!r}"
+                "attention_backend", f"must be 'auto' or 'torch', got {self.attention_backend!r}"
             )
+        if self.quantization not in ("auto", "none", "int8"):
+            raise InvalidParameterError(
+                "quantization", f"must be 'auto', 'none' or 'int8', got {self.quantization!r}"
+            )
+
+    @property
+    def resolved_quantization(self) -> str:
+        """The weight format actually used: 'auto' picks int8 for float32 on CPU."""
+        if self.quantization != "auto":
+            return self.quantization
+        return "int8" if self.device == "cpu" and self.dtype == "float32" else "none"
 
 
 @dataclass

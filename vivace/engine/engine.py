@@ -69,12 +69,13 @@ class LLMEngine:
         dtype = _DTYPES.get(config.dtype)
         if dtype is None:
             raise InvalidParameterError("dtype", f"must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
-        if config.quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
+        quantization = config.resolved_quantization
+        if quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
             raise InvalidParameterError("quantization", "int8 weights run on CPU with dtype float32 only")
         loaded = load_model(config.model, torch.float32)
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
-        self.model = LlamaModel(loaded.config, loaded.weights, dtype, config.quantization)
+        self.model = LlamaModel(loaded.config, loaded.weights, dtype, quantization)
         del loaded
         self.max_model_len = min(config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings)
         num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(), self.max_model_len)
@@ -87,7 +88,9 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
         )
-        self.runner = ModelRunner(self.model, num_blocks, config.block_size, config.device, self.eos_token_ids)
+        self.runner = ModelRunner(
+            self.model, num_blocks, config.block_size, config.device, self.eos_token_ids, config.attention_backend
+        )
         self._requests: dict[str, _Request] = {}
         self._seq_ids = itertools.count()
         self._arrivals = itertools.count()

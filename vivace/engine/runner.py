@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vivace.engine.attention.cpu_kernels import load_cpu_kernels
 from vivace.engine.attention.torch_backend import AttentionMetadata, PrefillSpan
 from vivace.engine.models.llama import LlamaModel
 from vivace.engine.sampler import SamplerOutput, SamplingBatch, sample
@@ -32,12 +33,18 @@ class StepResult:
 class ModelRunner:
     """Owns the KV cache tensor and runs the model on scheduled batches."""
 
-    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, device: str, eos_token_ids: list[int]) -> None:
+    def __init__(
+        self, model: LlamaModel, num_blocks: int, block_size: int, device: str, eos_token_ids: list[int],
+        attention_backend: str = "auto",
+    ) -> None:
         self.model = model
         self.block_size = block_size
         self.device = torch.device(device)
         self.eos_token_ids = eos_token_ids
         cfg = model.cfg
+        self.decode_kernel = None
+        if attention_backend == "auto" and self.device.type == "cpu" and model.dtype is torch.float32:
+            self.decode_kernel = load_cpu_kernels()
         # Zeroed, so padded slots read by masked attention are finite.
         self.kv_cache = torch.zeros(
             cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
@@ -60,8 +67,16 @@ class ModelRunner:
             ids.append(seq.token_ids[pos])
             positions.append(pos)
             slot_mapping.append(seq.block_table[pos // bs] * bs + pos % bs)
-        meta = AttentionMetadata(slot_mapping=torch.empty(0), num_decode_tokens=len(decodes))
-        if decodes:
+        meta = AttentionMetadata(slot_mapping=torch.empty(0), num_decode_tokens=len(decodes), block_size=bs)
+        if decodes and self.decode_kernel is not None:
+            max_blocks = max(len(item.seq.block_table) for item in decodes)
+            meta.decode_kernel = self.decode_kernel
+            meta.decode_block_tables = torch.tensor(
+                [item.seq.block_table + [0] * (max_blocks - len(item.seq.block_table)) for item in decodes],
+                dtype=torch.int32,
+            )
+            meta.decode_context_lens = torch.tensor([item.start + 1 for item in decodes], dtype=torch.int32)
+        elif decodes:
             max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
             tables = torch.tensor(
                 [item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for item in decodes],

@@ -8,6 +8,7 @@ decodes attend in one batched call and each prefill chunk in one call over its c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,11 @@ class AttentionMetadata:
     decode_slots: torch.Tensor | None = None  # [D, L] slots of each decode's context, padded
     decode_mask: torch.Tensor | None = None  # [D, 1, 1, L] bool, True = attend
     prefills: list[PrefillSpan] = field(default_factory=list)
+    # Set when the compiled CPU kernel runs decodes: it reads the cache in place, no gather.
+    decode_kernel: Any = None
+    decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] int32
+    decode_context_lens: torch.Tensor | None = None  # [D] int32
+    block_size: int = 16
 
 
 def paged_attention(
@@ -51,7 +57,12 @@ def paged_attention(
     group = num_heads // kv_heads
     out = torch.empty_like(q)
     num_decodes = meta.num_decode_tokens
-    if num_decodes:
+    if num_decodes and meta.decode_kernel is not None:
+        out[:num_decodes] = meta.decode_kernel.paged_decode_attention(
+            q[:num_decodes].contiguous(), k_cache, v_cache,
+            meta.decode_block_tables, meta.decode_context_lens, meta.block_size, scale,
+        )
+    elif num_decodes:
         # Queries that share a KV head ride together as a short "query length" of `group`.
         qd = q[:num_decodes].view(num_decodes, kv_heads, group, head_dim)
         kd = k_cache[meta.decode_slots].transpose(1, 2)  # [D, KVH, L, D]

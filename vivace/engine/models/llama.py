@@ -47,8 +47,8 @@ class LlamaLayer:
     def __call__(
         self,
         hidden: torch.Tensor,
-        positions: torch.Tensor,
         rope: RotaryEmbedding,
+        rope_tables: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
@@ -59,7 +59,7 @@ class LlamaLayer:
         x = F.rms_norm(hidden, (hidden.shape[-1],), self.input_norm, eps)
         qkv = self.qkv(x)
         heads_qk = cfg.num_heads + cfg.num_kv_heads
-        qk = rope(qkv[:, : self.q_size + self.kv_size].view(num_tokens, heads_qk, cfg.head_dim), positions)
+        qk = rope.apply(qkv[:, : self.q_size + self.kv_size].view(num_tokens, heads_qk, cfg.head_dim), rope_tables)
         q = qk[:, : cfg.num_heads]
         k = qk[:, cfg.num_heads :]
         v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, cfg.num_kv_heads, cfg.head_dim)
@@ -106,8 +106,9 @@ class LlamaModel:
     ) -> torch.Tensor:
         """Final hidden states [T, hidden] for a flat batch of tokens; kv_cache is [layers, 2, slots, KVH, D]."""
         hidden = F.embedding(input_ids, self.embed)
+        rope_tables = self.rope.tables(positions)
         for i, layer in enumerate(self.layers):
-            hidden = layer(hidden, positions, self.rope, meta, kv_cache[i, 0], kv_cache[i, 1])
+            hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1])
         return F.rms_norm(hidden, (hidden.shape[-1],), self.norm, self.cfg.rms_norm_eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -43,15 +43,16 @@ class RotaryEmbedding:
         inv_freq = inverse_frequencies(head_dim, theta, rope_scaling)
         t = torch.arange(max_positions, dtype=torch.float64)
         freqs = torch.outer(t, inv_freq)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        self.cos = emb.cos().to(dtype)
-        self.sin = emb.sin().to(dtype)
+        self.cos = torch.cat([freqs, freqs], dim=-1).cos().to(dtype)
+        # rotate_half(x) * sin == roll(x, half) * [-sin, sin]: the sign lives in the table.
+        self.signed_sin = torch.cat([-freqs.sin(), freqs.sin()], dim=-1).to(dtype)
         self.half = head_dim // 2
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate x [T, heads, head_dim] by the angles of `positions` [T]."""
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
-        x1, x2 = x[..., : self.half], x[..., self.half :]
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return x * cos + rotated * sin
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin for `positions` [T], shaped [T, 1, head_dim]; computed once per step."""
+        return self.cos[positions].unsqueeze(1), self.signed_sin[positions].unsqueeze(1)
+
+    def apply(self, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Rotate x [T, heads, head_dim] by the angles in `tables`."""
+        cos, signed_sin = tables
+        return x * cos + torch.roll(x, self.half, dims=-1) * signed_sin
