@@ -211,7 +211,7 @@ def test_preemption_with_a_tiny_cache_loses_nothing(llm: LLM) -> None:
     prompts = [f"Story number {i}: once upon a time" for i in range(6)]
     params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     expected = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
-    small = LLM(kv_cache_memory_bytes=16 * llm.engine.model.kv_bytes_per_token() * 12, quantization="none")
+    small = LLM(kv_cache_memory_bytes=16 * llm.engine.model.kv_bytes_per_token(llm.engine.kv_dtype) * 12, quantization="none")
     assert small.engine.scheduler.pool.num_blocks == 12  # 192 tokens for 6 x ~50
     got = [o.outputs[0].token_ids for o in small.generate(prompts, params)]
     assert got == expected

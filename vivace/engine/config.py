@@ -49,6 +49,9 @@ class EngineConfig:
     quantization: str = "auto"
     # "auto" = compiled CPU decode kernel when it builds (else torch); "torch" = the reference path.
     attention_backend: str = "auto"
+    # KV cache storage: "auto" = bfloat16 in the int8 CPU mode (half the bytes decode attention
+    # reads), else `dtype`; or "float32" / "bfloat16" / "float16" explicitly.
+    kv_cache_dtype: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction
     kv_cache_memory_fraction: float = 0.10  # of free (device or host) memory when no byte budget
@@ -72,6 +75,10 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_memory_fraction", f"must be in (0, 1], got {self.kv_cache_memory_fraction}"
             )
+        if self.kv_cache_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise InvalidParameterError(
+                "kv_cache_dtype", f"must be auto, float32, bfloat16 or float16, got {self.kv_cache_dtype!r}"
+            )
         if self.attention_backend not in ("auto", "torch"):
             raise InvalidParameterError(
                 "attention_backend", f"must be 'auto' or 'torch', got {self.attention_backend!r}"
@@ -87,6 +94,13 @@ class EngineConfig:
         if self.quantization != "auto":
             return self.quantization
         return "int8" if self.device == "cpu" and self.dtype == "float32" else "none"
+
+    @property
+    def resolved_kv_cache_dtype(self) -> str:
+        """The KV storage dtype actually used."""
+        if self.kv_cache_dtype != "auto":
+            return self.kv_cache_dtype
+        return "bfloat16" if self.resolved_quantization == "int8" else self.dtype
 
 
 @dataclass

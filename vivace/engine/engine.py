@@ -78,7 +78,8 @@ class LLMEngine:
         self.model = LlamaModel(loaded.config, loaded.weights, dtype, quantization)
         del loaded
         self.max_model_len = min(config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings)
-        num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(), self.max_model_len)
+        self.kv_dtype = _DTYPES[config.resolved_kv_cache_dtype]
+        num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(self.kv_dtype), self.max_model_len)
         self.eos_token_ids = list(self.model_config.eos_token_ids)
         self.scheduler = Scheduler(
             num_blocks=num_blocks,
@@ -89,7 +90,8 @@ class LLMEngine:
             enable_prefix_caching=config.enable_prefix_caching,
         )
         self.runner = ModelRunner(
-            self.model, num_blocks, config.block_size, config.device, self.eos_token_ids, config.attention_backend
+            self.model, num_blocks, config.block_size, config.device, self.eos_token_ids,
+            config.attention_backend, self.kv_dtype,
         )
         self._requests: dict[str, _Request] = {}
         self._seq_ids = itertools.count()

@@ -35,7 +35,7 @@ class ModelRunner:
 
     def __init__(
         self, model: LlamaModel, num_blocks: int, block_size: int, device: str, eos_token_ids: list[int],
-        attention_backend: str = "auto",
+        attention_backend: str = "auto", kv_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -48,7 +48,7 @@ class ModelRunner:
         # Zeroed, so padded slots read by masked attention are finite.
         self.kv_cache = torch.zeros(
             cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,
-            dtype=model.dtype, device=self.device,
+            dtype=kv_dtype or model.dtype, device=self.device,
         )
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:

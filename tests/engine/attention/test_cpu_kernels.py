@@ -14,8 +14,9 @@ kernels = load_cpu_kernels()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: the torch path is used")
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("seed", range(6))
-def test_decode_kernel_matches_torch_reference(seed: int) -> None:
+def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype) -> None:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     bs = rng.choice([1, 4, 16])
@@ -40,8 +41,8 @@ def test_decode_kernel_matches_torch_reference(seed: int) -> None:
 
     def run(use_kernel: bool) -> torch.Tensor:
         torch.manual_seed(100 + seed)
-        k_cache = torch.randn(num_blocks * bs, kv_heads, head_dim)
-        v_cache = torch.randn(num_blocks * bs, kv_heads, head_dim)
+        k_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
+        v_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
         meta = AttentionMetadata(slot_mapping=slot_mapping, num_decode_tokens=num_seqs, block_size=bs)
         max_blocks = max(len(t) for t in tables)
         if use_kernel:

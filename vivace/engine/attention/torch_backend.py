@@ -51,8 +51,8 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
-    k_cache.index_copy_(0, meta.slot_mapping, k)
-    v_cache.index_copy_(0, meta.slot_mapping, v)
+    k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
+    v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
     num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
     group = num_heads // kv_heads
     out = torch.empty_like(q)
@@ -65,8 +65,8 @@ def paged_attention(
     elif num_decodes:
         # Queries that share a KV head ride together as a short "query length" of `group`.
         qd = q[:num_decodes].view(num_decodes, kv_heads, group, head_dim)
-        kd = k_cache[meta.decode_slots].transpose(1, 2)  # [D, KVH, L, D]
-        vd = v_cache[meta.decode_slots].transpose(1, 2)
+        kd = k_cache[meta.decode_slots].to(q.dtype).transpose(1, 2)  # [D, KVH, L, D]
+        vd = v_cache[meta.decode_slots].to(q.dtype).transpose(1, 2)
         od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale)
         out[:num_decodes] = od.reshape(num_decodes, num_heads, head_dim)
     for span in meta.prefills:
@@ -75,7 +75,8 @@ def paged_attention(
         if span.slots is None:
             kp, vp = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
         else:
-            kp, vp = k_cache[span.slots].transpose(0, 1), v_cache[span.slots].transpose(0, 1)
+            kp = k_cache[span.slots].to(q.dtype).transpose(0, 1)
+            vp = v_cache[span.slots].to(q.dtype).transpose(0, 1)
         op = F.scaled_dot_product_attention(
             qp, kp, vp, attn_mask=span.mask, is_causal=span.mask is None, scale=scale, enable_gqa=group > 1
         )

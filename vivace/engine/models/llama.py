@@ -92,9 +92,9 @@ class LlamaModel:
         self.layers = [LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization) for i in range(cfg.num_layers)]
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
 
-    def kv_bytes_per_token(self) -> int:
+    def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
         """Bytes of K and V across all layers for one token."""
-        elem = torch.finfo(self.dtype).bits // 8
+        elem = torch.finfo(kv_dtype).bits // 8
         return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * elem
 
     def forward(

@@ -6,23 +6,116 @@
 #include <vector>
 #include <algorithm>
 
-// q [D, H, d], k_cache/v_cache [S, KVH, d] (float32, contiguous), block_tables [D, MB] int32,
-// context_lens [D] int32. Returns [D, H, d].
-torch::Tensor paged_decode_attention(
+#include <cstring>
+
+static inline float to_float(float x) { return x; }
+// bfloat16 is the top half of a float32: widening is a shift, which vectorizes.
+static inline float to_float(uint16_t bf16) {
+  uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+// q [D, H, d] float32; k_cache/v_cache [S, KVH, d] float32 or bfloat16 (contiguous); block_tables
+// [D, MB] int32; context_lens [D] int32. Returns [D, H, d] float32.
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512 load16(const uint16_t* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+// exp(x) for x <= 0 (scores minus their max): 2^n * 2^f with a degree-6 polynomial for 2^f.
+static inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+  __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.4426950408889634f));
+  __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// Scores of `group` query heads against one key row, each scaled.
+template <typename KV>
+static inline void score_row(const float* qs, const KV* kv, int64_t group, int64_t d, float scale, float* out, int64_t stride) {
+#if defined(__AVX512F__)
+  if (d % 16 == 0) {
+    for (int64_t g = 0; g < group; ++g) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t i = 0; i < d; i += 16) acc = _mm512_fmadd_ps(load16(qs + g * d + i), load16(kv + i), acc);
+      out[g * stride] = _mm512_reduce_add_ps(acc) * scale;
+    }
+    return;
+  }
+#endif
+  for (int64_t g = 0; g < group; ++g) {
+    float dot = 0.f;
+    for (int64_t i = 0; i < d; ++i) dot += qs[g * d + i] * to_float(kv[i]);
+    out[g * stride] = dot * scale;
+  }
+}
+
+// Softmax of n scores in place.
+static inline void softmax(float* s, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) mx = std::max(mx, s[t]);
+  float sum = 0.f;
+  int64_t t = 0;
+#if defined(__AVX512F__)
+  __m512 vmx = _mm512_set1_ps(mx), vsum = _mm512_setzero_ps();
+  for (; t + 16 <= n; t += 16) {
+    __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + t), vmx));
+    _mm512_storeu_ps(s + t, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  sum = _mm512_reduce_add_ps(vsum);
+#endif
+  for (; t < n; ++t) { s[t] = std::exp(s[t] - mx); sum += s[t]; }
+  const float inv = 1.f / sum;
+  for (t = 0; t < n; ++t) s[t] *= inv;
+}
+
+// acc[g] += w[g] * v for each query head g.
+template <typename KV>
+static inline void accumulate_row(float* acc, const float* w, int64_t stride, const KV* vv, int64_t group, int64_t d) {
+#if defined(__AVX512F__)
+  if (d % 16 == 0) {
+    for (int64_t i = 0; i < d; i += 16) {
+      __m512 v = load16(vv + i);
+      for (int64_t g = 0; g < group; ++g) {
+        float* a = acc + g * d + i;
+        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(w[g * stride]), v, _mm512_loadu_ps(a)));
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < d; ++i) acc[g * d + i] += w[g * stride] * to_float(vv[i]);
+}
+
+template <typename KV>
+static void decode_impl(
     torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
-    torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale) {
-  TORCH_CHECK(q.dtype() == torch::kFloat32 && k_cache.dtype() == torch::kFloat32, "float32 only");
-  TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
+    torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale,
+    torch::Tensor out) {
   const int64_t D = q.size(0), H = q.size(1), d = q.size(2);
   const int64_t KVH = k_cache.size(1);
   const int64_t group = H / KVH;
   const int64_t MB = block_tables.size(1);
   auto bt = block_tables.contiguous();
   auto cl = context_lens.contiguous();
-  auto out = torch::empty_like(q);
   const float* qp = q.data_ptr<float>();
-  const float* kp = k_cache.data_ptr<float>();
-  const float* vp = v_cache.data_ptr<float>();
+  const KV* kp = static_cast<const KV*>(k_cache.data_ptr());
+  const KV* vp = static_cast<const KV*>(v_cache.data_ptr());
   const int32_t* btp = bt.data_ptr<int32_t>();
   const int32_t* clp = cl.data_ptr<int32_t>();
   float* op = out.data_ptr<float>();
@@ -36,44 +129,43 @@ torch::Tensor paged_decode_attention(
       const int64_t ctx = clp[s];
       scores.resize(group * ctx);
       const float* qs = qp + (s * H + kh * group) * d;
-      // Pass 1: scores for every query head of this kv head, reading each key once.
-      for (int64_t t = 0; t < ctx; ++t) {
-        const int64_t slot = static_cast<int64_t>(btp[s * MB + t / block_size]) * block_size + t % block_size;
-        const float* kv = kp + (slot * KVH + kh) * d;
-        for (int64_t g = 0; g < group; ++g) {
-          const float* qg = qs + g * d;
-          float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < d; ++i) dot += qg[i] * kv[i];
-          scores[g * ctx + t] = dot * fscale;
-        }
+      // Pass 1: scores of every query head of this kv head, reading each key once.
+      // Walk blocks, then offsets: no integer division per token.
+      for (int64_t t0 = 0, b = 0; t0 < ctx; t0 += block_size, ++b) {
+        const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
+        const int64_t n = std::min(block_size, ctx - t0);
+        for (int64_t o = 0; o < n; ++o)
+          score_row(qs, kp + ((base + o) * KVH + kh) * d, group, d, fscale, scores.data() + t0 + o, ctx);
       }
-      // Softmax per query head.
-      for (int64_t g = 0; g < group; ++g) {
-        float* sg = scores.data() + g * ctx;
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < ctx; ++t) mx = std::max(mx, sg[t]);
-        float sum = 0.f;
-        for (int64_t t = 0; t < ctx; ++t) { sg[t] = std::exp(sg[t] - mx); sum += sg[t]; }
-        const float inv = 1.f / sum;
-        for (int64_t t = 0; t < ctx; ++t) sg[t] *= inv;
-      }
+      for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * ctx, ctx);
       // Pass 2: weighted sum of values, reading each value once.
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = 0; t < ctx; ++t) {
-        const int64_t slot = static_cast<int64_t>(btp[s * MB + t / block_size]) * block_size + t % block_size;
-        const float* vv = vp + (slot * KVH + kh) * d;
-        for (int64_t g = 0; g < group; ++g) {
-          const float w = scores[g * ctx + t];
-          float* ag = acc.data() + g * d;
-#pragma omp simd
-          for (int64_t i = 0; i < d; ++i) ag[i] += w * vv[i];
-        }
+      for (int64_t t0 = 0, b = 0; t0 < ctx; t0 += block_size, ++b) {
+        const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
+        const int64_t n = std::min(block_size, ctx - t0);
+        for (int64_t o = 0; o < n; ++o)
+          accumulate_row(acc.data(), scores.data() + t0 + o, ctx, vp + ((base + o) * KVH + kh) * d, group, d);
       }
-      float* os = op + (s * H + kh * group) * d;
-      std::copy(acc.begin(), acc.end(), os);
+      std::copy(acc.begin(), acc.end(), op + (s * H + kh * group) * d);
     }
   });
+}
+
+torch::Tensor paged_decode_attention(
+    torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+    torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale) {
+  TORCH_CHECK(q.dtype() == torch::kFloat32, "queries must be float32");
+  TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches must share a dtype");
+  TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
+  TORCH_CHECK(block_tables.dtype() == torch::kInt32 && context_lens.dtype() == torch::kInt32, "int32 tables");
+  auto out = torch::empty_like(q);
+  if (k_cache.dtype() == torch::kFloat32) {
+    decode_impl<float>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+  } else if (k_cache.dtype() == torch::kBFloat16) {
+    decode_impl<uint16_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+  } else {
+    TORCH_CHECK(false, "KV cache dtype must be float32 or bfloat16");
+  }
   return out;
 }
 
