@@ -219,3 +219,18 @@ def test_preemption_with_a_tiny_cache_loses_nothing(llm: LLM) -> None:
     assert small.engine.scheduler.pool.num_used == 0
     with pytest.raises(RequestTooLargeError, match="blocks"):
         small.generate(["x"], SamplingParams(max_tokens=500))
+
+
+def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
+    """int8 weights with per-row activation scales and a bfloat16 KV cache (the CPU default):
+    a request's greedy output does not depend on its batch-mates or on prefix reuse."""
+    fast = LLM(kv_cache_memory_bytes=64 << 20)
+    assert fast.engine.config.resolved_quantization == "int8"
+    assert fast.engine.kv_dtype == torch.bfloat16
+    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    prompt = DOC + "\nIn one sentence, the Thames is"
+    alone = fast.generate([prompt], params)[0].outputs[0].token_ids  # computes the whole prompt
+    again = fast.generate([prompt], params)[0].outputs[0].token_ids  # reuses its cached blocks
+    mixed = fast.generate(["Hi there", prompt, "Tell me about the sea. " * 20], params)[1].outputs[0].token_ids
+    assert alone == again == mixed
+    assert fast.engine.stats()["prompt_tokens_reused"] > 0

@@ -51,8 +51,13 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
-    k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
-    v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+    k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)
+    k_cache.index_copy_(0, meta.slot_mapping, k_stored)
+    v_cache.index_copy_(0, meta.slot_mapping, v_stored)
+    if k_stored.dtype != k.dtype:
+        # Attend over the values as stored, so a prompt gives the same result whether its
+        # prefix was computed now or reused from the cache.
+        k, v = k_stored.to(k.dtype), v_stored.to(v.dtype)
     num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
     group = num_heads // kv_heads
     out = torch.empty_like(q)
