@@ -12,7 +12,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "paged_decode.cpp")
+_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp")]
 
 
 @functools.cache
@@ -24,8 +24,8 @@ def load_cpu_kernels() -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         return load(
-            name="vivace_paged_decode",
-            sources=[_SOURCE],
+            name="vivace_cpu_kernels",
+            sources=_SOURCES,
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
