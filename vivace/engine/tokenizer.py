@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -14,6 +13,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from vivace.engine.chat_template import render_chat_template
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
+from vivace.engine.loaders.json_file import read_json_object
 
 # llama.cpp token types (tokenizer.ggml.token_type).
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
@@ -212,7 +212,7 @@ class Tokenizer:
             backend = BackendTokenizer.from_file(path)
         except Exception as exc:  # tokenizers raises a bare Exception for malformed files
             raise CorruptModelError(f"{path} is not a valid tokenizer.json: {exc}") from exc
-        config = _read_json(os.path.join(directory, "tokenizer_config.json"))
+        config = read_json_object(os.path.join(directory, "tokenizer_config.json")) or {}
         named = {key: _token_content(config.get(key)) for key in ("bos_token", "eos_token", "unk_token", "pad_token")}
         if "add_bos_token" in config or "add_eos_token" in config:
             _set_bos_eos_post_processor(
@@ -291,20 +291,6 @@ class Tokenizer:
 
     def _id_of(self, token: str | None) -> int | None:
         return None if token is None else self._backend.token_to_id(token)
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    """A JSON object from `path`, or {} when the file is absent."""
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise CorruptModelError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CorruptModelError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _hf_chat_template(directory: str, config: Mapping[str, Any]) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any
 
@@ -12,6 +11,7 @@ from safetensors import SafetensorError, safe_open
 
 from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
+from vivace.engine.loaders.json_file import read_json_object
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.tokenizer import Tokenizer
 
@@ -87,15 +87,9 @@ def _rope(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
 def _read_config(path: str) -> dict[str, Any]:
     """The parsed config.json of directory `path`."""
     config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
+    raw = read_json_object(config_path)
+    if raw is None:
         raise ModelNotFoundError(f"{path} has no config.json; is it an HF model directory?")
-    try:
-        with open(config_path, encoding="utf-8") as handle:
-            raw = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise CorruptModelError(f"{config_path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CorruptModelError(f"{config_path} must hold a JSON object")
     return raw
 
 
