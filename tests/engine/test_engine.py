@@ -207,11 +207,15 @@ def test_bad_requests_raise_and_engine_keeps_serving(llm: LLM) -> None:
     assert llm.generate(["Still alive?"], SamplingParams(max_tokens=3))[0].outputs[0].token_ids
 
 
-def test_preemption_with_a_tiny_cache_loses_nothing(llm: LLM) -> None:
+def test_preemption_and_chunked_prefill_with_a_tiny_cache_lose_nothing(llm: LLM) -> None:
     prompts = [f"Story number {i}: once upon a time" for i in range(6)]
     params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     expected = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
-    small = LLM(kv_cache_memory_bytes=16 * llm.engine.model.kv_bytes_per_token(llm.engine.kv_dtype) * 12, quantization="none")
+    small = LLM(
+        kv_cache_memory_bytes=16 * llm.engine.model.kv_bytes_per_token(llm.engine.kv_dtype) * 12,
+        quantization="none",
+        max_num_batched_tokens=16,  # prompts of ~9 tokens: most prefills are split across steps
+    )
     assert small.engine.scheduler.pool.num_blocks == 12  # 192 tokens for 6 x ~50
     got = [o.outputs[0].token_ids for o in small.generate(prompts, params)]
     assert got == expected
