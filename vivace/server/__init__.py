@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP API (FastAPI + uvicorn) over the vivace engine."""

@@ -1,0 +1,208 @@
+"""The OpenAI-compatible HTTP API over one AsyncEngine."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.classify import classify_requests, label_probabilities
+from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.outputs import RequestOutput
+from vivace.server.errors import APIError, install_handlers, parse_body
+from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
+from vivace.server.shapes import CHAT, TEXT, LogprobFormatter, ResponseMeta, full_body
+from vivace.server.streaming import SSEResponse, collect, sse_events, start
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+class BodyLimit:
+    """Reject request bodies over `max_bytes` with 413, by Content-Length or while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = APIError(413, f"request body exceeds {self.max_bytes:,} bytes", code="request_too_large")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await too_large.response()(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class ServerState:
+    """What the handlers share: the engine, the served name, admission limits."""
+
+    def __init__(self, engine: AsyncEngine, model_name: str, api_key: str | None, max_queue: int | None) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.api_key = api_key
+        # Requests beyond the running batch that may wait; more are refused with 429.
+        self.max_in_flight = None if max_queue is None else engine.engine.config.max_num_seqs + max_queue
+        self.in_flight = 0
+        self.created = int(time.time())
+        self.logprobs = LogprobFormatter(engine.tokenizer)
+
+    def admit(self) -> None:
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            raise APIError(429, f"the server is full ({self.in_flight} requests in flight); retry later",
+                           code="queue_full")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise APIError(404, f"model {model!r} not found; this server serves {self.model_name!r}",
+                           "model", "model_not_found")
+
+    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        text = tokenizer.apply_chat_template([m.as_template_dict() for m in request.messages], add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+
+def create_app(
+    engine: AsyncEngine,
+    model_name: str,
+    api_key: str | None = None,
+    max_queue: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes."""
+    state = ServerState(engine, model_name, api_key, max_queue)
+    app = FastAPI(title="vivace", description="OpenAI-compatible API over the vivace engine")
+    app.state.server = state
+    install_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    async def authorize(request: Request) -> None:
+        if state.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
+            raise APIError(401, "missing or invalid API key; send 'Authorization: Bearer <key>'", code="invalid_api_key")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @v1.get("/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(state)]}
+
+    @v1.get("/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        state.check_model(model_id)
+        return _model_card(state)
+
+    @v1.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
+        state.check_model(body.model)
+        params = _params(body)
+        prompt = state.chat_prompt(body)
+        meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
+        return await _respond(state, meta, [prompt], params, body.stream, body.include_usage)
+
+    @v1.post("/completions")
+    async def completions(request: Request) -> Response:
+        body: CompletionRequest = await parse_body(request, CompletionRequest)
+        state.check_model(body.model)
+        params = body.sampling_params()
+        meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, TEXT, body.n)
+        return await _respond(state, meta, body.prompts(), params, body.stream, body.include_usage)
+
+    @v1.post("/classify")
+    async def classify(request: Request) -> dict[str, Any]:
+        body: ClassifyRequest = await parse_body(request, ClassifyRequest)
+        state.check_model(body.model)
+        requests = classify_requests(state.engine.tokenizer, body.text, body.labels, body.template)
+        params = SamplingParams(max_tokens=1, temperature=0.0)
+        base = f"cls-{uuid.uuid4().hex}"
+        state.admit()
+        try:
+            outs = await asyncio.gather(*(
+                _last(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from))
+                for i, (ids, score_from) in enumerate(requests)
+            ))
+        finally:
+            state.release()
+        probs = label_probabilities(body.labels, [o.prompt_logprobs or [] for o in outs])
+        best = max(probs, key=probs.__getitem__)
+        return {"object": "classification", "model": state.model_name, "label": best, "probabilities": probs,
+                "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)}}
+
+    app.include_router(v1)
+    return app
+
+
+async def _last(outputs: AsyncIterator[RequestOutput]) -> RequestOutput:
+    final = None
+    async for out in outputs:
+        final = out
+    return final  # type: ignore[return-value]
+
+
+def _params(body: ChatCompletionRequest) -> SamplingParams:
+    """The chat request's SamplingParams; a max_tokens error names max_completion_tokens when that was sent."""
+    try:
+        return body.sampling_params()
+    except InvalidParameterError as e:
+        if e.param == "max_tokens" and body.max_completion_tokens is not None:
+            raise InvalidParameterError("max_completion_tokens", str(e).split(": ", 1)[1]) from None
+        raise
+
+
+def _model_card(state: ServerState) -> dict[str, Any]:
+    return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "vivace",
+            "max_model_len": state.engine.engine.max_model_len}
+
+
+async def _respond(
+    state: ServerState, meta: ResponseMeta, prompts: list[str | list[int]], params: SamplingParams,
+    stream: bool, include_usage: bool,
+) -> Response:
+    """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
+    state.admit()
+    try:
+        primed = await start(state.engine, prompts, params, meta.id)
+    except BaseException:
+        state.release()
+        raise
+    if stream:
+        return SSEResponse(sse_events(meta, primed, state.logprobs, include_usage), on_close=state.release)
+    try:
+        finals = await collect(primed)
+    finally:
+        state.release()
+    errors = [o.error for o in finals if o.error]
+    if errors:
+        raise APIError(500, f"the engine failed on this request: {errors[0]}", code="engine_error")
+    return JSONResponse(full_body(meta, finals, state.logprobs))

@@ -1,0 +1,41 @@
+"""`vivace serve`: load the engine and run the API with uvicorn."""
+
+from __future__ import annotations
+
+import os
+
+from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.config import EngineConfig
+from vivace.engine.engine import LLMEngine
+from vivace.engine.loaders.default_model import default_model_path
+
+
+def model_name_for(model: str | None) -> str:
+    """The id clients send as `model`: the file or directory name without .gguf."""
+    path = os.path.normpath(model or default_model_path())
+    name = os.path.basename(path)
+    return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def run_server(
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_queue: int | None = None,
+    max_model_len: int | None = None,
+    device: str = "cpu",
+    served_model_name: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load the model and serve it until interrupted."""
+    import uvicorn
+
+    from vivace.server.app import create_app
+
+    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)))
+    app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        engine.shutdown()

@@ -1,0 +1,123 @@
+"""Engine outputs -> OpenAI response bodies: choices, logprobs, usage, stream chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from vivace.engine.tokenizer import Tokenizer
+
+CHAT = "chat"
+TEXT = "text"
+
+
+@dataclass
+class ResponseMeta:
+    """What every body and chunk of one response repeats."""
+
+    id: str
+    created: int
+    model: str
+    kind: str  # CHAT or TEXT
+    n: int
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self.kind == CHAT else "text_completion"
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == CHAT else "text_completion"
+
+    def header(self, chunk: bool = False) -> dict[str, Any]:
+        return {"id": self.id, "object": self.chunk_object if chunk else self.object,
+                "created": self.created, "model": self.model}
+
+
+@dataclass
+class Usage:
+    """Token counts over every prompt and choice of one response."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+
+    @classmethod
+    def of(cls, finals: list[RequestOutput]) -> Usage:
+        return cls(
+            prompt_tokens=sum(len(o.prompt_token_ids) for o in finals),
+            completion_tokens=sum(o.num_generated_tokens for o in finals),
+            cached_tokens=sum(o.num_cached_tokens for o in finals),
+        )
+
+
+def finish_reason(completion: CompletionOutput) -> str | None:
+    """OpenAI knows stop and length; an aborted choice reads as a stop."""
+    reason = completion.finish_reason
+    return None if reason is None else ("length" if reason == "length" else "stop")
+
+
+@dataclass
+class LogprobFormatter:
+    """Token logprobs in the chat (`content[]`) or completions (`tokens`, `token_logprobs`) layout."""
+
+    tokenizer: Tokenizer
+    _cache: dict[int, str] = field(default_factory=dict)
+
+    def token(self, token_id: int) -> str:
+        text = self._cache.get(token_id)
+        if text is None:
+            text = self._cache[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return text
+
+    def _entry(self, token_id: int, logprob: float) -> dict[str, Any]:
+        text = self.token(token_id)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    def chat(self, items: list[TokenLogprob]) -> dict[str, Any]:
+        content = []
+        for item in items:
+            entry = self._entry(item.token_id, item.logprob)
+            entry["top_logprobs"] = [self._entry(t, lp) for t, lp in item.top]
+            content.append(entry)
+        return {"content": content}
+
+    def text(self, items: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+        tokens, offsets = [], []
+        for item in items:
+            offsets.append(offset)
+            tokens.append(self.token(item.token_id))
+            offset += len(tokens[-1])
+        return {
+            "tokens": tokens,
+            "token_logprobs": [item.logprob for item in items],
+            "top_logprobs": [{self.token(t): lp for t, lp in item.top} for item in items],
+            "text_offset": offsets,
+        }
+
+    def format(self, kind: str, items: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
+        if items is None:
+            return None
+        return self.chat(items) if kind == CHAT else self.text(items, offset)
+
+
+def full_body(meta: ResponseMeta, finals: list[RequestOutput], logprobs: LogprobFormatter) -> dict[str, Any]:
+    """The non-streaming response for the finished outputs of every prompt, in prompt order."""
+    choices = []
+    for p, out in enumerate(finals):
+        for c in out.outputs:
+            choice: dict[str, Any] = {"index": p * meta.n + c.index}
+            if meta.kind == CHAT:
+                choice["message"] = {"role": "assistant", "content": c.text}
+            else:
+                choice["text"] = c.text
+            choice["logprobs"] = logprobs.format(meta.kind, c.logprobs)
+            choice["finish_reason"] = finish_reason(c)
+            choices.append(choice)
+    return {**meta.header(), "choices": choices, "usage": Usage.of(finals).as_dict()}

@@ -1,0 +1,160 @@
+"""Running a response's prompts on the engine, and streaming them as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.config import SamplingParams
+from vivace.engine.outputs import RequestOutput
+from vivace.server.errors import as_api_error
+from vivace.server.shapes import CHAT, LogprobFormatter, ResponseMeta, Usage, finish_reason
+
+Primed = tuple[RequestOutput, AsyncIterator[RequestOutput]]
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(obj: Any) -> bytes:
+    """One SSE event carrying a JSON object."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+async def start(engine: AsyncEngine, prompts: list[str | list[int]], params: SamplingParams, base_id: str) -> list[Primed]:
+    """Submit every prompt and wait for each one's first output; engine validation errors raise here."""
+    gens = [engine.generate(p, params, request_id=f"{base_id}-{i}") for i, p in enumerate(prompts)]
+    firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    errors = [f for f in firsts if isinstance(f, BaseException)]
+    if errors:
+        for g in gens:
+            await g.aclose()
+        raise errors[0]
+    return list(zip(firsts, gens))  # type: ignore[arg-type]
+
+
+async def merge(primed: list[Primed]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """(prompt index, output) from every prompt as they come; closing it aborts what is unfinished."""
+    queue: asyncio.Queue[tuple[int, RequestOutput] | BaseException] = asyncio.Queue()
+
+    async def pump(i: int, first: RequestOutput, gen: AsyncIterator[RequestOutput]) -> None:
+        try:
+            await queue.put((i, first))
+            async with aclosing(gen):
+                async for out in gen:
+                    await queue.put((i, out))
+        except Exception as e:  # handed to the consumer
+            await queue.put(e)
+
+    tasks = [asyncio.create_task(pump(i, first, gen)) for i, (first, gen) in enumerate(primed)]
+    remaining = len(primed)
+    try:
+        while remaining:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item[1].finished:
+                remaining -= 1
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, gen in primed:
+            await gen.aclose()  # type: ignore[attr-defined]
+
+
+async def collect(primed: list[Primed]) -> list[RequestOutput]:
+    """Each prompt's finished output, in prompt order."""
+    finals: list[RequestOutput] = [first for first, _ in primed]
+    async with aclosing(merge(primed)) as outputs:
+        async for i, out in outputs:
+            finals[i] = out
+    return finals
+
+
+async def sse_events(
+    meta: ResponseMeta, primed: list[Primed], logprobs: LogprobFormatter, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The chunks of a streamed response, then [DONE]; an error mid-stream is one last error event."""
+    finals: list[RequestOutput] = [first for first, _ in primed]
+    sent_logprobs: dict[int, int] = {}
+    text_offset: dict[int, int] = {}
+    try:
+        if meta.kind == CHAT:
+            roles = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                     for i in range(len(primed) * meta.n)]
+            yield sse({**meta.header(chunk=True), "choices": roles})
+        async with aclosing(merge(primed)) as outputs:
+            async for p, out in outputs:
+                finals[p] = out
+                if out.error:
+                    raise RuntimeError(out.error)
+                choices = []
+                for c in out.outputs:
+                    index = p * meta.n + c.index
+                    new_logprobs = None
+                    if c.logprobs is not None:
+                        start_at = sent_logprobs.get(index, 0)
+                        new_logprobs = c.logprobs[start_at:]
+                        sent_logprobs[index] = len(c.logprobs)
+                    if not c.delta and not new_logprobs and c.finish_reason is None:
+                        continue
+                    choice: dict[str, Any] = {"index": index}
+                    if meta.kind == CHAT:
+                        choice["delta"] = {"content": c.delta} if c.delta else {}
+                    else:
+                        choice["text"] = c.delta
+                    offset = text_offset.get(index, 0)
+                    choice["logprobs"] = logprobs.format(meta.kind, new_logprobs, offset) if new_logprobs else None
+                    text_offset[index] = offset + sum(len(logprobs.token(t.token_id)) for t in new_logprobs or [])
+                    choice["finish_reason"] = finish_reason(c)
+                    choices.append(choice)
+                if choices:
+                    yield sse({**meta.header(chunk=True), "choices": choices})
+        if include_usage:
+            yield sse({**meta.header(chunk=True), "choices": [], "usage": Usage.of(finals).as_dict()})
+        yield DONE
+    except Exception as e:  # headers are sent: the error travels as the last event
+        yield sse(as_api_error(e).body())
+
+
+class SSEResponse(StreamingResponse):
+    """A text/event-stream response that stops and closes its body as soon as the client goes away.
+
+    Starlette only notices a disconnect when a write fails; a queued request may not write for a
+    while, so this listens for http.disconnect itself and closes the body (aborting the request).
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._body = body
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()  # type: ignore[attr-defined]
+                if self._on_close is not None:
+                    self._on_close()
