@@ -53,19 +53,13 @@ class FakeTokenizer:
 
 
 class FakeEngine:
-    """Validates like LLMEngine.add_request: a prompt containing 'huge' does not fit the context."""
+    """Validates like LLMEngine.validate_request: a prompt containing 'huge' does not fit the context."""
 
-    def __init__(self) -> None:
-        self.running: set[str] = set()
-
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams, *, stream: bool = True) -> None:
+    def validate_request(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
         text = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))
         if "huge" in text:
             raise InvalidParameterError("prompt", "prompt has 9,213 tokens; this model's context is 8,192")
-        self.running.add(request_id)
-
-    def abort(self, request_id: str) -> None:
-        self.running.remove(request_id)
+        return [ord(c) for c in text]
 
 
 @dataclass
@@ -187,7 +181,6 @@ def test_batch_writes_results_errors_and_resumes(fake_llm, tmp_path):
     assert [r["index"] for r in records if "text" in r] == [3, 1, 0]  # completion order
     assert by_index[4] == {"index": 4, "id": "e", "error": "prompt too long"}
     assert "context is 8,192" in by_index[5]["error"] and by_index[5]["id"] == "f"
-    assert fake_llm.engine.running == set()
     assert by_index[0]["usage"] == {"prompt_tokens": 3, "completion_tokens": 3}  # per-line max_tokens wins
     assert by_index[3]["usage"]["completion_tokens"] == 5  # the command-line default
     assert by_index[1]["text"] == "reply to 1 turns" and by_index[1]["id"] == "b"

@@ -166,12 +166,10 @@ def _request_error(llm: LLM, prompt: str | list[int], params: SamplingParams) ->
     `generate_unordered` rejects the whole batch if one request is invalid; checking each first lets
     that one line get an error and the rest run.
     """
-    request_id = "vivace-batch-check"
     try:
-        llm.engine.add_request(request_id, prompt, params, stream=False)
+        llm.engine.validate_request(prompt, params)
     except ValueError as e:
         return str(e)
-    llm.engine.abort(request_id)
     return None
 
 

@@ -204,6 +204,11 @@ def test_bad_requests_raise_and_engine_keeps_serving(llm: LLM) -> None:
     with pytest.raises(InvalidParameterError, match="temperature"):
         SamplingParams(temperature=-1)
     assert not engine.has_unfinished_requests() and blocks_in_use(llm) == 0
+    # validate_request gives the same verdicts without queueing anything.
+    assert engine.validate_request("hi", SamplingParams()) == engine.tokenize_prompt("hi")
+    with pytest.raises(RequestTooLargeError):
+        engine.validate_request([5] * (engine.max_model_len + 3), SamplingParams())
+    assert not engine.has_unfinished_requests()
     assert llm.generate(["Still alive?"], SamplingParams(max_tokens=3))[0].outputs[0].token_ids
 
 

@@ -113,6 +113,17 @@ class LLMEngine:
             raise InvalidParameterError("prompt", "must not be empty")
         return ids
 
+    def validate_request(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """The prompt's token ids, or the error add_request would raise; queues nothing."""
+        ids = self.tokenize_prompt(prompt)
+        max_new = params.max_tokens if params.max_tokens is not None else self.max_model_len - len(ids)
+        self.scheduler.check_fits(len(ids), max_new)
+        vocab = self.model_config.vocab_size
+        bad = [t for t in list(params.logit_bias or {}) + list(params.stop_token_ids) if not 0 <= int(t) < vocab]
+        if bad:
+            raise InvalidParameterError("logit_bias", f"token ids must be in [0, {vocab}), got {bad[:5]}")
+        return ids
+
     def add_request(
         self,
         request_id: str,
@@ -130,13 +141,7 @@ class LLMEngine:
         if request_id in self._requests:
             raise InvalidParameterError("request_id", f"{request_id!r} is already running")
         params = params or SamplingParams()
-        ids = self.tokenize_prompt(prompt)
-        max_new = params.max_tokens if params.max_tokens is not None else self.max_model_len - len(ids)
-        self.scheduler.check_fits(len(ids), max_new)
-        vocab = self.model_config.vocab_size
-        bad = [t for t in list(params.logit_bias or {}) + list(params.stop_token_ids) if not 0 <= int(t) < vocab]
-        if bad:
-            raise InvalidParameterError("logit_bias", f"token ids must be in [0, {vocab}), got {bad[:5]}")
+        ids = self.validate_request(prompt, params)
         arrival = next(self._arrivals)
         seqs = []
         for index in range(params.n):
@@ -204,12 +209,12 @@ class LLMEngine:
             return outputs
         self.scheduler.finish_step(batch)
         touched: dict[str, _Request] = {}
-        for seq_id, scores in result.prompt_scores.items():
+        if result.prompt_scores:
             for item in batch.all():
-                if item.seq.seq_id == seq_id:
-                    request = self._requests[item.seq.request_id]
-                    if item.seq.index == 0 and request.prompt_logprobs is not None:
-                        request.prompt_logprobs.extend(scores.logprobs)
+                scores = result.prompt_scores.get(item.seq.seq_id)
+                request = self._requests[item.seq.request_id]
+                if scores is not None and item.seq.index == 0 and request.prompt_logprobs is not None:
+                    request.prompt_logprobs.extend(scores.logprobs)
         if result.output is not None:
             out = result.output
             for i, item in enumerate(result.sampled):
