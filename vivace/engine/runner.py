@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vivace.engine.attention.cpu_kernels import load_cpu_kernels
 from vivace.engine.attention.torch_backend import AttentionMetadata, PrefillSpan
+from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.models.llama import LlamaModel
 from vivace.engine.sampler import SamplerOutput, SamplingBatch, sample
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
@@ -44,7 +44,7 @@ class ModelRunner:
         cfg = model.cfg
         self.decode_kernel = None
         if attention_backend == "auto" and self.device.type == "cpu" and model.dtype is torch.float32:
-            self.decode_kernel = load_cpu_kernels()
+            self.decode_kernel = load_cpu_ops()
         # Zeroed, so padded slots read by masked attention are finite.
         self.kv_cache = torch.zeros(
             cfg.num_layers, 2, num_blocks * block_size, cfg.num_kv_heads, cfg.head_dim,

@@ -54,7 +54,7 @@ def paged_attention(
     k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)
     k_cache.index_copy_(0, meta.slot_mapping, k_stored)
     v_cache.index_copy_(0, meta.slot_mapping, v_stored)
-    if k_stored.dtype != k.dtype:
+    if k_stored.dtype != k.dtype and meta.prefills:
         # Attend over the values as stored, so a prompt gives the same result whether its
         # prefix was computed now or reused from the cache.
         k, v = k_stored.to(k.dtype), v_stored.to(v.dtype)

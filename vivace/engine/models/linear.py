@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vivace.engine.attention.cpu_kernels import load_cpu_kernels
+from vivace.engine.cpu_ops import load_cpu_ops
 
 
 class FloatLinear:
@@ -33,7 +33,7 @@ class Int8DynamicLinear:
         self.weight_t = (w / scales[:, None]).round().to(torch.int8).t()  # [K, N], column-major
         self.scales = scales
         self.bias = None if bias is None else bias.float()
-        self._kernels = load_cpu_kernels()
+        self._kernels = load_cpu_ops()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernels is not None:  # the same math in one call (the torch code below is the reference)

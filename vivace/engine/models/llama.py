@@ -5,20 +5,37 @@ Weights come in HF naming; q/k/v and gate/up are fused into one matmul each at l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from vivace.engine.attention.torch_backend import AttentionMetadata, paged_attention
 from vivace.engine.config import ModelConfig
+from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.models.linear import Linear, make_linear
 from vivace.engine.models.rope import RotaryEmbedding
 
 
+Norm = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension (the reference for the C++ op)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def pick_rms_norm(dtype: torch.dtype, device: torch.device) -> Norm:
+    """The compiled one-pass RMSNorm for float32 on CPU when available, else torch's."""
+    ops = load_cpu_ops() if device.type == "cpu" and dtype is torch.float32 else None
+    return ops.rms_norm if ops is not None else torch_rms_norm
+
+
 class LlamaLayer:
     """One decoder block: RMSNorm -> GQA attention -> residual -> RMSNorm -> SwiGLU -> residual."""
 
-    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], prefix: str, quantization: str) -> None:
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], prefix: str, quantization: str, norm: Norm) -> None:
         def w(name: str) -> torch.Tensor:
             try:
                 return weights[prefix + name]
@@ -39,6 +56,7 @@ class LlamaLayer:
         gate_up = torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")])
         self.gate_up: Linear = make_linear(gate_up, None, quantization)
         self.down: Linear = make_linear(w("mlp.down_proj.weight"), None, quantization)
+        self.norm = norm
         self.input_norm = w("input_layernorm.weight")
         self.post_norm = w("post_attention_layernorm.weight")
         self.intermediate = cfg.intermediate_size
@@ -56,7 +74,7 @@ class LlamaLayer:
         cfg = self.cfg
         eps = cfg.rms_norm_eps
         num_tokens = hidden.shape[0]
-        x = F.rms_norm(hidden, (hidden.shape[-1],), self.input_norm, eps)
+        x = self.norm(hidden, self.input_norm, eps)
         qkv = self.qkv(x)
         heads_qk = cfg.num_heads + cfg.num_kv_heads
         qk = rope.apply(qkv[:, : self.q_size + self.kv_size].view(num_tokens, heads_qk, cfg.head_dim), rope_tables)
@@ -65,7 +83,7 @@ class LlamaLayer:
         v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, cfg.num_kv_heads, cfg.head_dim)
         attn = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
         hidden = hidden + self.o_proj(attn.reshape(num_tokens, self.q_size))
-        x = F.rms_norm(hidden, (hidden.shape[-1],), self.post_norm, eps)
+        x = self.norm(hidden, self.post_norm, eps)
         gate_up = self.gate_up(x)
         x = F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :]
         return hidden + self.down(x)
@@ -89,7 +107,11 @@ class LlamaModel:
                 raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
             head = self.embed
         self.lm_head: Linear = make_linear(head, None, quantization)
-        self.layers = [LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization) for i in range(cfg.num_layers)]
+        device = self.embed.device
+        self.rms_norm = pick_rms_norm(dtype, device)
+        self.layers = [
+            LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization, self.rms_norm) for i in range(cfg.num_layers)
+        ]
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
 
     def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
@@ -109,7 +131,7 @@ class LlamaModel:
         rope_tables = self.rope.tables(positions)
         for i, layer in enumerate(self.layers):
             hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1])
-        return F.rms_norm(hidden, (hidden.shape[-1],), self.norm, self.cfg.rms_norm_eps)
+        return self.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N, vocab] for selected final hidden states."""

@@ -1,6 +1,5 @@
-"""C++ CPU kernels, compiled on first use with torch's extension builder; None when unavailable.
-
-The torch backend stays the reference: these kernels must give its results (tested).
+"""C++ CPU ops (paged decode attention, fused int8 linear, RMSNorm), compiled on first use with
+torch's extension builder; None when no compiler is available. Each has a torch reference it must match (tested).
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp")]
+_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp")]
 
 
 @functools.cache
-def load_cpu_kernels() -> ModuleType | None:
+def load_cpu_ops() -> ModuleType | None:
     """The compiled module, or None (with a warning) if no compiler is available here."""
-    if os.environ.get("VIVACE_NO_CPU_KERNELS"):
+    if os.environ.get("VIVACE_NO_CPU_OPS"):
         return None
     try:
         from torch.utils.cpp_extension import load
@@ -31,5 +30,5 @@ def load_cpu_kernels() -> ModuleType | None:
             verbose=False,
         )
     except Exception as exc:  # no compiler or ninja: the torch path still works, only slower
-        log.warning("CPU attention kernel unavailable (%s); using the torch reference path", exc)
+        log.warning("C++ CPU ops unavailable (%s); using the torch reference paths", exc)
         return None

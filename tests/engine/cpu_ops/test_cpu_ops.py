@@ -1,4 +1,4 @@
-"""The compiled CPU decode kernel against the torch reference path on random paged caches."""
+"""The compiled C++ CPU ops against their torch references on random inputs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from vivace.engine.attention.cpu_kernels import load_cpu_kernels
+from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.attention.torch_backend import AttentionMetadata, paged_attention
 
-kernels = load_cpu_kernels()
+kernels = load_cpu_ops()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: the torch path is used")
 
 
@@ -74,3 +74,12 @@ def test_int8_linear_kernel_matches_torch_reference(rows: int) -> None:
     assert rel < 0.02
     # Each row is computed independently of its batch-mates.
     assert torch.equal(layer(x[-1:]), fused[-1:])
+
+
+@pytest.mark.parametrize("shape", [(1, 576), (7, 64), (33, 1000)])
+def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
+    from vivace.engine.models.llama import torch_rms_norm
+
+    torch.manual_seed(shape[0])
+    x, weight = torch.randn(shape) * 5, torch.randn(shape[1])
+    assert torch.allclose(kernels.rms_norm(x, weight, 1e-5), torch_rms_norm(x, weight, 1e-5), atol=1e-5, rtol=1e-5)
