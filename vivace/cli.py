@@ -258,5 +258,21 @@ def batch(
         err.print(f"[yellow]{failed} line(s) could not run; see their 'error' field in {output_path}[/yellow]")
 
 
+@app.command()
+def serve(
+    model: Annotated[Optional[str], typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="VIVACE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1.")] = None,
+    max_queue: Annotated[Optional[int], typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(min=2, help="Context length (default: the model's).")] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
+    from vivace.server.serve import run_server
+
+    run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len, device=device)
+
+
 if __name__ == "__main__":
     app()

@@ -108,6 +108,10 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return APIError(exc.status_code, str(exc.detail)).response()
 
-    @app.exception_handler(Exception)
-    async def _other(request: Request, exc: Exception) -> JSONResponse:
+    async def _mapped(request: Request, exc: Exception) -> JSONResponse:
         return as_api_error(exc).response()
+
+    # Named classes are answered inside the app; a bare Exception handler would also re-raise to uvicorn.
+    for cls in (InvalidParameterError, RequestTooLargeError, ChatTemplateError, ValidationError, EngineDeadError):
+        app.add_exception_handler(cls, _mapped)
+    app.add_exception_handler(Exception, _mapped)

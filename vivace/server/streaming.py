@@ -64,11 +64,14 @@ async def merge(primed: list[Primed]) -> AsyncIterator[tuple[int, RequestOutput]
                 remaining -= 1
             yield item
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for _, gen in primed:
-            await gen.aclose()  # type: ignore[attr-defined]
+        # Shielded: a cancelled response (client gone) must still abort every request. A pump task
+        # cancelled before it ran never entered its aclosing, so each generator is closed here too.
+        with anyio.CancelScope(shield=True):
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _, gen in primed:
+                await gen.aclose()  # type: ignore[attr-defined]
 
 
 async def collect(primed: list[Primed]) -> list[RequestOutput]:

@@ -1,0 +1,57 @@
+"""`vivace serve` wiring, the served model name and admission limits, without loading a model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from vivace import cli
+from vivace.server import serve
+from vivace.server.app import ServerState
+from vivace.server.errors import APIError
+
+
+def test_serve_passes_options(monkeypatch):
+    calls = []
+    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append((args, kwargs)))
+    result = CliRunner().invoke(cli.app, ["serve", "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3",
+                                          "--max-model-len", "1024"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(("m.gguf",), {"host": "127.0.0.1", "port": 9001, "api_key": "k", "max_queue": 3,
+                                      "max_model_len": 1024, "device": "cpu"})]
+
+
+def test_serve_without_model_serves_the_default(monkeypatch):
+    calls = []
+    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append(args))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert calls == [(None,)]
+
+
+def test_model_name():
+    assert serve.model_name_for("/models/SmolLM2.Q4_1.gguf") == "SmolLM2.Q4_1"
+    assert serve.model_name_for("/models/qwen2-dir/") == "qwen2-dir"
+
+
+def _state(max_queue: int | None) -> ServerState:
+    engine = SimpleNamespace(engine=SimpleNamespace(config=SimpleNamespace(max_num_seqs=2)), tokenizer=None)
+    return ServerState(engine, "m", None, max_queue)  # type: ignore[arg-type]
+
+
+def test_queue_limit_refuses_with_429():
+    state = _state(max_queue=1)
+    for _ in range(3):  # two running plus one waiting
+        state.admit()
+    with pytest.raises(APIError) as info:
+        state.admit()
+    assert info.value.status == 429
+    state.release()
+    state.admit()
+
+
+def test_no_queue_limit():
+    state = _state(max_queue=None)
+    for _ in range(100):
+        state.admit()
