@@ -65,12 +65,24 @@ def test_disconnect_mid_stream_frees_kv_blocks(server):
             if line.startswith("data: "):
                 break
         assert server.engine.stats()["blocks_in_use"] > 0
+    assert _wait_for_free_blocks(server) == 0
+    stats = server.engine.stats()
+    assert stats["num_running"] == stats["num_waiting"] == 0
+
+
+@pytest.mark.slow
+def test_disconnect_while_waiting_for_a_non_streamed_reply_frees_kv_blocks(server):
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "seed": 4}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    assert _wait_for_free_blocks(server) == 0
+
+
+def _wait_for_free_blocks(server) -> int:
     deadline = time.monotonic() + 10
     while server.engine.stats()["blocks_in_use"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    stats = server.engine.stats()
-    assert stats["blocks_in_use"] == 0
-    assert stats["num_running"] == stats["num_waiting"] == 0
+    return server.engine.stats()["blocks_in_use"]
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,6 +23,8 @@ from vivace.server.shapes import CHAT, TEXT, LogprobFormatter, ResponseMeta, ful
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+T = TypeVar("T")
 
 
 class BodyLimit:
@@ -129,7 +131,7 @@ def create_app(
         params = _params(body)
         prompt = state.chat_prompt(body)
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
-        return await _respond(state, meta, [prompt], params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
 
     @v1.post("/completions")
     async def completions(request: Request) -> Response:
@@ -137,7 +139,7 @@ def create_app(
         state.check_model(body.model)
         params = body.sampling_params()
         meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, TEXT, body.n)
-        return await _respond(state, meta, body.prompts(), params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, body.prompts(), params, body.stream, body.include_usage)
 
     @v1.post("/classify")
     async def classify(request: Request) -> dict[str, Any]:
@@ -185,8 +187,29 @@ def _model_card(state: ServerState) -> dict[str, Any]:
             "max_model_len": state.engine.engine.max_model_len}
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (which aborts its requests) if the client hangs up first."""
+    task = asyncio.ensure_future(work)
+
+    async def hang_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hang_up())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise APIError(499, "the client closed the connection", code="client_closed")
+    return task.result()
+
+
 async def _respond(
-    state: ServerState, meta: ResponseMeta, prompts: list[str | list[int]], params: SamplingParams,
+    request: Request, state: ServerState, meta: ResponseMeta, prompts: list[str | list[int]], params: SamplingParams,
     stream: bool, include_usage: bool,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
@@ -199,7 +222,7 @@ async def _respond(
     if stream:
         return SSEResponse(sse_events(meta, primed, state.logprobs, include_usage), on_close=state.release)
     try:
-        finals = await collect(primed)
+        finals = await _unless_disconnected(request, collect(primed))
     finally:
         state.release()
     errors = [o.error for o in finals if o.error]
