@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -115,3 +117,17 @@ async def test_async_client_stream_and_not(server, aclient):
     chat = await aclient.chat.completions.create(model=MODEL, messages=GREEDY_MESSAGES, temperature=0,
                                                  max_tokens=GREEDY_TOKENS, stream=True)
     assert "".join([c.choices[0].delta.content or "" async for c in chat if c.choices]) == server.offline["chat"]
+
+
+async def test_concurrent_requests_match_offline(server, aclient):
+    async def one(stream: bool) -> str:
+        if not stream:
+            reply = await aclient.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=GREEDY_TOKENS)
+            return reply.choices[0].text
+        chunks = await aclient.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0,
+                                                  max_tokens=GREEDY_TOKENS, stream=True)
+        return "".join([c.choices[0].text async for c in chunks if c.choices])
+
+    texts = await asyncio.gather(*(one(i % 2 == 0) for i in range(6)))
+    assert texts == [server.offline["completion"]] * 6
+    assert server.engine.stats()["blocks_in_use"] == 0

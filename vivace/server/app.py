@@ -215,7 +215,7 @@ async def _respond(
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     state.admit()
     try:
-        primed = await start(state.engine, prompts, params, meta.id)
+        primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id))
     except BaseException:
         state.release()
         raise
