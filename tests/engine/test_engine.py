@@ -243,3 +243,9 @@ def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
     mixed = fast.generate(["Hi there", prompt, "Tell me about the sea. " * 20], params)[1].outputs[0].token_ids
     assert alone == again == mixed
     assert fast.engine.stats()["prompt_tokens_reused"] > 0
+    # Short chats whose tail after the cached blocks is a token or two (a case that once differed).
+    chat_params = SamplingParams(temperature=0.0, max_tokens=30)
+    for question in ["Name some colours.", "Write a poem about the sea.", "Explain gravity to a child."]:
+        chat = [{"role": "user", "content": question}]
+        first = fast.chat(chat, chat_params)[0].outputs[0].token_ids
+        assert fast.chat(chat, chat_params)[0].outputs[0].token_ids == first

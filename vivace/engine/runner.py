@@ -68,15 +68,35 @@ class ModelRunner:
             positions.append(pos)
             slot_mapping.append(seq.block_table[pos // bs] * bs + pos % bs)
         meta = AttentionMetadata(slot_mapping=torch.empty(0), num_decode_tokens=len(decodes), block_size=bs)
-        if decodes and self.decode_kernel is not None:
-            max_blocks = max(len(item.seq.block_table) for item in decodes)
+        for item in batch.prefills:
+            seq, start, n = item.seq, item.start, item.num_tokens
+            ids.extend(seq.token_ids[start : start + n])
+            positions.extend(range(start, start + n))
+            slot_mapping.extend(self._slots(seq.block_table, start, start + n))
+        if self.decode_kernel is not None:
+            # Every token, decode or prefill, is one query row over its own causal context, computed
+            # by the same code independently of its batch-mates: results cannot depend on batching,
+            # chunking or prefix reuse.
+            rows = [(item.seq.block_table, item.start + 1) for item in decodes]
+            for item in batch.prefills:
+                rows.extend((item.seq.block_table, p + 1) for p in range(item.start, item.start + item.num_tokens))
+            max_blocks = max(len(table) for table, _ in rows)
+            meta.num_decode_tokens = len(rows)
             meta.decode_kernel = self.decode_kernel
             meta.decode_block_tables = torch.tensor(
-                [item.seq.block_table + [0] * (max_blocks - len(item.seq.block_table)) for item in decodes],
-                dtype=torch.int32,
+                [table + [0] * (max_blocks - len(table)) for table, _ in rows], dtype=torch.int32
             )
-            meta.decode_context_lens = torch.tensor([item.start + 1 for item in decodes], dtype=torch.int32)
-        elif decodes:
+            meta.decode_context_lens = torch.tensor([ctx for _, ctx in rows], dtype=torch.int32)
+        else:
+            self._torch_metadata(batch, meta)
+        meta.slot_mapping = torch.tensor(slot_mapping, dtype=torch.long)
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(positions, dtype=torch.long), meta
+
+    def _torch_metadata(self, batch: ScheduledBatch, meta: AttentionMetadata) -> None:
+        """Padded decode gathers and one causal span per prefill chunk, for the torch reference path."""
+        bs = self.block_size
+        decodes = batch.decodes
+        if decodes:
             max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
             tables = torch.tensor(
                 [item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for item in decodes],
@@ -90,22 +110,12 @@ class ModelRunner:
             )
         row = len(decodes)
         for item in batch.prefills:
-            seq, start, n = item.seq, item.start, item.num_tokens
-            end = start + n
-            ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
-            slot_mapping.extend(self._slots(seq.block_table, start, end))
-            if start == 0:
-                span = PrefillSpan(row, n, n, None, None)
-            else:
-                slots = torch.tensor(self._slots(seq.block_table, 0, end), dtype=torch.long)
-                q_pos = torch.arange(start, end).unsqueeze(1)
-                mask = torch.arange(end).unsqueeze(0) <= q_pos
-                span = PrefillSpan(row, n, end, slots, mask)
-            meta.prefills.append(span)
-            row += n
-        meta.slot_mapping = torch.tensor(slot_mapping, dtype=torch.long)
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(positions, dtype=torch.long), meta
+            start, end = item.start, item.start + item.num_tokens
+            # An explicit mask even without a cached prefix: one attention kernel for both cases.
+            mask = torch.arange(end).unsqueeze(0) <= torch.arange(start, end).unsqueeze(1)
+            slots = None if start == 0 else torch.tensor(self._slots(item.seq.block_table, 0, end), dtype=torch.long)
+            meta.prefills.append(PrefillSpan(row, item.num_tokens, end, slots, mask))
+            row += item.num_tokens
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> StepResult:

@@ -34,7 +34,8 @@ class AttentionMetadata:
     decode_slots: torch.Tensor | None = None  # [D, L] slots of each decode's context, padded
     decode_mask: torch.Tensor | None = None  # [D, 1, 1, L] bool, True = attend
     prefills: list[PrefillSpan] = field(default_factory=list)
-    # Set when the compiled CPU kernel runs decodes: it reads the cache in place, no gather.
+    # Set when the compiled CPU kernel runs: it then handles every row (decodes and prefill tokens,
+    # num_decode_tokens = all rows) reading the cache in place, no gather.
     decode_kernel: Any = None
     decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] int32
     decode_context_lens: torch.Tensor | None = None  # [D] int32
