@@ -36,3 +36,21 @@ def hf_model(model_path: str):
     )
     model.eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def ours():
+    """Our tokenizer, built from the packaged GGUF's metadata."""
+    from vivace.engine.loaders.gguf import open_gguf
+    from vivace.engine.tokenizer import Tokenizer
+
+    return Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """transformers' tokenizer from the same GGUF: the reference nobody here wrote."""
+    from transformers import AutoTokenizer
+
+    directory, name = os.path.split(default_model_path())
+    return AutoTokenizer.from_pretrained(directory, gguf_file=name)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import models
 
 from vivace.engine.chat_template import ChatTemplateError, render_chat_template
-from vivace.engine.loaders.default_model import default_model_path
-from vivace.engine.loaders.gguf import open_gguf
 from vivace.engine.tokenizer import Tokenizer
 
 CHATS = {
@@ -40,17 +37,6 @@ CHATS = {
 }
 
 
-@pytest.fixture(scope="module")
-def ours() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    from transformers import AutoTokenizer
-
-    directory, name = os.path.split(default_model_path())
-    return AutoTokenizer.from_pretrained(directory, gguf_file=name)
 
 
 @pytest.mark.parametrize("add_generation_prompt", [True, False])

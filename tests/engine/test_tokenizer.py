@@ -9,7 +9,6 @@ import unicodedata
 import gguf
 import pytest
 
-from vivace.engine.loaders.default_model import default_model_path
 from vivace.engine.loaders.errors import UnsupportedModelError
 from vivace.engine.loaders.gguf import open_gguf
 from vivace.engine.tokenizer import Tokenizer
@@ -53,18 +52,6 @@ def _random_texts(count: int, seed: int) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def ours() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    """transformers' tokenizer from the same GGUF: the reference nobody here wrote."""
-    from transformers import AutoTokenizer
-
-    directory, name = os.path.split(default_model_path())
-    return AutoTokenizer.from_pretrained(directory, gguf_file=name)
 
 
 def _split_at_digits(text: str) -> list[str]:
