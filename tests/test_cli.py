@@ -51,6 +51,9 @@ class FakeTokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
 
+    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
+
 
 class FakeEngine:
     """Validates like LLMEngine.validate_request: a prompt containing 'huge' does not fit the context."""
@@ -288,7 +291,7 @@ def test_real_chat_through_stdin(use_real_llm):
 def test_real_generate_greedy_matches_engine(use_real_llm):
     result = runner.invoke(cli.app, ["generate", "Name a color.", "--temperature", "0", "--max-tokens", "10"])
     assert result.exit_code == 0, result.output
-    ids = cli._chat_ids(use_real_llm, [{"role": "user", "content": "Name a color."}])
+    ids = use_real_llm.tokenizer.encode_chat([{"role": "user", "content": "Name a color."}])
     expected = use_real_llm.generate([ids], SamplingParams(temperature=0, max_tokens=10), use_tqdm=False)[0]
     assert result.output == expected.outputs[0].text + "\n"
 

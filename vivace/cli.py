@@ -56,12 +56,6 @@ def _load(model: str | None, device: str) -> LLM:
     return LLM(model, device=device)
 
 
-def _chat_ids(llm: LLM, messages: list[dict[str, Any]]) -> list[int]:
-    """Render `messages` with the chat template; the template already places any BOS, as in HF."""
-    text = llm.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    return llm.tokenizer.encode(text, add_special_tokens=False)
-
-
 def _print_stream(console: Console, stream: Iterator[RequestOutput]) -> tuple[str, str | None, str | None]:
     """Print a request's text as it streams; return its text, finish reason and error. Closing aborts it."""
     text, finish_reason, error = "", None, None
@@ -88,7 +82,7 @@ def generate(
     """Stream one completion of PROMPT to stdout."""
     params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
     llm = _load(model, device)
-    request: str | list[int] = _chat_ids(llm, [{"role": "user", "content": prompt}]) if chat else prompt
+    request: str | list[int] = llm.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else prompt
     error = None
     for out in llm.stream(request, params):
         sys.stdout.write(out.outputs[0].delta)
@@ -142,7 +136,7 @@ def chat(
             continue
         history.append({"role": "user", "content": line})
         try:
-            reply, finish_reason, error = _print_stream(console, llm.stream(_chat_ids(llm, history), params))
+            reply, finish_reason, error = _print_stream(console, llm.stream(llm.tokenizer.encode_chat(history), params))
         except KeyboardInterrupt:
             console.print("\n[dim](interrupted)[/dim]")
             history.pop()
@@ -225,7 +219,7 @@ def batch(
         kept = []
         for item in runnable:
             try:
-                prompt = item.prompt if item.messages is None else _chat_ids(llm, item.messages)
+                prompt = item.prompt if item.messages is None else llm.tokenizer.encode_chat(item.messages)
                 error = _request_error(llm, prompt, item.sampling_params)
             except ChatTemplateError as e:  # a template may reject a conversation (roles out of order)
                 error = str(e)

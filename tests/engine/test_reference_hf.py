@@ -25,7 +25,7 @@ RAW = ["The quick brown fox", "def fibonacci(n):\n    ", "Les mots français: é
 def _prompt_ids(llm, item) -> list[int]:
     if isinstance(item, str):
         return llm.engine.tokenize_prompt(item)
-    return llm.tokenizer.encode(llm.render_chat(item), add_special_tokens=False)
+    return llm.tokenizer.encode_chat(item)
 
 
 def _vivace_prefill_logits(llm, ids: list[int]) -> tuple[int, torch.Tensor]:

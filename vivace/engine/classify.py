@@ -29,8 +29,7 @@ def classify_requests(tokenizer: Tokenizer, text: str, labels: list[str], templa
         sep = " "
     elif tokenizer.chat_template:
         message = {"role": "user", "content": DEFAULT_INSTRUCTION.format(text=text, labels=joined)}
-        rendered = tokenizer.apply_chat_template([message], add_generation_prompt=True)
-        prefix_ids = tokenizer.encode(rendered, add_special_tokens=False)
+        prefix_ids = tokenizer.encode_chat([message])
         sep = ""
     else:
         prefix_ids = tokenizer.encode(PLAIN_TEMPLATE.format(text=text, labels=joined), add_special_tokens=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,7 +52,6 @@ class _Request:
     stream: bool
     prompt_logprobs: list[float] | None = None
     error: str | None = None
-    touched: bool = field(default=False)
 
     @property
     def finished(self) -> bool:

@@ -86,14 +86,6 @@ class LLM:
                 progress.advance(task)
         return results  # type: ignore[return-value]
 
-    def render_chat(self, messages: Messages) -> str:
-        """The prompt text of a conversation under the model's chat template."""
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-
-    def _chat_prompt(self, messages: Messages) -> list[int]:
-        # The template writes special tokens (and BOS if any) itself.
-        return self.tokenizer.encode(self.render_chat(messages), add_special_tokens=False)
-
     def chat(
         self,
         conversations: Messages | Sequence[Messages],
@@ -103,7 +95,7 @@ class LLM:
         """Reply to one conversation (a list of messages) or to many."""
         if conversations and isinstance(conversations[0], dict):
             conversations = [conversations]  # type: ignore[list-item]
-        prompts = [self._chat_prompt(list(c)) for c in conversations]  # type: ignore[arg-type]
+        prompts = [self.tokenizer.encode_chat(list(c)) for c in conversations]  # type: ignore[arg-type]
         return self.generate(prompts, sampling_params, use_tqdm)
 
     def stream(self, prompt: Prompt, sampling_params: SamplingParams | None = None) -> Iterator[RequestOutput]:
@@ -123,7 +115,7 @@ class LLM:
 
     def stream_chat(self, messages: Messages, sampling_params: SamplingParams | None = None) -> Iterator[RequestOutput]:
         """`stream` for a conversation."""
-        return self.stream(self._chat_prompt(messages), sampling_params)
+        return self.stream(self.tokenizer.encode_chat(messages), sampling_params)
 
     def classify(self, text: str, labels: list[str], template: str | None = None) -> dict[str, float]:
         """Probability of each label as the continuation of the prompt built from `text`."""

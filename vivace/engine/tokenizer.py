@@ -289,6 +289,11 @@ class Tokenizer:
             special_tokens=specials, **kwargs,
         )
 
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any) -> list[int]:
+        """Token ids of a conversation: the rendered template, whose text already places any BOS, as in HF."""
+        text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+        return self.encode(text, add_special_tokens=False)
+
     def _id_of(self, token: str | None) -> int | None:
         return None if token is None else self._backend.token_to_id(token)
 

@@ -82,9 +82,7 @@ class ServerState:
                            "model", "model_not_found")
 
     def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        tokenizer = self.engine.tokenizer
-        text = tokenizer.apply_chat_template([m.as_template_dict() for m in request.messages], add_generation_prompt=True)
-        return tokenizer.encode(text, add_special_tokens=False)
+        return self.engine.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
 
 
 def create_app(

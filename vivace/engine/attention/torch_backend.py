@@ -22,7 +22,7 @@ class PrefillSpan:
     num_tokens: int
     context_len: int
     slots: torch.Tensor | None  # [context_len] cache slots when part of the context was cached
-    mask: torch.Tensor | None  # [num_tokens, context_len] bool, True = attend (None = plain causal)
+    mask: torch.Tensor  # [num_tokens, context_len] bool, True = attend
 
 
 @dataclass
@@ -84,7 +84,7 @@ def paged_attention(
             kp = k_cache[span.slots].to(q.dtype).transpose(0, 1)
             vp = v_cache[span.slots].to(q.dtype).transpose(0, 1)
         op = F.scaled_dot_product_attention(
-            qp, kp, vp, attn_mask=span.mask, is_causal=span.mask is None, scale=scale, enable_gqa=group > 1
+            qp, kp, vp, attn_mask=span.mask, scale=scale, enable_gqa=group > 1
         )
         out[rows] = op.transpose(0, 1)
     return out
