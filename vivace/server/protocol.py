@@ -55,6 +55,8 @@ class _SamplingRequest(_Strict):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    ignore_eos: bool | None = None  # vLLM's extensions, which benchmark clients send
+    min_tokens: int | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     stream: bool = False
@@ -74,7 +76,7 @@ class _SamplingRequest(_Strict):
         """The engine's SamplingParams; range errors raise InvalidParameterError naming the field."""
         kwargs: dict[str, Any] = {"n": self.n, "max_tokens": self._max_tokens(), "logprobs": self._num_logprobs()}
         for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                     "repetition_penalty", "seed"):
+                     "repetition_penalty", "seed", "ignore_eos", "min_tokens"):
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
