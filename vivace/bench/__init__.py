@@ -1,0 +1,1 @@
+"""`vivace bench`: load generation, serving metrics, scores against targets, reports and plots."""

@@ -1,0 +1,38 @@
+"""The built-in chat workload: short, varied questions written for vivace's benchmarks."""
+
+from __future__ import annotations
+
+CHAT_PROMPTS: tuple[str, ...] = (
+    "Explain in two sentences why the sky looks blue.",
+    "Write a haiku about a train leaving a station at dawn.",
+    "What are three tips for keeping houseplants alive in winter?",
+    "Summarise the plot of a heist film you invent, in one paragraph.",
+    "How does a refrigerator move heat from inside to outside?",
+    "Give me a packing list for a two-day hike in the mountains.",
+    "Translate 'Where is the nearest bakery?' into French and Spanish.",
+    "Write a short, friendly email declining a meeting invitation.",
+    "What is the difference between weather and climate?",
+    "Suggest five names for a bicycle repair shop.",
+    "Explain what a hash table is to a twelve-year-old.",
+    "List the planets of the solar system in order from the Sun.",
+    "Write a limerick about a cat who learns to play the cello.",
+    "Why do onions make people cry when they are cut?",
+    "Describe a sunrise over the sea without using the word 'sun'.",
+    "What should I consider when choosing a first programming language?",
+    "Give a recipe for a simple tomato soup with five ingredients.",
+    "How do bees communicate where flowers are?",
+    "Write the opening line of a mystery novel set in a lighthouse.",
+    "What are the pros and cons of working from home?",
+    "Explain compound interest with a small numeric example.",
+    "Invent a board game for four players and describe its rules briefly.",
+    "Why is it important to stretch before running?",
+    "Write a two-line dialogue between a robot and a gardener.",
+    "What causes the seasons on Earth?",
+    "Give three arguments for and against school uniforms.",
+    "Describe how to make a paper aeroplane step by step.",
+    "What is a prime number? Give the first ten.",
+    "Write a motivational note for someone starting a new job.",
+    "How does a rainbow form after a storm?",
+    "Suggest a weekend itinerary for a rainy city break.",
+    "Explain the rules of rock, paper, scissors and one strategy.",
+)
