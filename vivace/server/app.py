@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -18,6 +18,7 @@ from vivace.engine.classify import classify_requests, label_probabilities
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.outputs import RequestOutput
 from vivace.server.errors import APIError, install_handlers, parse_body
+from vivace.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
 from vivace.server.shapes import CHAT, TEXT, LogprobFormatter, ResponseMeta, full_body
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
@@ -66,6 +67,12 @@ class ServerState:
         self.in_flight = 0
         self.created = int(time.time())
         self.logprobs = LogprobFormatter(engine.tokenizer)
+        self.metrics = ServerMetrics(engine, lambda: self.in_flight)
+
+    def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
+        """A wrapper recording one response's prompts in the metrics, timed from now."""
+        admitted = time.perf_counter()
+        return lambda outputs: self.metrics.observe(outputs, admitted)
 
     def admit(self) -> None:
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
@@ -98,6 +105,7 @@ def create_app(
     app.state.server = state
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestCounter, metrics=lambda: state.metrics)
 
     async def authorize(request: Request) -> None:
         if state.api_key is None:
@@ -112,6 +120,10 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     @v1.get("/models")
     async def models() -> dict[str, Any]:
@@ -147,9 +159,10 @@ def create_app(
         params = SamplingParams(max_tokens=1, temperature=0.0)
         base = f"cls-{uuid.uuid4().hex}"
         state.admit()
+        observe = state.observed()
         try:
             outs = await asyncio.gather(*(
-                _last(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from))
+                _last(observe(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from)))
                 for i, (ids, score_from) in enumerate(requests)
             ))
         finally:
@@ -213,7 +226,7 @@ async def _respond(
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     state.admit()
     try:
-        primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id))
+        primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id, state.observed()))
     except BaseException:
         state.release()
         raise

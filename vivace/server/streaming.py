@@ -28,9 +28,17 @@ def sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
-async def start(engine: AsyncEngine, prompts: list[str | list[int]], params: SamplingParams, base_id: str) -> list[Primed]:
-    """Submit every prompt and wait for each one's first output; engine validation errors raise here."""
+async def start(
+    engine: AsyncEngine, prompts: list[str | list[int]], params: SamplingParams, base_id: str,
+    observe: Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]] | None = None,
+) -> list[Primed]:
+    """Submit every prompt and wait for each one's first output; engine validation errors raise here.
+
+    `observe` wraps each prompt's output stream (the server's metrics pass through it).
+    """
     gens = [engine.generate(p, params, request_id=f"{base_id}-{i}") for i, p in enumerate(prompts)]
+    if observe is not None:
+        gens = [observe(g) for g in gens]
     firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
     errors = [f for f in firsts if isinstance(f, BaseException)]
     if errors:
