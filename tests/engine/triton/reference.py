@@ -1,0 +1,53 @@
+"""Torch references and paged-cache builders shared by the kernel tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PagedCache:
+    """K/V of several sequences scattered over shuffled pages, plus each sequence's dense copy."""
+
+    k: torch.Tensor  # [slots, kv_heads, head_dim]
+    v: torch.Tensor
+    tables: torch.Tensor  # [num_seqs, max_blocks] int32
+    keys: list[torch.Tensor]  # per sequence [len, kv_heads, head_dim]
+    values: list[torch.Tensor]
+
+
+def make_paged_cache(
+    lengths: list[int], kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, gen: torch.Generator
+) -> PagedCache:
+    """Random K/V for sequences of `lengths` tokens in a cache whose pages are handed out shuffled."""
+    blocks_each = [-(-n // block_size) for n in lengths]
+    total = sum(blocks_each) + 1
+    order = torch.randperm(total, generator=gen).tolist()
+    k = torch.randn(total * block_size, kv_heads, head_dim, generator=gen).to(dtype)
+    v = torch.randn(total * block_size, kv_heads, head_dim, generator=gen).to(dtype)
+    width = max(blocks_each)
+    tables, keys, values = [], [], []
+    for n, count in zip(lengths, blocks_each):
+        pages = [order.pop() for _ in range(count)]
+        tables.append(pages + [0] * (width - count))
+        slots = torch.tensor([pages[p // block_size] * block_size + p % block_size for p in range(n)], dtype=torch.long)
+        keys.append(k[slots])
+        values.append(v[slots])
+    return PagedCache(k, v, torch.tensor(tables, dtype=torch.int32), keys, values)
+
+
+def reference_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, first_position: int
+) -> torch.Tensor:
+    """Float32 causal attention of q [n, H, D] at positions first_position.. over keys [L, KVH, D]."""
+    heads, kv_heads = q.shape[1], keys.shape[1]
+    group = heads // kv_heads
+    k = keys.float().repeat_interleave(group, dim=1).transpose(0, 1)  # [H, L, D]
+    v = values.float().repeat_interleave(group, dim=1).transpose(0, 1)
+    scores = torch.einsum("nhd,hld->hnl", q.float(), k) * scale
+    positions = torch.arange(first_position, first_position + q.shape[0])
+    mask = torch.arange(keys.shape[0])[None, :] <= positions[:, None]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.einsum("hnl,hld->nhd", scores.softmax(-1), v)
