@@ -1,0 +1,124 @@
+"""Variable-length causal prefill attention in Triton, reading every key from the paged KV cache.
+
+Each sequence contributes a chunk of query rows (its new tokens, at positions start..start+n-1)
+packed back to back in one [T, H, D] tensor; cu_query[b] is where sequence b's rows begin. The
+chunk's K/V are written to the cache before this runs, so a cached prefix, earlier chunks and the
+chunk itself are all read the same way (as stored: prefix reuse cannot change results). One
+program computes BLOCK_M query rows of one head with an online softmax over key tiles.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from vivace.engine.attention.triton_common import dot_options
+
+BLOCK_M = 32
+BLOCK_N = 32
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, cu_query_ptr, starts_ptr,
+    scale,
+    stride_qt, stride_qh,
+    stride_ks, stride_kh,
+    stride_vs, stride_vh,
+    stride_ot, stride_oh,
+    stride_tb,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, PAGE: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
+    kvh = head // GROUP
+    row0 = tl.load(cu_query_ptr + seq)
+    num_rows = tl.load(cu_query_ptr + seq + 1) - row0
+    if tile * BM >= num_rows:
+        return
+    first_pos = tl.load(starts_ptr + seq)
+    r = tile * BM + tl.arange(0, BM)
+    rmask = r < num_rows
+    d = tl.arange(0, DIM_PAD)
+    dmask = d < HEAD_DIM
+    q = tl.load(
+        q_ptr + (row0 + r)[:, None] * stride_qt + head * stride_qh + d[None, :],
+        mask=rmask[:, None] & dmask[None, :], other=0.0,
+    ).to(DOT)
+    q_pos = first_pos + r
+    key_end = first_pos + tl.minimum((tile + 1) * BM, num_rows)  # last row's position + 1
+    m = tl.full([BM], float("-inf"), tl.float32)
+    l = tl.zeros([BM], tl.float32)
+    acc = tl.zeros([BM, DIM_PAD], tl.float32)
+    for t0 in range(0, key_end, BN):
+        t = t0 + tl.arange(0, BN)
+        tmask = t < key_end
+        page = tl.load(tables_ptr + seq * stride_tb + t // PAGE, mask=tmask, other=0)
+        slot = page.to(tl.int64) * PAGE + t % PAGE
+        kv_mask = tmask[:, None] & dmask[None, :]
+        k = tl.load(k_ptr + slot[:, None] * stride_ks + kvh * stride_kh + d[None, :], mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k.to(DOT)), input_precision=PRECISION) * scale
+        s = tl.where((t[None, :] <= q_pos[:, None]) & tmask[None, :], s, float("-inf"))
+        # Key 0 is in every row's first tile, so m is finite from the first step on.
+        m_new = tl.maximum(m, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m - m_new)
+        l = l * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptr + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(DOT), v.to(DOT), input_precision=PRECISION)
+        m = m_new
+    out = acc / l[:, None]
+    tl.store(
+        out_ptr + (row0 + r)[:, None] * stride_ot + head * stride_oh + d[None, :],
+        out.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & dmask[None, :],
+    )
+
+
+def paged_prefill(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_query: torch.Tensor,
+    starts: torch.Tensor,
+    max_query_len: int,
+    block_size: int,
+    scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed query rows q [T, H, D] over the paged cache; returns [T, H, D].
+
+    Sequence b owns rows cu_query[b]:cu_query[b+1] at positions starts[b].., and its keys are
+    positions 0..(its last row's position) found through block_tables[b].
+    """
+    num_rows, num_heads, head_dim = q.shape
+    kv_heads = k_cache.shape[1]
+    if num_heads % kv_heads:
+        raise ValueError(f"{num_heads} query heads do not split into {kv_heads} KV heads")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("paged_prefill needs the head dimension contiguous in q and the caches")
+    num_seqs = block_tables.shape[0]
+    if cu_query.numel() != num_seqs + 1 or starts.numel() != num_seqs:
+        raise ValueError(
+            f"{num_seqs} block-table rows need {num_seqs + 1} query offsets and {num_seqs} starts, "
+            f"got {cu_query.numel()} and {starts.numel()}"
+        )
+    out = torch.empty_like(q) if out is None else out
+    if num_rows == 0:
+        return out
+    grid = (triton.cdiv(max_query_len, BLOCK_M), num_seqs, num_heads)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, out, block_tables, cu_query, starts,
+        scale,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1),
+        v_cache.stride(0), v_cache.stride(1),
+        out.stride(0), out.stride(1),
+        block_tables.stride(0),
+        GROUP=num_heads // kv_heads, HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
+        PAGE=block_size, BM=BLOCK_M, BN=BLOCK_N, **dot_options(q.dtype),
+    )
+    return out
