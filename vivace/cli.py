@@ -261,11 +261,13 @@ def serve(
     max_queue: Annotated[Optional[int], typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")] = None,
     max_model_len: Annotated[Optional[int], typer.Option(min=2, help="Context length (default: the model's).")] = None,
     device: DeviceOpt = "cpu",
+    drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM, seconds in-flight requests get to finish before they are aborted.")] = 30.0,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
     from vivace.server.serve import run_server
 
-    run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len, device=device)
+    run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len, device=device,
+               drain_timeout=drain_timeout)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,27 @@ async def test_bad_request_raises_before_queueing(async_engine: AsyncEngine) -> 
             pass
     text, _ = await collect(async_engine, "Still serving?", SamplingParams(max_tokens=3))
     assert isinstance(text, str)
+
+
+async def test_abort_all_ends_every_caller_with_shutdown_error(async_engine):
+    from vivace.engine.async_engine import EngineShutdownError
+
+    long = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
+    started = asyncio.Event()
+
+    async def consume(prompt: str) -> int:
+        seen = 0
+        async for _ in async_engine.generate(prompt, long):
+            seen += 1
+            started.set()
+        return seen
+
+    tasks = [asyncio.create_task(consume(p)) for p in PROMPTS[:2]]
+    await started.wait()
+    assert await async_engine.abort_all("going down") == 2
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        assert isinstance(result, EngineShutdownError) and str(result) == "going down"
+    assert async_engine.stats()["blocks_in_use"] == 0
+    assert await async_engine.abort_all("again") == 0
+    text, _ = await collect(async_engine, PROMPTS[0], PARAMS)  # still serving
+    assert text

@@ -19,6 +19,10 @@ class EngineDeadError(RuntimeError):
     """The engine loop has stopped; no request can be served."""
 
 
+class EngineShutdownError(EngineDeadError):
+    """The engine was stopped (or drained past its deadline) while this request was in flight."""
+
+
 class AsyncEngine:
     """Thread-safe front of an LLMEngine for asyncio servers; abort on cancellation."""
 
@@ -27,6 +31,7 @@ class AsyncEngine:
         self.tokenizer = engine.tokenizer
         self._lock = threading.Lock()  # guards every call into the engine
         self._wake = threading.Event()
+        # Each request's outputs, or the exception that ends it, go to its caller's loop and queue.
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._ids = itertools.count()
         self._stopped = False
@@ -74,7 +79,7 @@ class AsyncEngine:
         if self._stopped:
             raise EngineDeadError("the engine has been shut down")
         request_id = request_id or f"req-{next(self._ids)}"
-        queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         def add() -> None:
@@ -88,6 +93,9 @@ class AsyncEngine:
         try:
             while not finished:
                 out = await queue.get()
+                if isinstance(out, Exception):
+                    finished = True  # the engine already dropped the request
+                    raise out
                 finished = out.finished
                 yield out
         finally:
@@ -103,6 +111,25 @@ class AsyncEngine:
 
         await asyncio.to_thread(do_abort)
 
+    async def abort_all(self, reason: str) -> int:
+        """Abort every request; each caller's iteration raises EngineShutdownError(reason). Returns how many."""
+        return await asyncio.to_thread(self._abort_all, reason)
+
+    def _abort_all(self, reason: str) -> int:
+        with self._lock:
+            request_ids = self.engine.request_ids()
+            for request_id in request_ids:
+                self.engine.abort(request_id)
+            targets = [self._queues.pop(request_id, None) for request_id in request_ids]
+        for target in targets:
+            if target is not None:
+                loop, queue = target
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, EngineShutdownError(reason))
+                except RuntimeError:  # the caller's loop is gone
+                    pass
+        return len(request_ids)
+
     def stats(self) -> dict:
         with self._lock:
             return self.engine.stats()
@@ -112,6 +139,4 @@ class AsyncEngine:
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout=5)
-        with self._lock:
-            for request_id in list(self.engine._requests):
-                self.engine.abort(request_id)
+        self._abort_all("the engine was shut down")

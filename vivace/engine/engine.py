@@ -178,6 +178,10 @@ class LLMEngine:
             self._finish(seq, "abort")
         return self._output(request)
 
+    def request_ids(self) -> list[str]:
+        """Ids of every unfinished request."""
+        return list(self._requests)
+
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
 

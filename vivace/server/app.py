@@ -65,6 +65,7 @@ class ServerState:
         # Requests beyond the running batch that may wait; more are refused with 429.
         self.max_in_flight = None if max_queue is None else engine.engine.config.max_num_seqs + max_queue
         self.in_flight = 0
+        self.draining = False  # set on shutdown: nothing new is admitted
         self.created = int(time.time())
         self.logprobs = LogprobFormatter(engine.tokenizer)
         self.metrics = ServerMetrics(engine, lambda: self.in_flight)
@@ -75,6 +76,8 @@ class ServerState:
         return lambda outputs: self.metrics.observe(outputs, admitted)
 
     def admit(self) -> None:
+        if self.draining:
+            raise APIError(503, "the server is shutting down", code="server_shutdown")
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             raise APIError(429, f"the server is full ({self.in_flight} requests in flight); retry later",
                            code="queue_full")

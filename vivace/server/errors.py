@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vivace.engine.async_engine import EngineDeadError
+from vivace.engine.async_engine import EngineDeadError, EngineShutdownError
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError
 from vivace.engine.scheduler import RequestTooLargeError
@@ -61,6 +61,8 @@ def as_api_error(exc: Exception) -> APIError:
         return APIError(400, f"the chat template rejected the messages: {exc}", "messages", "invalid_value")
     if isinstance(exc, ValidationError):
         return _validation_error(exc.errors())
+    if isinstance(exc, EngineShutdownError):
+        return APIError(503, str(exc), code="server_shutdown")
     if isinstance(exc, EngineDeadError):
         return APIError(503, str(exc), code="engine_dead")
     return APIError(500, f"internal error: {type(exc).__name__}: {exc}")

@@ -27,15 +27,18 @@ def run_server(
     device: str = "cpu",
     served_model_name: str | None = None,
     log_level: str = "info",
+    drain_timeout: float = 30.0,
 ) -> None:
-    """Load the model and serve it until interrupted."""
+    """Load the model and serve it until SIGINT/SIGTERM, then drain (see drain.py)."""
     import uvicorn
 
     from vivace.server.app import create_app
+    from vivace.server.drain import DrainingServer
 
     engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)))
     app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        DrainingServer(config, app.state.server, drain_timeout).run()
     finally:
         engine.shutdown()
