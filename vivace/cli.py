@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vivace.bench.cli import bench_app
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(bench_app, name="bench")
 
 ModelOpt = Annotated[
     Optional[str],

@@ -1,0 +1,78 @@
+"""One self-contained HTML report: tables, failures and plots embedded as base64 PNG (no external files)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from vivace.bench.plots import against_load, latency_distributions
+from vivace.bench.report import COLUMNS, failures, rows
+from vivace.bench.result import BenchResult
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+img { max-width: 100%; }
+.failed { color: #b00; }
+"""
+
+
+def _table(header: tuple[str, ...] | list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>"
+
+
+def _percentiles(result: BenchResult) -> str:
+    parts = []
+    for lv in result.levels:
+        s = lv.summary
+        body = []
+        for name, st, scale in (("TTFT ms", s.ttft, 1000), ("TPOT ms", s.tpot, 1000), ("ITL ms", s.itl, 1000),
+                                ("E2E s", s.e2e, 1), ("output tok/s per request", s.request_output_throughput, 1)):
+            body.append([name] + ["-" if v is None else f"{v * scale:.2f}"
+                                  for v in (st.mean, st.p50, st.p90, st.p95, st.p99)])
+        scores = ", ".join(f"{k} {v:.2f} (target {lv.scores.targets[k]:g} s)" for k, v in lv.scores.metrics.items())
+        parts.append(f"<h3>{html.escape(lv.level.label)}</h3><p>{s.completed} completed, {s.failed} failed in "
+                     f"{s.duration:.2f} s; {s.input_tokens} input, {s.output_tokens} output tokens. "
+                     f"Scores: {html.escape(scores)}; overall {lv.scores.overall:.2f}.</p>"
+                     + _table(["metric", "mean", "p50", "p90", "p95", "p99"], body))
+    return "".join(parts)
+
+
+def html_report(result: BenchResult) -> str:
+    """The report as one HTML document with its plots inlined."""
+    failed = failures(result)
+    failed_html = (
+        f"<h2 class='failed'>Failed requests ({len(failed)})</h2>"
+        + _table(["level", "request", "status", "error"],
+                 [[label, str(i), "-" if st is None else str(st), err] for label, i, st, err in failed])
+        if failed else "<p>No failed requests.</p>"
+    )
+    judge = ""
+    if result.judge:
+        judge = (f"<h2>Quality</h2><p>judge {html.escape(str(result.judge.get('judge')))}: mean score "
+                 f"{result.judge.get('mean', 0):.2f} / 10</p>")
+    workload = ", ".join(f"{k}={v}" for k, v in result.workload.items())
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>vivace bench: {html.escape(result.target)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>vivace bench: {html.escape(result.target)}</h1>"
+        f"<p>Run {html.escape(result.created)}; workload: {html.escape(workload)}</p>"
+        + _table(COLUMNS, rows(result))
+        + failed_html
+        + "<h2>Latency distributions</h2>"
+        f"<img alt='latency distributions' src='data:image/png;base64,{latency_distributions(result)}'>"
+        "<h2>Throughput and TTFT against load</h2>"
+        f"<img alt='throughput and TTFT against load' src='data:image/png;base64,{against_load(result)}'>"
+        + judge
+        + "<h2>Percentiles</h2>" + _percentiles(result)
+        + "</body></html>\n"
+    )
+
+
+def write_html(result: BenchResult, path: str | Path) -> None:
+    """Write the HTML report."""
+    Path(path).write_text(html_report(result), encoding="utf-8")
