@@ -1,0 +1,151 @@
+"""Real peers for the provider tests: a vivace server on the packaged model, and a scripted HTTP peer."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from vivace.engine.config import SamplingParams
+
+MODEL = "smollm2-test"
+MAX_MODEL_LEN = 512
+GREEDY_PROMPT = "The capital of France is"
+GREEDY_MESSAGES = [{"role": "user", "content": "Name three colours."}]
+GREEDY_TOKENS = 12
+
+
+def free_port() -> int:
+    """A localhost port nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_uvicorn(app) -> tuple[object, threading.Thread, str]:
+    """Serve `app` on a free port in a daemon thread; returns (server, thread, base URL)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def stop_uvicorn(server, thread) -> None:
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class Served:
+    base_url: str  # ends in /v1
+    engine: object  # the AsyncEngine behind it
+    tokenizer: object
+    offline: dict[str, object]  # greedy reference outputs (RequestOutput), computed before serving
+
+
+@pytest.fixture(scope="session")
+def served():
+    """The packaged model served by vivace (float32: greedy text stays comparable with the offline engine)."""
+    from vivace.engine.async_engine import AsyncEngine
+    from vivace.engine.llm import LLM
+    from vivace.server.app import create_app
+
+    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=MAX_MODEL_LEN, quantization="none")
+    greedy = SamplingParams(temperature=0.0, max_tokens=GREEDY_TOKENS)
+    offline = {
+        "completion": llm.generate(GREEDY_PROMPT, greedy, use_tqdm=False)[0],
+        "chat": llm.chat(GREEDY_MESSAGES, greedy, use_tqdm=False)[0],
+    }
+    engine = AsyncEngine(llm.engine)
+    server, thread, url = start_uvicorn(create_app(engine, MODEL))
+    yield Served(url + "/v1", engine, llm.tokenizer, offline)
+    stop_uvicorn(server, thread)
+    engine.shutdown()
+
+
+@dataclass
+class Peer:
+    """A scripted OpenAI-compatible peer: each request takes the next step of `script`."""
+
+    base_url: str
+    script: list[dict] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)  # {"time", "path", "body", "authorization"} per request
+
+    def plan(self, *steps: dict) -> None:
+        self.script[:] = list(steps)
+        self.requests.clear()
+
+
+def _peer_app(peer: Peer):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI()
+
+    async def handle(request: Request, kind: str):
+        body = await request.json()
+        peer.requests.append({"time": time.monotonic(), "path": request.url.path, "body": body,
+                              "authorization": request.headers.get("authorization")})
+        step = peer.script.pop(0) if peer.script else {"do": "ok"}
+        if step["do"] == "status":
+            headers = {"Retry-After": step["retry_after"]} if "retry_after" in step else {}
+            message = step.get("message", f"scripted {step['status']}")
+            if step.get("echo_auth"):
+                message += f" (you sent {request.headers.get('authorization')})"
+            return JSONResponse({"error": {"message": message, "type": "scripted", "code": None}},
+                                status_code=step["status"], headers=headers)
+
+        async def events():
+            if step["do"] == "sleep":
+                await asyncio.sleep(step["seconds"])
+            words = step.get("words", ["Hello", " world"])
+            for i, word in enumerate(words):
+                if step["do"] == "error_after" and i == step["after"]:
+                    err = {"error": {"message": "scripted failure mid-stream", "type": "server_error"}}
+                    yield f"data: {json.dumps(err)}\n\n"
+                    return
+                choice = {"index": 0, "delta": {"content": word}} if kind == "chat" else {"index": 0, "text": word}
+                yield f"data: {json.dumps({'choices': [{**choice, 'finish_reason': None}]})}\n\n"
+            last = {"index": 0, "finish_reason": "stop", **({"delta": {}} if kind == "chat" else {"text": ""})}
+            yield f"data: {json.dumps({'choices': [last]})}\n\n"
+            yield f"data: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': len(words)}})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await handle(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await handle(request, "completion")
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def _peer_server():
+    peer = Peer("")
+    server, thread, url = start_uvicorn(_peer_app(peer))
+    peer.base_url = url + "/v1"
+    yield peer
+    stop_uvicorn(server, thread)
+
+
+@pytest.fixture
+def peer(_peer_server) -> Peer:
+    """The scripted peer, with an empty script and request log."""
+    _peer_server.plan()
+    return _peer_server
