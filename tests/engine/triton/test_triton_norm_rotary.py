@@ -1,0 +1,56 @@
+"""Triton RMSNorm (plain and fused with the residual add) and rotary against the torch versions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
+
+from vivace.engine.attention.triton_norm import add_rms_norm, rms_norm  # noqa: E402
+from vivace.engine.attention.triton_rotary import TritonRotary  # noqa: E402
+from vivace.engine.models.rope import RotaryEmbedding  # noqa: E402
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+@pytest.mark.parametrize("rows,hidden", [(1, 64), (5, 576), (3, 100)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_torch(rows, hidden, dtype):
+    gen = torch.Generator().manual_seed(rows + hidden)
+    x = (torch.randn(rows, hidden, generator=gen) * 3).to(dtype)
+    w = torch.randn(hidden, generator=gen).to(dtype)
+    expected = F.rms_norm(x.float(), (hidden,), w.float(), 1e-5)
+    torch.testing.assert_close(rms_norm(x, w, 1e-5).float(), expected, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_rms_norm_returns_norm_of_sum_and_the_sum(dtype):
+    gen = torch.Generator().manual_seed(3)
+    x, res = (torch.randn(7, 96, generator=gen).to(dtype) for _ in range(2))
+    w = torch.randn(96, generator=gen).to(dtype)
+    out, summed = add_rms_norm(x, res, w, 1e-6)
+    torch.testing.assert_close(summed, res + x)  # the residual stream rounds like torch's add
+    expected = F.rms_norm((res + x).float(), (96,), w.float(), 1e-6)
+    torch.testing.assert_close(out.float(), expected, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+def test_norm_rejects_mismatched_weight():
+    with pytest.raises(ValueError, match="weight of shape \\(8,\\) does not match hidden size 16"):
+        rms_norm(torch.zeros(2, 16), torch.ones(8), 1e-5)
+
+
+@pytest.mark.parametrize("heads,head_dim", [(12, 64), (3, 24)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_matches_torch(heads, head_dim, dtype):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64}
+    rope = RotaryEmbedding(head_dim, 256, 10000.0, scaling, dtype)
+    triton_rope = TritonRotary(rope.cos, rope.signed_sin)
+    gen = torch.Generator().manual_seed(heads)
+    wide = torch.randn(6, heads + 2, head_dim, generator=gen).to(dtype)
+    x = wide[:, :heads]  # a strided view, as the model passes q/k out of the fused qkv output
+    positions = torch.tensor([0, 1, 17, 63, 64, 255])
+    expected = rope.apply(x.float(), (rope.cos[positions].unsqueeze(1).float(), rope.signed_sin[positions].unsqueeze(1).float()))
+    got = triton_rope.apply(x, triton_rope.tables(positions))
+    torch.testing.assert_close(got.float(), expected, atol=TOL[dtype], rtol=TOL[dtype])
