@@ -7,7 +7,7 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +22,10 @@ from vivace.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
 from vivace.server.shapes import CHAT, TEXT, LogprobFormatter, ResponseMeta, full_body
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
+from vivace.server.ui import mount_ui
+
+if TYPE_CHECKING:
+    from vivace.flows.model import Flow
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
@@ -101,8 +105,9 @@ def create_app(
     api_key: str | None = None,
     max_queue: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    flows: dict[str, Flow] | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes."""
+    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes (and `flows`, if given)."""
     state = ServerState(engine, model_name, api_key, max_queue)
     app = FastAPI(title="vivace", description="OpenAI-compatible API over the vivace engine")
     app.state.server = state
@@ -175,7 +180,12 @@ def create_app(
         return {"object": "classification", "model": state.model_name, "label": best, "probabilities": probs,
                 "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)}}
 
+    if flows is not None:
+        from vivace.flows.server import install_flows
+
+        install_flows(app, v1, flows, engine)
     app.include_router(v1)
+    mount_ui(app)
     return app
 
 
