@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -114,7 +115,7 @@ def run(
     result = asyncio.run(_run(target, api_key, items, loads, described, warmup, tok, slo_targets, score_targets, console))
     from vivace.bench.report import print_report
 
-    print_report(result, Console())
+    print_report(result, Console(width=None if sys.stdout.isatty() else 160))
     _write_reports(result, json_out, markdown_out, html_out, console)
 
 

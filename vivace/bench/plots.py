@@ -32,10 +32,15 @@ def latency_distributions(result: BenchResult) -> str:
         "E2E latency (ms)": lambda recs: [metrics.e2e(r) for r in recs],
     }
     for ax, (title, values_of) in zip(axes, series.items()):
-        for lv in result.levels:
-            values = [v * 1000 for v in values_of(lv.level.records) if v is not None]
+        per_level = [[v * 1000 for v in values_of(lv.level.records) if v is not None] for lv in result.levels]
+        everything = [v for values in per_level for v in values]
+        if not everything:
+            continue
+        lo, hi = min(everything), max(everything)
+        bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 1  # shared bins: comparable bars
+        for lv, values in zip(result.levels, per_level):
             if values:
-                ax.hist(values, bins=20, alpha=0.5, label=lv.level.label)
+                ax.hist(values, bins=bins, alpha=0.5, label=lv.level.label)
         ax.set_title(title)
         ax.set_ylabel("requests" if "ITL" not in title else "tokens")
     axes[0].legend(fontsize="small")

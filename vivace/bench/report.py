@@ -8,12 +8,14 @@ from rich.table import Table
 from vivace.bench.metrics import Stats
 from vivace.bench.result import BenchResult
 
-COLUMNS = ("level", "ok", "failed", "req/s", "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
-           "ITL p50 ms", "E2E p50 s", "E2E p99 s", "goodput req/s", "score")
+# latencies in ms except E2E (s); tok/s = output tokens/s of the whole level; goodput in requests/s
+COLUMNS = ("level", "ok", "fail", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50", "E2E p50",
+           "E2E p99", "goodput", "score")
+UNITS = "TTFT, TPOT, ITL in ms; E2E in s; tok/s = output tokens/s; req/s and goodput in requests/s"
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
+    return "-" if value is None else f"{value * 1000:.0f}"
 
 
 def _s(value: float | None) -> str:
@@ -29,7 +31,7 @@ def rows(result: BenchResult) -> list[list[str]]:
         out.append([
             lv.level.label, str(s.completed), str(s.failed), f"{s.request_throughput:.2f}",
             f"{s.output_throughput:.1f}", _ms(ttft.p50), _ms(ttft.p99), _ms(tpot.p50), _ms(itl.p50),
-            _s(e2e.p50), _s(e2e.p99), "-" if s.goodput is None else f"{s.goodput:.2f}", f"{lv.scores.overall:.2f}",
+            _s(e2e.p50), _s(e2e.p99), _s(s.goodput), f"{lv.scores.overall:.2f}",
         ])
     return out
 
@@ -52,7 +54,7 @@ def _stats_line(name: str, st: Stats, scale: float, unit: str) -> str:
 def print_report(result: BenchResult, console: Console | None = None) -> None:
     """The summary table, scores and any failures, on the terminal."""
     console = console or Console()
-    table = Table(title=f"vivace bench: {result.target}")
+    table = Table(title=f"vivace bench: {result.target}", caption=UNITS)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "level" else "right")
     for row in rows(result):
@@ -74,7 +76,7 @@ def markdown(result: BenchResult) -> str:
     """The report as Markdown: summary table, per-level percentiles, scores and failures."""
     lines = [f"# vivace bench: {result.target}", "", f"Run {result.created}; workload: "
              + ", ".join(f"{k}={v}" for k, v in result.workload.items()), ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [UNITS + ".", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
     for lv in result.levels:
         s = lv.summary

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from vivace.bench.plots import against_load, latency_distributions
-from vivace.bench.report import COLUMNS, failures, rows
+from vivace.bench.report import COLUMNS, UNITS, failures, rows
 from vivace.bench.result import BenchResult
 
 _STYLE = """
@@ -61,7 +61,7 @@ def html_report(result: BenchResult) -> str:
         f"<title>vivace bench: {html.escape(result.target)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>vivace bench: {html.escape(result.target)}</h1>"
         f"<p>Run {html.escape(result.created)}; workload: {html.escape(workload)}</p>"
-        + _table(COLUMNS, rows(result))
+        + _table(COLUMNS, rows(result)) + f"<p>{html.escape(UNITS)}.</p>"
         + failed_html
         + "<h2>Latency distributions</h2>"
         f"<img alt='latency distributions' src='data:image/png;base64,{latency_distributions(result)}'>"
