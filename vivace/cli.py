@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vivace.bench.cli import bench_app
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
     from vivace.engine.engine import LLM
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(flow_app, name="flow")
 
 ModelOpt = Annotated[
     Optional[str],
@@ -264,12 +266,17 @@ def serve(
     max_model_len: Annotated[Optional[int], typer.Option(min=2, help="Context length (default: the model's).")] = None,
     device: DeviceOpt = "cpu",
     drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM, seconds in-flight requests get to finish before they are aborted.")] = 30.0,
+    flows: Annotated[Optional[str], typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
+    from vivace.flows.model import FlowError
     from vivace.server.serve import run_server
 
-    run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len, device=device,
-               drain_timeout=drain_timeout)
+    try:
+        run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len,
+                   device=device, drain_timeout=drain_timeout, flows_dir=flows)
+    except FlowError as e:
+        raise typer.BadParameter(str(e), param_hint="--flows") from None
 
 
 if __name__ == "__main__":

@@ -28,15 +28,19 @@ def run_server(
     served_model_name: str | None = None,
     log_level: str = "info",
     drain_timeout: float = 30.0,
+    flows_dir: str | None = None,
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM, then drain (see drain.py)."""
     import uvicorn
 
+    from vivace.flows.loader import examples_dir, load_flows
     from vivace.server.app import create_app
     from vivace.server.drain import DrainingServer
 
+    flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
     engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)))
-    app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue)
+    app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue,
+                     flows=flows)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     try:
         DrainingServer(config, app.state.server, drain_timeout).run()
