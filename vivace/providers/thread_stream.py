@@ -1,0 +1,55 @@
+"""Blocking iterators (llama.cpp, transformers, boto3) consumed from asyncio through a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_END = object()
+
+
+async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]], name: str = "vivace-provider") -> AsyncIterator[T]:
+    """Run `produce(stop)` on a thread and yield its items; leaving early sets `stop` and closes the iterator.
+
+    `produce` should check `stop` between items when one item can take long (a generate loop does).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: object, error: BaseException | None = None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
+        except RuntimeError:  # the caller's loop has closed: nobody is listening
+            stop.set()
+
+    def run() -> None:
+        items = produce(stop)
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                put(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's side
+            put(_END, exc)
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(_END)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        while True:
+            item, error = await queue.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
