@@ -19,6 +19,11 @@ bench_app = typer.Typer(
 )
 
 
+def _stdout() -> Console:
+    """Standard output; wide when redirected, so tables in files and pipes keep their columns."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _floats(text: str, option: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -115,7 +120,7 @@ def run(
     result = asyncio.run(_run(target, api_key, items, loads, described, warmup, tok, slo_targets, score_targets, console))
     from vivace.bench.report import print_report
 
-    print_report(result, Console(width=None if sys.stdout.isatty() else 160))
+    print_report(result, _stdout())
     _write_reports(result, json_out, markdown_out, html_out, console)
 
 
@@ -177,5 +182,5 @@ def compare(
         entries = load_entries(list(reports), level)
     except (CompareError, ReportFormatError) as e:
         raise typer.BadParameter(str(e), param_hint="REPORTS") from None
-    print_leaderboard(entries, Console())
+    print_leaderboard(entries, _stdout())
 
