@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from vivace.flows.events import FlowEvent, FlowFinished, StepDelta, StepFailed, StepFinished, StepStarted
-from vivace.flows.model import Flow, FlowError
+from vivace.flows.model import Flow, FlowError, normalize_provider
 
 flow_app = typer.Typer(name="flow", help="Run prompt flows: steps run as soon as their inputs are ready.",
                        no_args_is_help=True, add_completion=False)
@@ -134,7 +134,7 @@ def run(
     try:
         flow = find_flow(file)
         if provider:
-            flow.provider = provider
+            flow.provider = normalize_provider(provider)
         inputs = parse_inputs(input or [])
         flow.resolve_inputs(inputs)
     except FlowError as e:

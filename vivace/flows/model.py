@@ -27,6 +27,12 @@ class FlowError(ValueError):
     """A flow that cannot be loaded or run as written; the message names the flow and steps."""
 
 
+def normalize_provider(spec: str) -> str:
+    """`local` and `local:` name the same provider (YAML needs quotes around the latter); others are trimmed."""
+    spec = spec.strip()
+    return DEFAULT_PROVIDER if spec == "local" else spec
+
+
 def template_env() -> SandboxedEnvironment:
     """The jinja2 environment every flow template is compiled in (sandboxed; undefined names fail)."""
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
@@ -122,7 +128,9 @@ class Flow:
             raise FlowError(f"flow {name!r} has no steps")
         for step in by_name.values():
             step.depends_on = _dependencies(name, step, specs, by_name)
-        flow = cls(name, specs, by_name, provider or DEFAULT_PROVIDER, description)
+        for step in by_name.values():
+            step.provider = normalize_provider(step.provider) if step.provider else None
+        flow = cls(name, specs, by_name, normalize_provider(provider or DEFAULT_PROVIDER), description)
         flow.order()  # raises on a cycle
         return flow
 
@@ -131,7 +139,7 @@ class Flow:
         try:
             return topological_order({name: step.depends_on for name, step in self.steps.items()})
         except CycleError as e:
-            raise FlowError(f"flow {self.name!r} has a cycle: {e}") from None
+            raise FlowError(f"flow {self.name!r} has a cycle: {e} (each step uses the next one's output)") from None
 
     def dependents(self, name: str) -> list[str]:
         """The steps that directly use `name`'s output."""

@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from vivace.flows.model import normalize_provider as normalize
 from vivace.providers.base import Provider
-
-
-def normalize(spec: str) -> str:
-    """`local` and `local:` name the same provider; other ids are kept as written (trimmed)."""
-    spec = spec.strip()
-    return "local:" if spec == "local" else spec
 
 
 class ProviderPool:

@@ -1,0 +1,107 @@
+"""One cheap deterministic engine for the flow tests, and a real uvicorn server serving flows over it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from vivace.flows.loader import loads_flow
+from vivace.flows.model import Flow
+
+MODEL = "smollm2-flows"
+
+# Fan-out test flow: a -> (b, c, each) -> d; few tokens per step so the tests stay quick.
+FANOUT_YAML = """
+name: fanout
+inputs:
+  topic: {default: tea}
+  things: {default: "apples, pears, plums"}
+defaults: {max_tokens: 6, temperature: 0.8, seed: 3}
+steps:
+  a: {prompt: "Say one word about {{ topic }}."}
+  b: {prompt: "Expand on: {{ a }}"}
+  c: {prompt: "Contradict: {{ a }}"}
+  each: {for_each: "things | items", prompt: "Describe {{ item }} (number {{ index }}) with {{ a }}."}
+  d: {prompt: "Summarise {{ b }} and {{ c }}."}
+"""
+
+
+@dataclass
+class Served:
+    base_url: str
+    engine: object
+    flows: dict[str, Flow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(app) -> tuple[object, threading.Thread, str]:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The packaged model, float32 (results independent of batching), small KV pool."""
+    from vivace.engine.async_engine import AsyncEngine
+    from vivace.engine.llm import LLM
+
+    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=512, quantization="none")
+    async_engine = AsyncEngine(llm.engine)
+    yield async_engine
+    async_engine.shutdown()
+
+
+@pytest.fixture
+def pool(engine):
+    """Providers for one test: `local:` is the shared engine."""
+    from vivace.flows.pool import ProviderPool
+    from vivace.providers.local import LocalProvider
+
+    return ProviderPool({"local:": LocalProvider(engine)})
+
+
+@pytest.fixture
+def fanout() -> Flow:
+    return loads_flow(FANOUT_YAML)
+
+
+@pytest.fixture(scope="session")
+def served(engine):
+    """A real server on a free port with the fan-out flow and the packaged recipe flow."""
+    from vivace.flows.loader import examples_dir, load_flows
+    from vivace.server.app import create_app
+
+    flows = {**load_flows(examples_dir()), "fanout": loads_flow(FANOUT_YAML)}
+    server, thread, url = _start(create_app(engine, MODEL, flows=flows))
+    yield Served(url, engine, flows)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def wait_for_free_blocks(engine, timeout: float = 10.0) -> int:
+    """Poll until the engine holds no KV blocks (or time runs out); the last blocks_in_use seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        in_use = engine.stats()["blocks_in_use"]
+        if in_use == 0 or time.monotonic() > deadline:
+            return in_use
+        time.sleep(0.05)
