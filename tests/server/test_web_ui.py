@@ -1,0 +1,290 @@
+"""The web UI at `/`: served assets over HTTP, and every mode driven in headless Chromium against the real server."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.browser import chromium_page
+from tests.server.conftest import API_KEY, GREEDY_MESSAGES, GREEDY_PROMPT, GREEDY_TOKENS, MODEL
+from vivace.server.ui import STATIC_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def page() -> Iterator:
+    """A fresh headless Chromium page (own profile, so no settings leak between tests); fails on JS errors."""
+    with chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def open_ui(page, base_url: str, mode: str = "chat", key: str | None = None, **sampling: object) -> None:
+    """Load the UI, wait until it has the model list, pick `mode` and set the sampling fields given."""
+    page.goto(f"{base_url}/#{mode}")
+    if key is not None:
+        page.fill("#api-key", key)
+        page.press("#api-key", "Enter")
+    page.wait_for_selector("#conn-status[data-state=ok]")
+    for name, value in sampling.items():
+        field = page.locator(f"#sampling [name={name}]")
+        if isinstance(value, bool):
+            field.set_checked(value)
+        else:
+            field.fill(str(value))
+
+
+def stats_of(page, selector: str) -> dict[str, float]:
+    """The numbers a response's stats line carries in its data-* attributes."""
+    data = page.locator(selector).evaluate("el => ({...el.dataset})")
+    return {k: float(v) for k, v in data.items() if v != ""}
+
+
+def api(server, path: str, body: dict, key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.post(server.base_url + path, json=body, headers=headers, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_idle(server, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server.engine.stats()["blocks_in_use"] != 0:
+        assert time.monotonic() < deadline, f"KV blocks still in use: {server.engine.stats()}"
+        time.sleep(0.05)
+
+
+# --- served over HTTP -------------------------------------------------------------------------------
+
+
+def test_page_and_every_module_are_public_with_an_api_key(keyed_server):
+    """The page and each JS module it imports load without the key, while the API still demands it."""
+    page = httpx.get(keyed_server.base_url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<nav id="pages"' in page.text
+    assert httpx.get(keyed_server.base_url + "/v1/models").status_code == 401
+    pending, seen = ["app.js", "style.css"], set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        response = httpx.get(f"{keyed_server.base_url}/static/{name}")
+        assert response.status_code == 200, name
+        assert response.headers["cache-control"] == "no-cache"
+        if name.endswith(".js"):
+            assert "javascript" in response.headers["content-type"]
+            pending += [m for m in re.findall(r"from '\./([\w.]+)'", response.text) if m not in seen]
+    assert {"api.js", "chat.js", "completion.js", "batch.js", "classify.js"} <= seen
+    missing = httpx.get(keyed_server.base_url + "/static/nope.js")
+    assert missing.status_code == 404
+
+
+def test_package_data_covers_every_static_file():
+    """Everything in vivace/server/static matches the package-data globs, so it ships in the wheel."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["vivace.server"]
+    files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
+    assert files
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not unshipped
+
+
+# --- the page's own logic, run in the browser --------------------------------------------------------
+
+SSE_CHECK = """async () => {
+  const { SSEParser } = await import('/static/api.js');
+  const got = [];
+  const parser = new SSEParser((d) => got.push(d));
+  const wire = 'data: {"a":1}\\r\\n\\r\\n: keep-alive\\n\\ndata: x\\ndata: y\\n\\ndata:[DONE]\\r\\n\\r\\n';
+  for (let i = 0; i < wire.length; i += 3) parser.push(wire.slice(i, i + 3));  // split everywhere, \\r|\\n too
+  return got;
+}"""
+
+
+@pytest.mark.slow
+def test_sse_parser_stop_strings_and_rates(page, server):
+    page.goto(server.base_url + "/")
+    assert page.evaluate(SSE_CHECK) == ['{"a":1}', "x\ny", "[DONE]"]
+    stops = page.evaluate("async () => (await import('/static/sampling.js')).parseStops('a, \\\\n ,x\\\\,y,, ')")
+    assert stops == ["a", "\n", "x,y"]
+    rates = page.evaluate("""async () => {
+      const { tokensPerSecond } = await import('/static/stats.js');
+      return [tokensPerSecond(11, 0, 100, 600), tokensPerSecond(1, 0, 100, 500), tokensPerSecond(0, 0, 1, 2)];
+    }""")
+    assert rates == [20.0, 2.0, None]
+
+
+# --- modes, end to end --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    # Count distinct reply texts as they render: a streamed reply shows several before the last.
+    page.evaluate("""() => {
+      window.seen = new Set();
+      new MutationObserver(() => {
+        const el = document.querySelector('.msg.assistant .content');
+        if (el) window.seen.add(el.textContent);
+      }).observe(document.getElementById('chat-log'), { childList: true, subtree: true, characterData: true });
+    }""")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.fill("#chat-input", GREEDY_MESSAGES[0]["content"])
+        page.press("#chat-input", "Enter")
+    body = sent.value.post_data_json
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == GREEDY_MESSAGES and body["temperature"] == 0 and body["model"] == MODEL
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+    assert page.evaluate("window.seen.size") > 2
+    expected = api(server, "/v1/chat/completions", {"model": MODEL, "messages": GREEDY_MESSAGES,
+                                                     "temperature": 0, "max_tokens": GREEDY_TOKENS})
+    stats = stats_of(page, ".msg.assistant .stats")
+    assert stats["tokens"] == expected["usage"]["completion_tokens"]
+    assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
+    assert "TTFT" in page.inner_text(".msg.assistant .stats") and "tok/s" in page.inner_text(".msg.assistant .stats")
+
+
+@pytest.mark.slow
+def test_chat_edit_delete_and_regenerate_change_what_is_sent(page, server):
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    page.fill("#chat-input", "Say something.")
+    page.click("#chat-send")
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    assert page.locator(".msg").count() == 2
+
+    page.click(".msg.assistant .delete")
+    assert page.locator(".msg").count() == 1
+    page.click(".msg.user .edit")
+    page.fill(".msg.user .edit-box", GREEDY_MESSAGES[0]["content"])
+    page.click(".msg.user .save")
+    assert page.locator(".msg.user .content").text_content() == GREEDY_MESSAGES[0]["content"]
+
+    page.fill("#chat-system", "You are terse.")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#chat-regenerate")
+    assert sent.value.post_data_json["messages"] == [{"role": "system", "content": "You are terse."}, *GREEDY_MESSAGES]
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    page.fill("#chat-system", "")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#chat-regenerate")  # replaces the reply, not appends to it
+    assert sent.value.post_data_json["messages"] == GREEDY_MESSAGES
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    assert page.locator(".msg").count() == 2
+    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+
+
+@pytest.mark.slow
+def test_stop_button_aborts_a_long_generation(page, server):
+    open_ui(page, server.base_url, temperature=0.8, max_tokens=400, ignore_eos=True)
+    page.fill("#chat-input", "Tell me a long story.")
+    page.click("#chat-send")
+    page.wait_for_function("document.querySelector('.msg.assistant .content')?.textContent.length > 0")
+    page.click("#chat-stop")
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    assert "stopped" in page.inner_text(".msg.assistant .stats")
+    assert stats_of(page, ".msg.assistant .stats")["tokens"] < 400
+    text = page.locator(".msg.assistant .content").text_content()
+    wait_idle(server)  # the abort reached the engine and freed the request's KV blocks
+    assert page.locator(".msg.assistant .content").text_content() == text
+    assert page.is_enabled("#chat-send") and not page.is_enabled("#chat-stop")
+
+
+@pytest.mark.slow
+def test_server_errors_are_shown_by_name(page, server):
+    open_ui(page, server.base_url, temperature=-1)
+    page.fill("#chat-input", "Hi")
+    page.click("#chat-send")
+    error = page.wait_for_selector("#chat-error:not([hidden])")
+    assert "400" in error.inner_text() and "temperature" in error.inner_text()
+    assert page.locator(".msg.assistant").count() == 0  # no empty reply left behind
+
+
+@pytest.mark.slow
+def test_completion_mode_sends_the_raw_prompt(page, server):
+    open_ui(page, server.base_url, mode="completion", temperature=0, max_tokens=GREEDY_TOKENS)
+    page.fill("#completion-prompt", GREEDY_PROMPT)
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#completion-run")
+    assert sent.value.post_data_json["prompt"] == GREEDY_PROMPT
+    page.wait_for_selector("#completion-stats:not([hidden])")
+    assert page.locator("#completion-output .prompt").text_content() == GREEDY_PROMPT
+    assert page.locator("#completion-output .generated").text_content() == server.offline["completion"]
+    stats = stats_of(page, "#completion-stats")
+    assert stats["tokens"] == GREEDY_TOKENS and stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
+
+
+@pytest.mark.slow
+def test_batch_of_four_streams_each_prompt_into_its_panel(page, server):
+    prompts = [GREEDY_PROMPT, "Once upon a time", "1, 2, 3,", "The best way to learn is"]
+    open_ui(page, server.base_url, mode="batch", temperature=0, max_tokens=8)
+    page.fill("#batch-prompts", "\n".join(prompts) + "\n\n")  # blank lines are not prompts
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#batch-run")
+    assert sent.value.post_data_json["prompt"] == prompts  # all at once, in one request
+    page.wait_for_selector("#batch-summary:not([hidden])")
+    expected = api(server, "/v1/completions", {"model": MODEL, "prompt": prompts, "temperature": 0, "max_tokens": 8})
+    texts = {c["index"]: c["text"] for c in expected["choices"]}
+    panels = page.locator(".batch-panel")
+    assert panels.count() == 4
+    for i in range(4):
+        assert panels.nth(i).locator(".generated").text_content() == texts[i]
+        stats = stats_of(page, f".batch-panel[data-index='{i}'] .stats")
+        assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
+    summary = stats_of(page, "#batch-summary")
+    assert summary["tokens"] == expected["usage"]["completion_tokens"] and summary["prompts"] == 4
+    assert sum(stats_of(page, f".batch-panel[data-index='{i}'] .stats")["tokens"] for i in range(4)) == summary["tokens"]
+
+
+@pytest.mark.slow
+def test_classify_shows_a_bar_per_label(page, server):
+    text, labels = "I loved this film, it was wonderful!", ["positive", "negative", "neutral"]
+    open_ui(page, server.base_url, mode="classify")
+    page.fill("#classify-text", text)
+    page.fill("#classify-labels", "positive, negative, positive")
+    page.click("#classify-run")
+    assert "given twice" in page.wait_for_selector("#classify-error:not([hidden])").inner_text()
+    page.fill("#classify-labels", ", ".join(labels))
+    page.click("#classify-run")
+    page.wait_for_selector(".bars")
+    bars = page.locator(".bar").evaluate_all("els => els.map(e => [e.dataset.label, Number(e.dataset.prob)])")
+    expected = api(server, "/v1/classify", {"model": MODEL, "text": text, "labels": labels})
+    assert [label for label, _ in bars] == labels
+    assert {label: p for label, p in bars} == pytest.approx(expected["probabilities"], abs=1e-4)
+    assert page.locator(".bar.best").get_attribute("data-label") == expected["label"]
+
+
+@pytest.mark.slow
+def test_page_asks_for_the_key_and_sends_it_as_bearer(page, keyed_server):
+    page.goto(keyed_server.base_url + "/")
+    status = page.wait_for_selector("#conn-status[data-state=error]")
+    assert "API key" in status.inner_text()
+    open_ui(page, keyed_server.base_url, key=API_KEY, temperature=0, max_tokens=GREEDY_TOKENS)
+    assert page.locator("#model option").all_text_contents() == [MODEL]
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.fill("#chat-input", GREEDY_MESSAGES[0]["content"])
+        page.click("#chat-send")
+    assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    assert page.locator(".msg.assistant .content").text_content() == keyed_server.offline["chat"]
+
+
+@pytest.mark.slow
+def test_narrow_screen_has_no_sideways_scroll(server):
+    with chromium_page(width=390, height=800) as page:
+        open_ui(page, server.base_url)
+        assert page.locator(".settings details").get_attribute("open") is None  # folded to leave room
+        for mode in ("chat", "completion", "batch", "classify"):
+            page.click(f"[role=tab][data-mode={mode}]")
+            assert page.is_visible(f"#mode-{mode} .primary")
+            width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert width[0] <= width[1], f"{mode}: page is {width[0]}px wide in a {width[1]}px viewport"
