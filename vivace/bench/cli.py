@@ -82,7 +82,8 @@ def run(
                                                      "once); --concurrency then caps requests in flight.")] = None,
     poisson: Annotated[bool, typer.Option("--poisson/--constant", help="Poisson arrivals or constant spacing.")] = True,
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up requests, not counted.")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per reply (chat and JSONL workloads).")] = 128,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per reply (chat and JSONL workloads, "
+                                                        "judged answers).")] = 128,
     input_len: Annotated[int, typer.Option(min=1, help="Random workload: prompt tokens.")] = 128,
     output_len: Annotated[int, typer.Option(min=1, help="Random workload: output tokens (EOS ignored).")] = 64,
     dist: Annotated[str, typer.Option(help="Random workload lengths: fixed, uniform or normal.")] = "fixed",
@@ -93,6 +94,8 @@ def run(
     tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer (.gguf or HF dir) counting tokens where the "
                                                           "server gives no usage; default: the packaged model's.")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="API key for a base-URL target (never written to reports).")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="A provider id (or base URL) that scores the target's answers "
+                                                      "to reference questions 1..10, reported beside the speed.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report (every request's timeline).")] = None,
     markdown_out: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown report.")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report with plots.")] = None,
@@ -117,7 +120,8 @@ def run(
     except (WorkloadError, LoadError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from None
     console = Console(stderr=True)
-    result = asyncio.run(_run(target, api_key, items, loads, described, warmup, tok, slo_targets, score_targets, console))
+    result = asyncio.run(_run(target, api_key, items, loads, described, warmup, tok, slo_targets, score_targets, console,
+                              judge, max_tokens))
     from vivace.bench.report import print_report
 
     print_report(result, _stdout())
@@ -125,13 +129,18 @@ def run(
 
 
 async def _run(target: str, api_key: str | None, items: list, loads: list, described: dict[str, Any], warmup: int,
-               tok: Any, slo: dict[str, float] | None, targets: dict[str, float], console: Console) -> Any:
+               tok: Any, slo: dict[str, float] | None, targets: dict[str, float], console: Console,
+               judge: str | None, max_tokens: int) -> Any:
     from vivace.bench.runner import run_benchmark
     from vivace.bench.target import TargetError, open_target
 
+    judge_provider = None
     try:
+        judge_provider = open_target(judge) if judge else None
         provider = open_target(target, api_key)
     except TargetError as e:
+        if judge_provider is not None:
+            await judge_provider.aclose()
         console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -145,11 +154,19 @@ async def _run(target: str, api_key: str | None, items: list, loads: list, descr
 
     try:
         with progress:
-            return await run_benchmark(provider, items, loads, workload=described, warmup=warmup, tokenizer=tok,
-                                       slo=slo, targets=targets, on_level=on_level,
-                                       on_done=lambda _record: progress.advance(task))
+            result = await run_benchmark(provider, items, loads, workload=described, warmup=warmup, tokenizer=tok,
+                                         slo=slo, targets=targets, on_level=on_level,
+                                         on_done=lambda _record: progress.advance(task))
+        if judge_provider is not None:
+            from vivace.bench.judge import run_judge
+
+            console.print(f"judging answers with {judge_provider.id} ...", markup=False)
+            result.judge = await run_judge(provider, judge_provider, max_tokens)
+        return result
     finally:
         await provider.aclose()
+        if judge_provider is not None:
+            await judge_provider.aclose()
 
 
 def _write_reports(result: Any, json_out: Path | None, markdown_out: Path | None, html_out: Path | None,

@@ -44,6 +44,14 @@ def failures(result: BenchResult) -> list[tuple[str, int, int | None, str]]:
     ]
 
 
+def judge_line(judge: dict) -> str:
+    """The judge's verdict in one line: mean score over the questions it scored."""
+    total = len(judge.get("items", []))
+    if judge.get("mean") is None:
+        return f"judge {judge.get('judge')}: no answer scored (0 of {total} questions)"
+    return f"judge {judge.get('judge')}: mean score {judge['mean']:.2f} / 10 over {judge.get('scored')} of {total} questions"
+
+
 def _stats_line(name: str, st: Stats, scale: float, unit: str) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v * scale:.2f}"
@@ -69,7 +77,7 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
         for label, index, status, error in failed:
             console.print(f"  {label} #{index} (HTTP {status if status is not None else '-'}): {error}", markup=False)
     if result.judge:
-        console.print(f"judge {result.judge.get('judge')}: mean score {result.judge.get('mean', 0):.2f} / 10", markup=False)
+        console.print(judge_line(result.judge), markup=False)
 
 
 def markdown(result: BenchResult) -> str:
@@ -95,5 +103,9 @@ def markdown(result: BenchResult) -> str:
         lines += [f"| {label} | {index} | {status if status is not None else '-'} | {error.replace('|', '/')} |"
                   for label, index, status, error in failed]
     if result.judge:
-        lines += ["", f"## Quality (judge {result.judge.get('judge')})", "", f"mean score {result.judge.get('mean', 0):.2f} / 10"]
+        lines += ["", "## Quality", "", judge_line(result.judge) + ".", "", "| question | score | answer or error |",
+                  "|---|---|---|"]
+        lines += [f"| {i['question']} | {i['score'] if i['score'] is not None else '-'} | "
+                  f"{(i['error'] or i['answer'] or '').replace('|', '/').replace(chr(10), ' ')[:200]} |"
+                  for i in result.judge.get("items", [])]
     return "\n".join(lines) + "\n"

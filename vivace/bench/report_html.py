@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from vivace.bench.plots import against_load, latency_distributions
-from vivace.bench.report import COLUMNS, UNITS, failures, rows
+from vivace.bench.report import COLUMNS, UNITS, failures, judge_line, rows
 from vivace.bench.result import BenchResult
 
 _STYLE = """
@@ -53,8 +53,10 @@ def html_report(result: BenchResult) -> str:
     )
     judge = ""
     if result.judge:
-        judge = (f"<h2>Quality</h2><p>judge {html.escape(str(result.judge.get('judge')))}: mean score "
-                 f"{result.judge.get('mean', 0):.2f} / 10</p>")
+        judge = (f"<h2>Quality</h2><p>{html.escape(judge_line(result.judge))}</p>"
+                 + _table(["question", "score", "answer or error"],
+                          [[i["question"], "-" if i["score"] is None else str(i["score"]), i["error"] or i["answer"] or ""]
+                           for i in result.judge.get("items", [])]))
     workload = ", ".join(f"{k}={v}" for k, v in result.workload.items())
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
