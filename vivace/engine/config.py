@@ -43,18 +43,25 @@ class EngineConfig:
 
     model: str | None = None  # path to a .gguf file or an HF-layout directory; None = packaged default
     device: str = "cpu"
-    dtype: str = "float32"  # activations and dequantized weights
+    # Activations and dequantized weights: "auto" = float32 on CPU, bfloat16 on CUDA.
+    dtype: str = "auto"
     # Linear-layer weights: "none" keeps `dtype`; "int8" = per-channel int8 weights with dynamic int8
     # activations (CPU); "auto" = int8 on CPU in float32, else none.
     quantization: str = "auto"
-    # "auto" = compiled CPU decode kernel when it builds (else torch); "torch" = the reference path.
+    # "auto" = compiled CPU decode kernel when it builds (else torch) on CPU, Triton on CUDA;
+    # "torch" = the reference path; "triton" = the Triton kernels (CUDA; on CPU only under Triton's
+    # interpreter, TRITON_INTERPRET=1, which is how the tests check the runner's Triton path).
     attention_backend: str = "auto"
+    # Decode-only steps on CUDA replay CUDA graphs captured for padded batch sizes; False = eager.
+    cuda_graphs: bool = True
     # KV cache storage: "auto" = bfloat16 in the int8 CPU mode (half the bytes decode attention
     # reads), else `dtype`; or "float32" / "bfloat16" / "float16" explicitly.
     kv_cache_dtype: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction
-    kv_cache_memory_fraction: float = 0.10  # of free (device or host) memory when no byte budget
+    # Of free memory when no byte budget: None = 0.10 of the host's on CPU, 0.85 of the GPU's
+    # (measured after the weights are loaded) on CUDA.
+    kv_cache_memory_fraction: float | None = None
     max_num_seqs: int = 64  # sequences running at once
     max_num_batched_tokens: int = 512  # token budget per step (prefill chunks + decodes)
     max_model_len: int | None = None  # defaults to the model's context length
@@ -71,7 +78,7 @@ class EngineConfig:
             raise InvalidParameterError(
                 "max_num_batched_tokens", f"must be positive, got {self.max_num_batched_tokens}"
             )
-        if not 0.0 < self.kv_cache_memory_fraction <= 1.0:
+        if self.kv_cache_memory_fraction is not None and not 0.0 < self.kv_cache_memory_fraction <= 1.0:
             raise InvalidParameterError(
                 "kv_cache_memory_fraction", f"must be in (0, 1], got {self.kv_cache_memory_fraction}"
             )
@@ -79,9 +86,13 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_dtype", f"must be auto, float32, bfloat16 or float16, got {self.kv_cache_dtype!r}"
             )
-        if self.attention_backend not in ("auto", "torch"):
+        if self.attention_backend not in ("auto", "torch", "triton"):
             raise InvalidParameterError(
-                "attention_backend", f"must be 'auto' or 'torch', got {self.attention_backend!r}"
+                "attention_backend", f"must be 'auto', 'torch' or 'triton', got {self.attention_backend!r}"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise InvalidParameterError(
+                "dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
             )
         if self.quantization not in ("auto", "none", "int8"):
             raise InvalidParameterError(
@@ -89,18 +100,44 @@ class EngineConfig:
             )
 
     @property
+    def on_cuda(self) -> bool:
+        """Whether the engine runs on a CUDA device."""
+        return self.device.startswith("cuda")
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The activation dtype actually used: 'auto' is bfloat16 on CUDA, float32 elsewhere."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.on_cuda else "float32"
+
+    @property
+    def resolved_attention_backend(self) -> str:
+        """'triton' on CUDA unless 'torch' was asked for; on CPU 'auto' (compiled kernel) or 'torch'."""
+        if self.attention_backend == "auto" and self.on_cuda:
+            return "triton"
+        return self.attention_backend
+
+    @property
+    def resolved_kv_cache_memory_fraction(self) -> float:
+        """The fraction of free memory given to the KV cache."""
+        if self.kv_cache_memory_fraction is not None:
+            return self.kv_cache_memory_fraction
+        return 0.85 if self.on_cuda else 0.10
+
+    @property
     def resolved_quantization(self) -> str:
         """The weight format actually used: 'auto' picks int8 for float32 on CPU."""
         if self.quantization != "auto":
             return self.quantization
-        return "int8" if self.device == "cpu" and self.dtype == "float32" else "none"
+        return "int8" if self.device == "cpu" and self.resolved_dtype == "float32" else "none"
 
     @property
     def resolved_kv_cache_dtype(self) -> str:
         """The KV storage dtype actually used."""
         if self.kv_cache_dtype != "auto":
             return self.kv_cache_dtype
-        return "bfloat16" if self.resolved_quantization == "int8" else self.dtype
+        return "bfloat16" if self.resolved_quantization == "int8" else self.resolved_dtype
 
 
 @dataclass

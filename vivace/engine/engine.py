@@ -14,6 +14,7 @@ from vivace.engine.detokenizer import IncrementalDetokenizer
 from vivace.engine.loaders import load_model
 from vivace.engine.memory import kv_cache_blocks
 from vivace.engine.models.llama import LlamaModel
+from vivace.engine.models.random_weights import is_random_spec, load_random_model
 from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.runner import ModelRunner
 from vivace.engine.sampler import make_generator
@@ -65,13 +66,16 @@ class LLMEngine:
         self.config = config = config or EngineConfig()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        dtype = _DTYPES.get(config.dtype)
-        if dtype is None:
-            raise InvalidParameterError("dtype", f"must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
+        dtype = _DTYPES[config.resolved_dtype]
         quantization = config.resolved_quantization
         if quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
             raise InvalidParameterError("quantization", "int8 weights run on CPU with dtype float32 only")
-        loaded = load_model(config.model, torch.float32)
+        if is_random_spec(config.model):
+            loaded = load_random_model(config.model, dtype, config.device)
+        else:
+            loaded = load_model(config.model, torch.float32)
+            if config.device != "cpu":  # before the model fuses q/k/v and gate/up, so that happens on the device
+                loaded.weights = {name: w.to(config.device, dtype) for name, w in loaded.weights.items()}
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.model = LlamaModel(loaded.config, loaded.weights, dtype, quantization)
@@ -90,7 +94,8 @@ class LLMEngine:
         )
         self.runner = ModelRunner(
             self.model, num_blocks, config.block_size, config.device, self.eos_token_ids,
-            config.attention_backend, self.kv_dtype,
+            config.resolved_attention_backend, self.kv_dtype,
+            cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs, max_model_len=self.max_model_len,
         )
         self._requests: dict[str, _Request] = {}
         self._seq_ids = itertools.count()

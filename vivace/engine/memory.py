@@ -10,6 +10,7 @@ from vivace.engine.config import EngineConfig, InvalidParameterError
 def free_memory_bytes(device: str) -> int:
     """Free memory of a CUDA device, or the host's available memory for CPU."""
     if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # memory freed while loading is only cached, not yet free
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
     try:
@@ -28,7 +29,7 @@ def kv_cache_blocks(config: EngineConfig, kv_bytes_per_token: int, max_model_len
     if config.kv_cache_memory_bytes is not None:
         budget = config.kv_cache_memory_bytes
     else:
-        budget = int(free_memory_bytes(config.device) * config.kv_cache_memory_fraction)
+        budget = int(free_memory_bytes(config.device) * config.resolved_kv_cache_memory_fraction)
     blocks = budget // block_bytes
     if blocks < 1:
         raise InvalidParameterError(

@@ -19,6 +19,8 @@ from vivace.engine.models.rope import RotaryEmbedding
 
 
 Norm = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+AddNorm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+Attention = Callable[..., torch.Tensor]
 
 
 def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -57,6 +59,7 @@ class LlamaLayer:
         self.gate_up: Linear = make_linear(gate_up, None, quantization)
         self.down: Linear = make_linear(w("mlp.down_proj.weight"), None, quantization)
         self.norm = norm
+        self.add_norm: AddNorm | None = None  # fused (x + residual, then norm), where a kernel has one
         self.input_norm = w("input_layernorm.weight")
         self.post_norm = w("post_attention_layernorm.weight")
         self.intermediate = cfg.intermediate_size
@@ -70,6 +73,7 @@ class LlamaLayer:
         meta: AttentionMetadata,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
+        attention: Attention = paged_attention,
     ) -> torch.Tensor:
         cfg = self.cfg
         eps = cfg.rms_norm_eps
@@ -81,9 +85,13 @@ class LlamaLayer:
         q = qk[:, : cfg.num_heads]
         k = qk[:, cfg.num_heads :]
         v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, cfg.num_kv_heads, cfg.head_dim)
-        attn = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
-        hidden = hidden + self.o_proj(attn.reshape(num_tokens, self.q_size))
-        x = self.norm(hidden, self.post_norm, eps)
+        attn = attention(q, k, v, k_cache, v_cache, meta, self.scale)
+        attn_out = self.o_proj(attn.reshape(num_tokens, self.q_size))
+        if self.add_norm is None:
+            hidden = hidden + attn_out
+            x = self.norm(hidden, self.post_norm, eps)
+        else:
+            x, hidden = self.add_norm(attn_out, hidden, self.post_norm, eps)
         gate_up = self.gate_up(x)
         x = F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :]
         return hidden + self.down(x)
@@ -113,6 +121,22 @@ class LlamaModel:
             LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization, self.rms_norm) for i in range(cfg.num_layers)
         ]
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
+        if device.type != "cpu":  # the tables are indexed by positions on the model's device
+            self.rope.cos, self.rope.signed_sin = self.rope.cos.to(device), self.rope.signed_sin.to(device)
+        self.attention: Attention = paged_attention
+
+    def use_triton_kernels(self) -> None:
+        """Swap in the Triton attention backend, rotary and (fused) RMSNorm kernels."""
+        from vivace.engine.attention.triton_backend import triton_paged_attention
+        from vivace.engine.attention.triton_norm import add_rms_norm, rms_norm
+        from vivace.engine.attention.triton_rotary import TritonRotary
+
+        self.attention = triton_paged_attention
+        self.rope = TritonRotary(self.rope.cos, self.rope.signed_sin)
+        self.rms_norm = rms_norm
+        for layer in self.layers:
+            layer.norm = rms_norm
+            layer.add_norm = add_rms_norm
 
     def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
         """Bytes of K and V across all layers for one token."""
@@ -130,7 +154,7 @@ class LlamaModel:
         hidden = F.embedding(input_ids, self.embed)
         rope_tables = self.rope.tables(positions)
         for i, layer in enumerate(self.layers):
-            hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1])
+            hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1], self.attention)
         return self.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

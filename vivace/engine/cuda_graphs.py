@@ -1,0 +1,152 @@
+"""Decode steps under CUDA graphs: one graph per padded batch size, replayed over static buffers.
+
+A decode-only step of n sequences runs the graph captured for the smallest size >= n. The rows
+beyond n are padding: token 0 at position 0, writing its K/V to a scratch block no sequence owns
+and attending over that one slot, so they cost a little work and touch nothing real. The step's
+host-side inputs are copied into the static buffers; the graph runs the whole model and the LM
+head; sampling then reads the first n rows of logits (on the device).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vivace.engine.models.llama import LlamaModel
+
+
+def capture_sizes(max_num_seqs: int) -> list[int]:
+    """Batch sizes to capture: powers of two below max_num_seqs, then max_num_seqs itself."""
+    if max_num_seqs < 1:
+        raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+    sizes = []
+    size = 1
+    while size < max_num_seqs:
+        sizes.append(size)
+        size *= 2
+    sizes.append(max_num_seqs)
+    return sizes
+
+
+def padded_size(num_seqs: int, sizes: list[int]) -> int | None:
+    """The smallest captured size that holds num_seqs rows; None if none does (run eagerly)."""
+    for size in sizes:
+        if size >= num_seqs:
+            return size
+    return None
+
+
+@dataclass
+class DecodeRows:
+    """Host-side inputs of a decode-only step, one entry per sequence (or padding row)."""
+
+    token_ids: list[int]
+    positions: list[int]
+    slots: list[int]
+    block_tables: list[list[int]]  # ragged: each sequence's blocks up to its current length
+    context_lens: list[int]
+
+
+def pad_decode_rows(rows: DecodeRows, size: int, pad_block: int, block_size: int) -> DecodeRows:
+    """rows padded to `size` with rows that write and read only the scratch block `pad_block`."""
+    extra = size - len(rows.token_ids)
+    if extra < 0:
+        raise ValueError(f"cannot pad {len(rows.token_ids)} rows down to {size}")
+    return DecodeRows(
+        token_ids=rows.token_ids + [0] * extra,
+        positions=rows.positions + [0] * extra,
+        slots=rows.slots + [pad_block * block_size] * extra,
+        block_tables=rows.block_tables + [[pad_block]] * extra,
+        context_lens=rows.context_lens + [1] * extra,
+    )
+
+
+def table_array(tables: list[list[int]], width: int) -> torch.Tensor:
+    """Ragged block tables as an int32 [rows, width] tensor, right-padded with block 0 (never read)."""
+    if any(len(t) > width for t in tables):
+        raise ValueError(f"a block table is wider than {width} blocks")
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+
+
+class DecodeGraphs:
+    """Captured decode graphs and their static input buffers, for one model and KV cache."""
+
+    def __init__(
+        self, model: LlamaModel, kv_cache: torch.Tensor, block_size: int, max_num_seqs: int,
+        max_model_len: int, pad_block: int, device: torch.device,
+    ) -> None:
+        # Imported here: the Triton backend needs triton, which CPU-only installs may lack.
+        from vivace.engine.attention.triton_backend import TritonAttentionMetadata
+        from vivace.engine.attention.triton_decode import num_decode_splits
+
+        self.model = model
+        self.kv_cache = kv_cache
+        self.block_size = block_size
+        self.pad_block = pad_block
+        self.sizes = capture_sizes(max_num_seqs)
+        self.width = -(-max_model_len // block_size)
+        n = self.sizes[-1]
+        self.token_ids = torch.zeros(n, dtype=torch.long, device=device)
+        self.positions = torch.zeros(n, dtype=torch.long, device=device)
+        self.slots = torch.full((n,), pad_block * block_size, dtype=torch.long, device=device)
+        self.tables = torch.full((n, self.width), pad_block, dtype=torch.int32, device=device)
+        self.context_lens = torch.ones(n, dtype=torch.int32, device=device)
+        num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+        self._metas = {
+            size: TritonAttentionMetadata(
+                slot_mapping=self.slots[:size], block_size=block_size, num_decode_tokens=size,
+                decode_block_tables=self.tables[:size], decode_context_lens=self.context_lens[:size],
+                decode_num_splits=num_decode_splits(max_model_len, size, model.cfg.num_kv_heads, num_sms),
+                decode_max_context=max_model_len,
+            )
+            for size in self.sizes
+        }
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def _forward(self, size: int) -> torch.Tensor:
+        hidden = self.model.forward(self.token_ids[:size], self.positions[:size], self._metas[size], self.kv_cache)
+        return self.model.compute_logits(hidden)
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        """Capture every size, largest first so the smaller graphs reuse its memory pool."""
+        # Warm-up on a side stream compiles the Triton kernels and settles the allocator.
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for size in self.sizes:
+                self._forward(size)
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        pool = None
+        for size in reversed(self.sizes):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self._forward(size)
+            pool = graph.pool()
+            self._graphs[size] = (graph, logits)
+        torch.cuda.synchronize()
+
+    def fits(self, num_seqs: int) -> bool:
+        """Whether a decode step of num_seqs sequences can replay a graph."""
+        return bool(self._graphs) and num_seqs <= self.sizes[-1]
+
+    @torch.inference_mode()
+    def run(self, rows: DecodeRows) -> torch.Tensor:
+        """Replay the graph for this step; float32 logits [len(rows), vocab] on the device."""
+        n = len(rows.token_ids)
+        size = padded_size(n, self.sizes)
+        if size is None:
+            raise ValueError(f"{n} decode rows exceed the largest captured graph ({self.sizes[-1]})")
+        padded = pad_decode_rows(rows, size, self.pad_block, self.block_size)
+        # Only the columns in use are refreshed: kernels never read past a row's context length.
+        width = max(len(t) for t in padded.block_tables)
+        self.tables[:size, :width].copy_(table_array(padded.block_tables, width), non_blocking=True)
+        self.token_ids[:size].copy_(torch.tensor(padded.token_ids, dtype=torch.long), non_blocking=True)
+        self.positions[:size].copy_(torch.tensor(padded.positions, dtype=torch.long), non_blocking=True)
+        self.slots[:size].copy_(torch.tensor(padded.slots, dtype=torch.long), non_blocking=True)
+        self.context_lens[:size].copy_(torch.tensor(padded.context_lens, dtype=torch.int32), non_blocking=True)
+        graph, logits = self._graphs[size]
+        graph.replay()
+        return logits[:n]

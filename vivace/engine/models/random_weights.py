@@ -1,0 +1,99 @@
+"""Random-weight Llama-shaped models, for benchmarking shapes whose weights cannot be shipped here.
+
+Named in EngineConfig.model as "random:NAME" or "random:NAME@SEED" (seed 0 by default), NAME one of
+PRESETS. Weights are drawn on the CPU from one seeded generator in a fixed order, then cast and
+moved, so a seed gives the same model on CPU and CUDA. The tokenizer is the packaged model's
+(SmolLM2, 49,152 tokens); ids beyond it decode to nothing, which benchmarks with ignore_eos don't mind.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from vivace.engine.config import InvalidParameterError, ModelConfig
+from vivace.engine.loaders.types import LoadedModel, expected_weight_shapes
+
+PREFIX = "random:"
+INIT_STD = 0.02  # HF's initializer_range for Llama
+
+_LLAMA3_SCALING = {
+    "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+PRESETS: dict[str, ModelConfig] = {
+    # A few-layer toy for tests: the packaged tokenizer's vocabulary, tiny everything else.
+    "tiny": ModelConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+        head_dim=16, rope_theta=10000.0, max_position_embeddings=1024, tie_word_embeddings=True,
+    ),
+    "smollm2-135m": ModelConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+        head_dim=64, rope_theta=100000.0, max_position_embeddings=8192, tie_word_embeddings=True,
+    ),
+    "llama-3.2-1b": ModelConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8,
+        head_dim=64, rope_theta=500000.0, rope_scaling=_LLAMA3_SCALING, max_position_embeddings=131072,
+        tie_word_embeddings=True,
+    ),
+    "llama-3-8b": ModelConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
+        head_dim=128, rope_theta=500000.0, max_position_embeddings=8192, tie_word_embeddings=False,
+    ),
+}
+
+
+def is_random_spec(model: str | None) -> bool:
+    """Whether an EngineConfig.model value names a random-weight model."""
+    return model is not None and model.startswith(PREFIX)
+
+
+def parse_random_spec(spec: str) -> tuple[str, int]:
+    """("llama-3.2-1b", 0) from "random:llama-3.2-1b"; "random:tiny@7" gives seed 7."""
+    body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    name, _, seed_text = body.partition("@")
+    if name not in PRESETS:
+        raise InvalidParameterError("model", f"unknown random-weight preset {name!r}; presets: {', '.join(PRESETS)}")
+    try:
+        seed = int(seed_text) if seed_text else 0
+    except ValueError:
+        raise InvalidParameterError("model", f"seed in {spec!r} must be an integer, got {seed_text!r}") from None
+    return name, seed
+
+
+def num_parameters(cfg: ModelConfig) -> int:
+    """Parameter count of a Llama-shaped model of this config (tied embeddings counted once)."""
+    return sum(math.prod(shape) for shape in expected_weight_shapes(cfg).values())
+
+
+def random_weights(
+    cfg: ModelConfig, seed: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Every weight of `cfg` under HF names: norms 1, matrices uniform with std INIT_STD, drawn on CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    bound = INIT_STD * math.sqrt(3.0)  # uniform(-b, b) has std b / sqrt(3); rand is 3x faster than randn
+    weights = {}
+    for name, shape in expected_weight_shapes(cfg).items():
+        if name.endswith("norm.weight"):
+            w = torch.ones(shape)
+        else:
+            w = torch.rand(shape, generator=gen).mul_(2 * bound).sub_(bound)
+        weights[name] = w.to(dtype).to(device)
+    return weights
+
+
+def load_random_model(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
+    """A LoadedModel for "random:NAME[@SEED]" with the packaged tokenizer."""
+    from vivace.engine.loaders.default_model import default_model_path
+    from vivace.engine.loaders.gguf import open_gguf
+    from vivace.engine.tokenizer import Tokenizer
+
+    name, seed = parse_random_spec(spec)
+    cfg = copy.deepcopy(PRESETS[name])
+    tokenizer = Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
+    cfg.bos_token_id = tokenizer.bos_token_id
+    cfg.eos_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return LoadedModel(config=cfg, weights=random_weights(cfg, seed, dtype, device), tokenizer=tokenizer)
