@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -75,8 +74,6 @@ async def test_failure_after_streaming_is_not_retried(peer):
 
 
 async def test_retrying_wrapper_keeps_the_inner_id(peer):
-    start = time.monotonic()
     provider = get_provider(f"openai-compatible:m@{peer.base_url}")
     assert isinstance(provider, RetryingProvider) and provider.id == f"openai-compatible:m@{peer.base_url}"
     await provider.aclose()
-    assert time.monotonic() - start < 5
