@@ -59,3 +59,13 @@ async def test_too_long_a_request_is_a_400(provider):
     with pytest.raises(ProviderError, match="exceeds the context") as err:
         await provider.complete(GenerationRequest(prompt="Hi", max_tokens=5000))
     assert err.value.status == 400
+
+
+async def test_eos_counts_as_a_completion_token_like_the_other_providers(provider):
+    text, last = await provider.complete(GenerationRequest(messages=[{"role": "user", "content": "Say OK."}],
+                                                           max_tokens=200, temperature=0))
+    assert last.finish_reason == "stop"  # the chat model ends its turn well before 200 tokens
+    reference = provider.llm.create_chat_completion([{"role": "user", "content": "Say OK."}], max_tokens=200,
+                                                    temperature=0.0)
+    assert text == reference["choices"][0]["message"]["content"]
+    assert last.usage.completion_tokens == reference["usage"]["completion_tokens"] + 1

@@ -98,7 +98,8 @@ class LlamaCppProvider(Provider):
                 if stop.is_set():
                     return
                 if not request.ignore_eos and self._llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
+                    # counted, as vivace's engine and transformers count it (llama-cpp-python's usage does not)
+                    generated, pending, finish = generated + 1, pending + 1, "stop"
                     break
                 generated += 1
                 pending += 1
