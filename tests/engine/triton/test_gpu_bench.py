@@ -1,0 +1,64 @@
+"""bench/gpu.py without a GPU: the plan, the clear refusal, and a tiny run of the whole pipeline on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "gpu.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gpu"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_workload_is_reproducible_and_in_range(gpu_bench: ModuleType) -> None:
+    work = gpu_bench.make_workload(256, 0, 100, 1024)
+    assert work == gpu_bench.make_workload(256, 0, 100, 1024)
+    assert work != gpu_bench.make_workload(256, 1, 100, 1024)
+    assert all(100 <= len(r.prompt_ids) <= 1024 and 100 <= r.output_len <= 1024 for r in work)
+    assert all(3 <= t < gpu_bench.PROMPT_VOCAB for r in work for t in r.prompt_ids)
+
+
+def test_dry_run_prints_the_plan(gpu_bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert gpu_bench.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "| llama-3-8b | 8,030,261,248 | 16,060,522,496 | 64 |" in out
+    assert "| llama-3.2-1b | 1,235,814,400 | 2,471,628,800 | 256 |" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_refuses_clearly_without_cuda(gpu_bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert gpu_bench.main([]) == 2
+    assert "measures a CUDA GPU" in capsys.readouterr().err
+
+
+def test_rejects_unknown_presets(gpu_bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        gpu_bench.main(["--dry-run", "--models", "llama-3-8b,gpt-9"])
+    assert "unknown model preset(s) gpt-9" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_cpu_run_measures_both_engines(gpu_bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gpu.json"
+    assert gpu_bench.main(["--device", "cpu", "--tiny", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    tiny = results["shapes"]["tiny"]
+    work = gpu_bench.make_workload(6, 0, 4, 24)
+    for engine in ("vivace", "transformers"):
+        assert tiny[engine]["single"]["decode_tok_s"] > 0
+        assert tiny[engine]["offline"]["output_tokens"] == sum(r.output_len for r in work)  # EOS ignored
+    assert results["ceilings"]["copy_gb_s"] > 0
+    assert "| tiny | single stream | decode tok/s |" in capsys.readouterr().out
