@@ -105,3 +105,18 @@ def test_flow_page_is_served(served):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert httpx.get(f"{served.base_url}/flows/nope").status_code == 404
     assert httpx.get(f"{served.base_url}/flows-static/flow.js").status_code == 200
+
+
+def test_flow_routes_need_the_api_key_when_the_server_has_one(served):
+    from tests.flows.conftest import _start
+    from vivace.server.app import create_app
+
+    server, thread, url = _start(create_app(served.engine, "keyed", api_key="k", flows=served.flows))
+    try:
+        assert httpx.get(f"{url}/v1/flows").status_code == 401
+        assert httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}}).status_code == 401
+        assert httpx.get(f"{url}/v1/flows", headers={"Authorization": "Bearer k"}).status_code == 200
+        assert httpx.get(f"{url}/flows/recipe").status_code == 200  # the page is public; it asks for the key
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
