@@ -74,7 +74,7 @@ class DecodeGraphs:
 
     def __init__(
         self, model: LlamaModel, kv_cache: torch.Tensor, block_size: int, max_num_seqs: int,
-        max_model_len: int, pad_block: int, device: torch.device,
+        max_model_len: int, pad_block: int, device: torch.device, num_sms: int,
     ) -> None:
         # Imported here: the Triton backend needs triton, which CPU-only installs may lack.
         from vivace.engine.attention.triton_backend import TritonAttentionMetadata
@@ -92,7 +92,6 @@ class DecodeGraphs:
         self.slots = torch.full((n,), pad_block * block_size, dtype=torch.long, device=device)
         self.tables = torch.full((n, self.width), pad_block, dtype=torch.int32, device=device)
         self.context_lens = torch.ones(n, dtype=torch.int32, device=device)
-        num_sms = torch.cuda.get_device_properties(device).multi_processor_count
         self._metas = {
             size: TritonAttentionMetadata(
                 slot_mapping=self.slots[:size], block_size=block_size, num_decode_tokens=size,

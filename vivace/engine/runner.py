@@ -72,7 +72,8 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
             self.graphs = DecodeGraphs(
-                model, self.kv_cache, block_size, max_num_seqs, max_model_len, pad_block=num_blocks, device=self.device
+                model, self.kv_cache, block_size, max_num_seqs, max_model_len, pad_block=num_blocks, device=self.device,
+                num_sms=torch.cuda.get_device_properties(self.device).multi_processor_count,
             )
             self.graphs.capture()
 
