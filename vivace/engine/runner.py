@@ -61,7 +61,6 @@ class ModelRunner:
                 model.use_triton_kernels()
             except ImportError as exc:
                 raise RuntimeError(f"attention_backend 'triton' needs triton (pip install triton): {exc}") from exc
-        self.max_model_len = max_model_len
         use_graphs = cuda_graphs and self.triton and self.device.type == "cuda"
         # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
         # block, which the scheduler never hands out, takes the padding rows' K/V.
