@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from vivace.flows.model import Flow
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ class ServerState:
             raise APIError(503, "the server is shutting down", code="server_shutdown")
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             raise APIError(429, f"the server is full ({self.in_flight} requests in flight); retry later",
-                           code="queue_full")
+                           code="queue_full", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self.in_flight += 1
 
     def release(self) -> None:
