@@ -54,7 +54,8 @@ def run_offline(items: list[WorkItem], concurrency: int, max_model_len: int) -> 
 
     llm = LLM(max_num_seqs=concurrency, max_model_len=max_model_len)
     params = [SamplingParams(temperature=0.0, max_tokens=it.request.max_tokens, ignore_eos=True) for it in items]
-    llm.generate([it.request.prompt for it in items[:4]], params[:4], use_tqdm=False)  # warm-up
+    # Warm-up as the server gets it: the first `concurrency` requests at once (kernels meet their batch sizes).
+    llm.generate([it.request.prompt for it in items[:concurrency]], params[:concurrency], use_tqdm=False)
     start = time.perf_counter()
     outputs = llm.generate([it.request.prompt for it in items], params, use_tqdm=False)
     wall = time.perf_counter() - start
@@ -94,7 +95,7 @@ async def run_serving(base_url: str, items: list[WorkItem], concurrency: int) ->
     """The workload through `concurrency` streaming clients; throughput and latency percentiles."""
     provider = open_target(base_url)
     try:
-        await warm_up(provider, items, count=4, concurrency=4)
+        await warm_up(provider, items, count=concurrency, concurrency=concurrency)
         level = await run_level(provider, items, Load(concurrency=concurrency, num_requests=len(items)),
                                 tokenizer=load_tokenizer())
     finally:
@@ -121,7 +122,9 @@ def main() -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     server = start_server(port, args.max_model_len, RESULTS_DIR / "serving_server.log")
     try:
+        client_cpu = time.process_time()
         serving = asyncio.run(run_serving(f"http://127.0.0.1:{port}", items, args.concurrency))
+        serving["client_cpu_s"] = time.process_time() - client_cpu
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -129,6 +132,7 @@ def main() -> None:
         print(f"warning: {serving['failed']} request(s) failed: {serving['errors']}", file=sys.stderr)
 
     ratio = serving["output_tok_s"] / offline["output_tok_s"]
+    print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
     print(f"\n{args.requests} requests, prompt/output tokens uniform around {args.input_len}/{args.output_len} "
           f"(spread {args.spread}), greedy, ignore_eos; {args.concurrency} concurrent streaming clients; "

@@ -21,7 +21,7 @@ def test_serve_passes_options(monkeypatch):
     assert result.exit_code == 0, result.output
     assert calls == [(("m.gguf",), {"host": "127.0.0.1", "port": 9001, "api_key": "k", "max_queue": 3,
                                       "max_model_len": 1024, "device": "cpu",
-                                      "drain_timeout": 30.0})]
+                                      "drain_timeout": 30.0, "flows_dir": None})]
 
 
 def test_serve_without_model_serves_the_default(monkeypatch):

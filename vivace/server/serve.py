@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.config import EngineConfig
@@ -38,11 +40,42 @@ def run_server(
     from vivace.server.drain import DrainingServer
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
-    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)))
+    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)),
+                         background=False)
     app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue,
                      flows=flows)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    try:
-        DrainingServer(config, app.state.server, drain_timeout).run()
-    finally:
+    server = DrainingServer(config, app.state.server, drain_timeout)
+    serve_on_thread_step_on_main(server, engine)
+
+
+def serve_on_thread_step_on_main(server: uvicorn.Server, engine: AsyncEngine) -> None:
+    """Run HTTP on a thread and the engine loop on this (the main) thread until the server exits.
+
+    Why this way round: torch's CPU kernels ran ~40% slower (int8 matmuls most) when stepped from a
+    second thread after the main thread had used them (loading the model does), measured with
+    bench/serving.py; on the thread that loaded the model they run at full speed. uvicorn installs no
+    signal handlers off the main thread, so SIGINT/SIGTERM are routed to it here.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        if server.should_exit:  # a second signal: stop waiting for the drain
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    http = threading.Thread(target=server.run, name="vivace-http")
+
+    def stop_engine_after_http() -> None:
+        http.join()
         engine.shutdown()
+
+    http.start()
+    threading.Thread(target=stop_engine_after_http, name="vivace-http-watch", daemon=True).start()
+    try:
+        engine.run_loop()
+    finally:
+        server.should_exit = True
+        engine.shutdown()
+        http.join(timeout=10)
