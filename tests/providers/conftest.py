@@ -2,13 +2,12 @@
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
+from tests.live_server import start_uvicorn, stop_uvicorn
 from vivace.engine.config import SamplingParams
 
 MODEL = "smollm2-test"
@@ -16,34 +15,6 @@ MAX_MODEL_LEN = 512
 GREEDY_PROMPT = "The capital of France is"
 GREEDY_MESSAGES = [{"role": "user", "content": "Name three colours."}]
 GREEDY_TOKENS = 12
-
-
-def free_port() -> int:
-    """A localhost port nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_uvicorn(app) -> tuple[object, threading.Thread, str]:
-    """Serve `app` on a free port in a daemon thread; returns (server, thread, base URL)."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def stop_uvicorn(server, thread) -> None:
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @dataclass

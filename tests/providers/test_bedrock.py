@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.providers import eventstream_wire as wire
-from tests.providers.conftest import start_uvicorn, stop_uvicorn
+from tests.live_server import start_uvicorn, stop_uvicorn
 from vivace.providers import GenerationRequest, ProviderError, get_provider
 from vivace.providers.base import Usage
 

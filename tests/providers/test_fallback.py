@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.providers.conftest import free_port
+from tests.live_server import free_port
 from vivace.providers import GenerationRequest, ProviderError, get_provider
 from vivace.providers.fallback import AllProvidersFailedError, FallbackProvider
 

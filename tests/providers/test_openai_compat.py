@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.providers.conftest import GREEDY_MESSAGES, GREEDY_PROMPT, GREEDY_TOKENS, MODEL, free_port
+from tests.live_server import free_port
+from tests.providers.conftest import GREEDY_MESSAGES, GREEDY_PROMPT, GREEDY_TOKENS, MODEL
 from vivace.providers import GenerationRequest, ProviderError, get_provider
 from vivace.providers.openai_compat import OpenAICompatibleProvider, parse_retry_after
 

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.server.conftest import _free_port
+from tests.live_server import free_port as _free_port
 
 DRAIN_SECONDS = 4
 
