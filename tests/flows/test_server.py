@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -96,8 +97,11 @@ def test_client_disconnect_cancels_the_flow_and_frees_blocks(served):
             deltas += name == "delta"
             if deltas >= 3:
                 break
-        assert served.engine.stats()["blocks_in_use"] > 0
+        # No assertion on blocks in use here: the streaming step may have finished on that very token.
     assert wait_for_free_blocks(served.engine, timeout=10) == 0
+    time.sleep(1.0)  # a flow that kept running would have started its next steps by now
+    assert served.engine.stats()["blocks_in_use"] == 0
+    assert served.engine.engine.num_requests == 0
 
 
 def test_flow_page_is_served(served):
