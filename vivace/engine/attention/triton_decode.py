@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from vivace.engine.attention.triton_common import dot_options
+from vivace.engine.attention.triton_tile import attend_key_tile
 
 BLOCK_N = 32  # keys per inner step (spans pages: each key finds its page through the block table)
 MAX_SPLITS = 32
@@ -51,22 +52,18 @@ def _decode_partial_kernel(
     m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, DIM_PAD], tl.float32)
+    k_head, v_head, table_row = k_ptr + kvh * stride_kh, v_ptr + kvh * stride_vh, tables_ptr + seq * stride_tb
     for t0 in range(start, end, BLOCK):
         t = t0 + tl.arange(0, BLOCK)
         tmask = t < end
-        page = tl.load(tables_ptr + seq * stride_tb + t // PAGE, mask=tmask, other=0)
-        slot = page.to(tl.int64) * PAGE + t % PAGE
-        kv_mask = tmask[:, None] & dmask[None, :]
-        k = tl.load(k_ptr + slot[:, None] * stride_ks + kvh * stride_kh + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k.to(DOT)), input_precision=PRECISION) * scale
-        s = tl.where(tmask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT), v.to(DOT), input_precision=PRECISION)
-        m = m_new
+        # Every row sees every key and key t0 < end, as attend_key_tile needs.
+        m, l, acc = attend_key_tile(
+            q, m, l, acc,
+            k_head, v_head, table_row,
+            t, tmask, tmask[None, :], d, dmask, scale,
+            stride_ks, stride_vs,
+            PAGE, DOT, PRECISION,
+        )
     nonempty = l > 0.0
     out = acc / tl.where(nonempty, l, 1.0)[:, None]
     lse = tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), float("-inf"))

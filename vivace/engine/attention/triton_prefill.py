@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from vivace.engine.attention.triton_common import dot_options
+from vivace.engine.attention.triton_tile import attend_key_tile
 
 BLOCK_M = 32
 BLOCK_N = 32
@@ -53,23 +54,18 @@ def _prefill_kernel(
     m = tl.full([BM], float("-inf"), tl.float32)
     l = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, DIM_PAD], tl.float32)
+    k_head, v_head, table_row = k_ptr + kvh * stride_kh, v_ptr + kvh * stride_vh, tables_ptr + seq * stride_tb
     for t0 in range(0, key_end, BN):
         t = t0 + tl.arange(0, BN)
         tmask = t < key_end
-        page = tl.load(tables_ptr + seq * stride_tb + t // PAGE, mask=tmask, other=0)
-        slot = page.to(tl.int64) * PAGE + t % PAGE
-        kv_mask = tmask[:, None] & dmask[None, :]
-        k = tl.load(k_ptr + slot[:, None] * stride_ks + kvh * stride_kh + d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k.to(DOT)), input_precision=PRECISION) * scale
-        s = tl.where((t[None, :] <= q_pos[:, None]) & tmask[None, :], s, float("-inf"))
-        # Key 0 is in every row's first tile, so m is finite from the first step on.
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT), v.to(DOT), input_precision=PRECISION)
-        m = m_new
+        # Key 0 is in every row's first tile, as attend_key_tile needs.
+        m, l, acc = attend_key_tile(
+            q, m, l, acc,
+            k_head, v_head, table_row,
+            t, tmask, (t[None, :] <= q_pos[:, None]) & tmask[None, :], d, dmask, scale,
+            stride_ks, stride_vs,
+            PAGE, DOT, PRECISION,
+        )
     out = acc / l[:, None]
     tl.store(
         out_ptr + (row0 + r)[:, None] * stride_ot + head * stride_oh + d[None, :],
