@@ -105,7 +105,7 @@ def random_batch(rng: random.Random, B: int, V: int, force_all: dict | None = No
     return params, prompts, outputs, logits
 
 
-def build(params, prompts, outputs, V, generators=None, default_generator=None) -> SamplingBatch:
+def build(params, prompts, outputs, V, generators=None, default_generator=None, speculative_sort=None) -> SamplingBatch:
     return SamplingBatch.build(
         params,
         prompts,
@@ -115,6 +115,7 @@ def build(params, prompts, outputs, V, generators=None, default_generator=None) 
         "cpu",
         eos_token_ids=EOS,
         default_generator=default_generator,
+        speculative_sort=speculative_sort,
     )
 
 
@@ -128,16 +129,17 @@ def assert_logprobs_close(got: list[float], want: list[float]) -> None:
 # ---------------------------------------------------------------- tests
 
 
+@pytest.mark.parametrize("speculative", [True, False])  # False: the GPU's way, no look at the data
 @pytest.mark.parametrize("window", [256, 3])  # 3: exercise the top_k/top_p window and its fallback
 @pytest.mark.parametrize("seed", range(6))
-def test_processed_distribution_matches_reference(seed: int, window: int, monkeypatch) -> None:
+def test_processed_distribution_matches_reference(seed: int, window: int, speculative: bool, monkeypatch) -> None:
     monkeypatch.setattr(sampler, "_WINDOW", window)
     rng = random.Random(seed)
     V = rng.choice([5, 17, 64, 300])
     for _ in range(15):
         B = rng.randint(1, 9)
         params, prompts, outputs, logits = random_batch(rng, B, V)
-        batch = build(params, prompts, outputs, V)
+        batch = build(params, prompts, outputs, V, speculative_sort=speculative)
         got = processed_logprobs(logits, batch)
         for i in range(B):
             want = ref_row(logits[i].tolist(), params[i], prompts[i], outputs[i], EOS)
@@ -174,6 +176,8 @@ def test_all_greedy_fast_path_is_argmax() -> None:
     params = [SamplingParams(temperature=0.0)] * 7
     batch = build(params, [[0]] * 7, [[]] * 7, 50)
     assert batch.all_greedy and not batch.any_penalties and not batch.any_bias
+    # Nothing to upload: on a GPU every tensor here would be a copy in the step.
+    assert batch.greedy_rows is None and batch.sampled_rows is None and batch.temperature is None
     assert not (batch.any_top_k or batch.any_top_p or batch.any_min_p or batch.need_logprobs)
     out = sample(logits, batch)
     assert out.token_ids == logits.argmax(-1).tolist()

@@ -193,3 +193,11 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def uses_token_history(self) -> bool:
+        """Whether sampling looks at the tokens so far (penalties, min_tokens)."""
+        return (
+            self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+            or self.min_tokens > 0
+        )

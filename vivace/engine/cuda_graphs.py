@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vivace.engine.device_io import upload_into
 from vivace.engine.models.llama import LlamaModel
 
 
@@ -141,11 +142,11 @@ class DecodeGraphs:
         padded = pad_decode_rows(rows, size, self.pad_block, self.block_size)
         # Only the columns in use are refreshed: kernels never read past a row's context length.
         width = max(len(t) for t in padded.block_tables)
-        self.tables[:size, :width].copy_(table_array(padded.block_tables, width), non_blocking=True)
-        self.token_ids[:size].copy_(torch.tensor(padded.token_ids, dtype=torch.long), non_blocking=True)
-        self.positions[:size].copy_(torch.tensor(padded.positions, dtype=torch.long), non_blocking=True)
-        self.slots[:size].copy_(torch.tensor(padded.slots, dtype=torch.long), non_blocking=True)
-        self.context_lens[:size].copy_(torch.tensor(padded.context_lens, dtype=torch.int32), non_blocking=True)
+        upload_into(self.tables[:size, :width], table_array(padded.block_tables, width))
+        upload_into(self.token_ids[:size], padded.token_ids)
+        upload_into(self.positions[:size], padded.positions)
+        upload_into(self.slots[:size], padded.slots)
+        upload_into(self.context_lens[:size], padded.context_lens)
         graph, logits = self._graphs[size]
         graph.replay()
         return logits[:n]

@@ -10,6 +10,7 @@ import torch
 from vivace.engine.attention.torch_backend import AttentionMetadata, PrefillSpan
 from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows, table_array
+from vivace.engine.device_io import upload
 from vivace.engine.models.llama import LlamaModel
 from vivace.engine.sampler import SamplerOutput, SamplingBatch, sample
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
@@ -129,11 +130,11 @@ class ModelRunner:
         dev = self.device
         for name, value in vars(meta).items():
             if isinstance(value, torch.Tensor):
-                setattr(meta, name, value.to(dev, non_blocking=True))
+                setattr(meta, name, upload(value, value.dtype, dev))
         for span in getattr(meta, "prefills", []):
-            span.mask = span.mask.to(dev)
-            span.slots = None if span.slots is None else span.slots.to(dev)
-        return ids.to(dev, non_blocking=True), positions.to(dev, non_blocking=True), meta
+            span.mask = upload(span.mask, torch.bool, dev)
+            span.slots = None if span.slots is None else upload(span.slots, torch.long, dev)
+        return upload(ids, torch.long, dev), upload(positions, torch.long, dev), meta
 
     def _triton_metadata(self, batch: ScheduledBatch) -> TritonAttentionMetadata:
         """Block tables, context lengths and query offsets for the Triton kernels (host tensors)."""
@@ -228,10 +229,12 @@ class ModelRunner:
     def _sample(self, logits: torch.Tensor, sampled: list[ScheduledSeq]) -> SamplerOutput:
         """Sample one token per row of `logits` (on its device) for the sequences in `sampled`."""
         seqs = [item.seq for item in sampled]
+        # Copies of each sequence's tokens only for the rows whose sampling reads them.
+        history = [s.params.uses_token_history for s in seqs]
         sampling = SamplingBatch.build(
             params=[s.params for s in seqs],
-            prompt_ids=[s.token_ids[: s.num_prompt_tokens] for s in seqs],
-            output_ids=[s.token_ids[s.num_prompt_tokens :] for s in seqs],
+            prompt_ids=[s.token_ids[: s.num_prompt_tokens] if h else [] for s, h in zip(seqs, history)],
+            output_ids=[s.token_ids[s.num_prompt_tokens :] if h else [] for s, h in zip(seqs, history)],
             generators=[s.generator for s in seqs],
             vocab_size=logits.shape[-1],
             device=logits.device,
@@ -251,8 +254,8 @@ class ModelRunner:
         if lo >= hi:
             return None
         row_start = row_end - item.num_tokens
-        pred_rows = torch.arange(lo - 1 - start + row_start, hi - 1 - start + row_start)
-        logits = self.model.compute_logits(hidden[pred_rows])
-        targets = torch.tensor(seq.token_ids[lo:hi], dtype=torch.long, device=logits.device)
+        first = lo - 1 - start + row_start
+        logits = self.model.compute_logits(hidden[first : first + hi - lo])
+        targets = upload(seq.token_ids[lo:hi], torch.long, logits.device)
         logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
         return PromptScores(lo, logprobs.tolist())

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.device_io import upload
 
 _NEG_INF = float("-inf")
 _WINDOW = 256  # candidates sorted for top_k/top_p before falling back to a full sort
@@ -67,10 +68,10 @@ def check_token_ids(params: SamplingParams, vocab_size: int) -> None:
                 raise InvalidParameterError(name, f"token id {t} is outside the vocabulary [0, {vocab_size})")
 
 
-def _padded(rows: list[list[int]], pad: int, device: torch.device | str) -> torch.Tensor:
+def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
     """A [B, L] long tensor of `rows`, right-padded with `pad`."""
     width = max((len(r) for r in rows), default=0)
-    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+    return upload([r + [pad] * (width - len(r)) for r in rows], torch.long, device)
 
 
 @dataclass
@@ -78,15 +79,18 @@ class SamplingBatch:
     """Per-row sampling tensors for one step, plus flags that let `sample` skip unneeded work.
 
     Row-parameter tensors for steps 6-9 (`temperature`, `top_k`, `top_p`, `min_p`) are indexed
-    by position in `sampled_rows` (the non-greedy rows), not by batch row.
+    by position in `sampled_rows` (the non-greedy rows), not by batch row. Tensors a batch does
+    not need are None (an all-greedy batch with no extras has none): on a GPU each would be a copy.
+    Nothing in `sample` waits on the device before reading the tokens, except on CPU, where the
+    top_p shortcut below looks at the data.
     """
 
     batch_size: int
     vocab_size: int
     all_greedy: bool
     all_random: bool
-    greedy_rows: torch.Tensor  # [G] long
-    sampled_rows: torch.Tensor  # [S] long
+    greedy_rows: torch.Tensor | None  # [G] long; only when greedy and sampled rows mix
+    sampled_rows: torch.Tensor | None  # [S] long; likewise
     # Steps 1-4, over all rows; None when no row needs the step.
     bias: torch.Tensor | None  # [B, V] float
     min_tokens_mask: tuple[torch.Tensor, torch.Tensor] | None  # (row ids, token ids) to set -inf
@@ -96,14 +100,18 @@ class SamplingBatch:
     presence_penalty: torch.Tensor | None  # [B, 1]
     output_counts: torch.Tensor | None  # [B, V] float
     # Steps 6-9, over sampled rows.
-    temperature: torch.Tensor  # [S, 1]
+    temperature: torch.Tensor | None  # [S, 1]; None when every row is greedy
     top_k: torch.Tensor | None  # [S] long; V where off
     max_top_k: int  # largest top_k in use, 0 if none
+    window: int  # how many of the largest logits _top_k_top_p sorts: every finite top_k fits
+    in_window: torch.Tensor | None  # [S] bool: the row's top_k fits the window; None if all do
+    sort_rows: torch.Tensor | None  # off CPU: rows with top_p beyond the window, sorted in full
     top_p: torch.Tensor | None  # [S, 1]; > 1 where off, so float round-off never trims a row
     min_p: torch.Tensor | None  # [S, 1]
     # Random draw: positions in sampled_rows with their own generator, and the rest.
     seeded: list[tuple[int, torch.Generator]]
-    unseeded: torch.Tensor  # [U] long, positions in sampled_rows
+    unseeded: torch.Tensor | None  # [U] long, positions in sampled_rows; None if none or all
+    num_unseeded: int
     default_generator: torch.Generator | None  # None = torch's global RNG
     # Logprobs.
     logprobs_k: list[int | None]
@@ -141,9 +149,17 @@ class SamplingBatch:
         device: torch.device | str,
         eos_token_ids: Sequence[int] = (),
         default_generator: torch.Generator | None = None,
+        speculative_sort: bool | None = None,
     ) -> SamplingBatch:
-        """Gather the rows' parameters into tensors on `device`; rows may share a params object."""
+        """Gather the rows' parameters into tensors on `device`; rows may share a params object.
+
+        `speculative_sort`: full-sort only the top_p rows that turn out to need it, which means
+        looking at the data (a wait on a GPU); default on CPU only.
+        """
         B, V = len(params), vocab_size
+        device = torch.device(device)
+        if speculative_sort is None:
+            speculative_sort = device.type == "cpu"
         if not (len(prompt_ids) == len(output_ids) == len(generators) == B):
             raise ValueError(
                 f"params, prompt_ids, output_ids and generators must have one entry per row; got "
@@ -157,7 +173,7 @@ class SamplingBatch:
         sp = [params[i] for i in sampled]
 
         def f32(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+            return upload(values, torch.float32, device).unsqueeze(1)
 
         bias = None
         if any(p.logit_bias for p in params):
@@ -166,9 +182,7 @@ class SamplingBatch:
                 for t, b in (p.logit_bias or {}).items():
                     rows.append(i), cols.append(int(t)), vals.append(float(b))
             bias = torch.zeros(B, V, dtype=torch.float32, device=device)
-            bias[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = torch.tensor(
-                vals, dtype=torch.float32, device=device
-            )
+            bias[upload(rows, torch.long, device), upload(cols, torch.long, device)] = upload(vals, torch.float32, device)
 
         min_tokens_mask = None
         mask_rows, mask_cols = [], []
@@ -178,7 +192,7 @@ class SamplingBatch:
                 mask_rows += [i] * len(banned)
                 mask_cols += sorted(banned)
         if mask_rows:
-            min_tokens_mask = (torch.tensor(mask_rows, device=device), torch.tensor(mask_cols, device=device))
+            min_tokens_mask = (upload(mask_rows, torch.long, device), upload(mask_cols, torch.long, device))
 
         repetition_penalty = seen = None
         rep = [p.repetition_penalty != 1.0 for p in params]
@@ -202,7 +216,7 @@ class SamplingBatch:
 
         top_k = None
         if any(0 < p.top_k < V for p in sp):
-            top_k = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in sp], dtype=torch.long, device=device)
+            top_k = upload([p.top_k if 0 < p.top_k < V else V for p in sp], torch.long, device)
         top_p = None
         if any(p.top_p < 1.0 for p in sp):
             top_p = f32([p.top_p if p.top_p < 1.0 else 2.0 for p in sp])
@@ -216,15 +230,21 @@ class SamplingBatch:
         need_logprobs = any(k is not None for k in logprobs_k)
 
         def long(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long, device=device)
+            return upload(values, torch.long, device)
+
+        mixed = bool(greedy) and bool(sampled)
+        max_top_k = max((p.top_k for p in sp if 0 < p.top_k < V), default=0)
+        window = min(V, max(max_top_k, _WINDOW))
+        fits = [(p.top_k if 0 < p.top_k < V else V) <= window for p in sp]
+        beyond = [j for j, p in enumerate(sp) if not fits[j] and p.top_p < 1.0]
 
         return cls(
             batch_size=B,
             vocab_size=V,
             all_greedy=not sampled,
             all_random=not greedy,
-            greedy_rows=long(greedy),
-            sampled_rows=long(sampled),
+            greedy_rows=long(greedy) if mixed else None,
+            sampled_rows=long(sampled) if mixed else None,
             bias=bias,
             min_tokens_mask=min_tokens_mask,
             repetition_penalty=repetition_penalty,
@@ -232,13 +252,17 @@ class SamplingBatch:
             frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
             output_counts=output_counts,
-            temperature=f32([p.temperature for p in sp]),
+            temperature=f32([p.temperature for p in sp]) if sp else None,
             top_k=top_k,
-            max_top_k=max((p.top_k for p in sp if 0 < p.top_k < V), default=0),
+            max_top_k=max_top_k,
+            window=window,
+            in_window=None if all(fits) else upload(fits, torch.bool, device),
+            sort_rows=long(beyond) if beyond and not speculative_sort else None,
             top_p=top_p,
             min_p=min_p,
             seeded=seeded,
-            unseeded=long(unseeded),
+            unseeded=long(unseeded) if 0 < len(unseeded) < len(sampled) else None,
+            num_unseeded=len(unseeded),
             default_generator=default_generator,
             logprobs_k=logprobs_k,
             need_logprobs=need_logprobs,
@@ -268,36 +292,39 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     """Steps 7-8 on [S, V] logits: -inf outside each row's top_k / top_p set.
 
     Exact, but sorts only a window of the largest logits: a full sort of [64, 32000] takes
-    ~290 ms on one CPU core, topk(256) ~15 ms. Rows whose top_p set does not fit in the window
-    (flat distributions) fall back to a full sort of just those rows.
+    ~290 ms on one CPU core, topk(256) ~15 ms. Rows whose top_p set may not fit in the window (no
+    top_k: flat distributions) fall back to a full sort of just those rows: on CPU only the rows
+    that turn out to need it, on a GPU (where sorting is cheap and looking costs a wait) all of them.
     """
-    S, V = x.shape
-    k = batch.top_k if batch.top_k is not None else torch.full((S,), V, device=x.device)
-    c = min(V, max(batch.max_top_k, _WINDOW))  # every finite top_k fits in the window
+    c = batch.window
     vals, idx = x.topk(c, dim=-1)  # sorted descending
-    vals.masked_fill_(torch.arange(c, device=x.device) >= k.unsqueeze(1), _NEG_INF)
-    in_window = k <= c
-    resolved = in_window
+    if batch.top_k is not None:
+        vals.masked_fill_(torch.arange(c, device=x.device) >= batch.top_k.unsqueeze(1), _NEG_INF)
+    in_window = batch.in_window  # None when every row's top_k fits the window
     if batch.top_p is not None:
         lse = vals.logsumexp(dim=-1)
-        if not bool(in_window.all()):  # the top_p mass of rows without top_k is over the whole row
+        if in_window is not None:  # the top_p mass of rows without top_k is over the whole row
             lse = torch.where(in_window, lse, x.logsumexp(dim=-1))
         cum = (vals - lse.unsqueeze(1)).exp_().cumsum_(dim=-1)
         mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
         vals.masked_fill_(mass_before >= batch.top_p, _NEG_INF)
-        resolved = resolved | (cum[:, -1:] >= batch.top_p).squeeze(1)
     out = torch.full_like(x, _NEG_INF).scatter_(1, idx, vals)
-    if not bool(resolved.all()):
-        out = torch.where(resolved.unsqueeze(1), out, x)
-    if batch.top_p is not None:
-        # Unresolved rows have no top_k (it would be in the window); those with top_p need a full sort.
+    if in_window is None:
+        return out
+    # A row beyond the window is done if its top_p set fit in it; a row without top_p keeps everything.
+    resolved = in_window if batch.top_p is None else in_window | (cum[:, -1] >= batch.top_p.squeeze(1))
+    out = torch.where(resolved.unsqueeze(1), out, x)
+    if batch.top_p is None:
+        return out
+    rows = batch.sort_rows
+    if rows is None:
         rows = (~resolved & (batch.top_p.squeeze(1) <= 1.0)).nonzero().squeeze(1)
-        if len(rows):
-            sorted_x, order = x[rows].sort(dim=-1, descending=True)
-            cum = sorted_x.softmax(dim=-1).cumsum_(dim=-1)
-            mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
-            sorted_x.masked_fill_(mass_before >= batch.top_p[rows], _NEG_INF)
-            out[rows] = torch.empty_like(sorted_x).scatter_(1, order, sorted_x)
+    if len(rows):
+        sorted_x, order = x[rows].sort(dim=-1, descending=True)
+        cum = sorted_x.softmax(dim=-1).cumsum_(dim=-1)
+        mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+        sorted_x.masked_fill_(mass_before >= batch.top_p[rows], _NEG_INF)
+        out[rows] = torch.empty_like(sorted_x).scatter_(1, order, sorted_x)
     return out
 
 
@@ -320,7 +347,9 @@ def processed_logprobs(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tens
     """The [B, V] log-probabilities each row is finally drawn from; greedy rows are one-hot."""
     x = adjusted_logits(logits, batch)
     out = torch.full_like(x, _NEG_INF)
-    if not batch.all_random:
+    if batch.all_greedy:
+        out.scatter_(1, x.argmax(dim=-1, keepdim=True), 0.0)
+    elif not batch.all_random:
         g = batch.greedy_rows
         out[g, x[g].argmax(dim=-1)] = 0.0
     if not batch.all_greedy:
@@ -335,12 +364,11 @@ def _draw(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     ([64, 32000]: 7.6 ms against 65 ms). U < 1 keeps q > 0, so no 0/0 reaches the argmax.
     """
     q = torch.empty_like(probs)
-    if len(batch.unseeded):
-        if len(batch.unseeded) == len(q):
-            q.uniform_(generator=batch.default_generator)
-        else:
-            u = torch.empty(len(batch.unseeded), q.shape[1], dtype=q.dtype, device=q.device)
-            q[batch.unseeded] = u.uniform_(generator=batch.default_generator)
+    if batch.num_unseeded == len(q):
+        q.uniform_(generator=batch.default_generator)
+    elif batch.unseeded is not None:
+        u = torch.empty(batch.num_unseeded, q.shape[1], dtype=q.dtype, device=q.device)
+        q[batch.unseeded] = u.uniform_(generator=batch.default_generator)
     for j, g in batch.seeded:
         q[j].uniform_(generator=g)
     return probs.div_(q.log_().neg_()).argmax(dim=-1)
@@ -360,10 +388,11 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
             tokens[batch.sampled_rows] = drawn
             tokens[batch.greedy_rows] = x[batch.greedy_rows].argmax(dim=-1)
     if not batch.need_logprobs:
-        return SamplerOutput(token_ids=tokens.tolist())
+        return SamplerOutput(token_ids=tokens.tolist())  # the one wait on the device in a step
 
     raw = logits.log_softmax(dim=-1)
-    chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
+    chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    token_ids, chosen = tokens.tolist(), chosen.tolist()
     top_lists: list[list[tuple[int, float]]] = [[] for _ in range(batch.batch_size)]
     if batch.max_logprobs > 0:
         values, ids = raw.topk(min(batch.max_logprobs, batch.vocab_size), dim=-1)
@@ -371,4 +400,4 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
         for i, k in enumerate(batch.logprobs_k):
             if k:
                 top_lists[i] = list(zip(ids[i][:k], values[i][:k]))
-    return SamplerOutput(token_ids=tokens.tolist(), logprobs=chosen, top_logprobs=top_lists)
+    return SamplerOutput(token_ids=token_ids, logprobs=chosen, top_logprobs=top_lists)
