@@ -208,7 +208,8 @@ class ModelRunner:
                     prompt_scores[item.seq.seq_id] = scores
         output = None
         if sampled:
-            output = self._sample(self.model.compute_logits(hidden[rows]), sampled)
+            last_rows = hidden.index_select(0, upload(rows, torch.long, hidden.device))
+            output = self._sample(self.model.compute_logits(last_rows), sampled)
         return StepResult(sampled, output, prompt_scores)
 
     def _execute_graph(self, batch: ScheduledBatch) -> StepResult:

@@ -1,5 +1,5 @@
 """End to end on a CUDA GPU (skipped without one): compiled Triton kernels and CUDA graphs give the
-CPU path's results on a random-weight SmolLM2-135M-shaped model.
+CPU path's results on a random-weight SmolLM2-135M-shaped model, and a step waits on the device once.
 
 Runs in a child process: this folder's kernel modules are imported under Triton's interpreter.
 """
@@ -41,6 +41,26 @@ e_tokens, e_lps = run(device="cuda", cuda_graphs=False)
 for a, b in zip(g_lps, e_lps):
     torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
 assert all(g[:4] == c[:4] for g, c in zip(g_tokens, cpu_tokens)), (g_tokens, cpu_tokens)
+
+# One wait on the device per step: reading the sampled tokens. Prefill, graph-replayed decode and
+# eager decode steps, greedy and top_p rows mixed; no hidden copy from pageable memory, no .item().
+import warnings
+for graphs in (True, False):
+    engine = LLM("random:smollm2-135m@1", **common, device="cuda", cuda_graphs=graphs).engine
+    for i, prompt in enumerate(prompts):
+        p = SamplingParams(temperature=0 if i % 2 else 0.8, top_p=0.9, max_tokens=12, ignore_eos=True, seed=i)
+        engine.add_request(str(i), prompt, p)
+    engine.step()  # warm-up outside the count
+    steps = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        while engine.has_unfinished_requests():
+            engine.step()
+            steps += 1
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == steps, (graphs, steps, [f"{w.filename}:{w.lineno}" for w in syncs])
 print("cuda engine matches")
 '''
 
