@@ -96,3 +96,41 @@ async def test_abort_all_ends_every_caller_with_shutdown_error(async_engine):
     assert await async_engine.abort_all("again") == 0
     text, _ = await collect(async_engine, PROMPTS[0], PARAMS)  # still serving
     assert text
+
+
+async def test_from_config_builds_and_steps_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All torch work on the engine's own thread (see AsyncEngine.from_config for why)."""
+    import threading
+
+    from vivace.engine import async_engine as module
+    from vivace.engine.config import EngineConfig
+
+    threads: dict[str, threading.Thread] = {}
+    real_init, real_step = module.LLMEngine.__init__, module.LLMEngine.step
+
+    def init(self, config):
+        threads["built"] = threading.current_thread()
+        real_init(self, config)
+
+    def step(self):
+        threads["stepped"] = threading.current_thread()
+        return real_step(self)
+
+    monkeypatch.setattr(module.LLMEngine, "__init__", init)
+    monkeypatch.setattr(module.LLMEngine, "step", step)
+    engine = AsyncEngine.from_config(EngineConfig(model="random:tiny@0", kv_cache_memory_bytes=4 << 20))
+    try:
+        async for out in engine.generate([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)):
+            pass
+        assert len(out.outputs[0].token_ids) == 3
+    finally:
+        engine.shutdown()
+    assert threads["built"] is threads["stepped"] is not threading.main_thread()
+    assert not threads["built"].is_alive()  # shutdown ends the thread
+
+
+def test_from_config_raises_what_building_raised() -> None:
+    from vivace.engine.config import EngineConfig
+
+    with pytest.raises(InvalidParameterError, match="random-weight preset"):
+        AsyncEngine.from_config(EngineConfig(model="random:no-such-shape"))
