@@ -139,3 +139,14 @@ def test_finish_flushes_a_dangling_partial_character(smollm: Tokenizer) -> None:
     tail = detok.finish()
     assert streamed == "ok"
     assert tail == smollm.decode(ids[:-1])[len("ok"):] and REPLACEMENT in tail
+
+
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("seed", range(10))
+def test_deferred_decodes_once_at_the_end_to_the_streamed_text(smollm: Tokenizer, seed: int, skip: bool) -> None:
+    rng = random.Random(1000 + seed)
+    text = rng.choice(REAL_TEXTS)
+    ids = smollm.encode(text, add_special_tokens=False) + [rng.randrange(smollm.vocab_size) for _ in range(8)]
+    deferred = IncrementalDetokenizer(smollm, skip_special_tokens=skip, deferred=True)
+    assert [deferred.add(i) for i in ids] == [""] * len(ids)
+    assert deferred.finish() == "".join(_stream(smollm, ids, skip)) == smollm.decode(ids, skip_special_tokens=skip)

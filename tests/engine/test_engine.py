@@ -93,6 +93,23 @@ def test_stream_deltas_concatenate_to_text(llm: LLM) -> None:
     )
 
 
+def test_offline_text_decoded_at_the_end_equals_the_streamed_text(llm: LLM) -> None:
+    """Offline requests without stop strings decode once when they finish, to the same text."""
+    messages = [{"role": "user", "content": "Say something in French with accents."}]
+    params = SamplingParams(temperature=0.0, max_tokens=30)
+    streamed = list(llm.stream_chat(messages, params))[-1].outputs[0]
+    offline = llm.chat(messages, params)[0].outputs[0]
+    assert offline.token_ids == streamed.token_ids and offline.text == streamed.text
+    # Aborted before the end, a deferred request still reports the text of its tokens so far.
+    engine = llm.engine
+    engine.add_request("deferred", DOC, SamplingParams(temperature=0.0, max_tokens=50), stream=False)
+    while len(engine._requests["deferred"].seqs[0].output_ids) < 5:
+        assert engine.step() == []  # nothing is reported before the end
+    out = engine.abort("deferred").outputs[0]
+    assert out.token_ids and out.text == llm.tokenizer.decode(out.token_ids)
+    assert blocks_in_use(llm) == 0
+
+
 def test_stop_strings_end_the_text_and_are_not_emitted(llm: LLM) -> None:
     prompt = "List the days of the week: Monday, Tuesday,"
     ref = llm.generate([prompt], GREEDY)[0].outputs[0].text

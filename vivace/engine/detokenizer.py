@@ -14,9 +14,12 @@ class IncrementalDetokenizer:
     emitted boundary (plus the one before, for context such as a leading-space strip), not the whole sequence.
     """
 
-    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:
+    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True, deferred: bool = False) -> None:
+        """`deferred`: nobody reads text before the end, so `add` only collects ids and `finish`
+        decodes them all in one call (offline requests without stop strings)."""
         self._tokenizer = tokenizer
         self._skip_special_tokens = skip_special_tokens
+        self.deferred = deferred
         self._byte_ids = tokenizer.byte_fallback_ids
         self._ids: list[int] = []
         self._prefix_offset = 0  # start of the decode window; text up to read_offset has been emitted
@@ -30,6 +33,8 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> str:
         """Append one token and return the text it completes ("" while a character is still partial)."""
         self._ids.append(token_id)
+        if self.deferred:
+            return ""
         if token_id in self._byte_ids:
             # Byte-fallback decoding replaces a whole run of byte tokens once any byte in it is invalid,
             # so text from a run is only final once the run ends.

@@ -162,7 +162,9 @@ class LLMEngine:
                 score_from=score_from,
             )
             seq.state = _SeqOutput(
-                detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=params.skip_special_tokens),
+                detok=IncrementalDetokenizer(
+                    self.tokenizer, skip_special_tokens=params.skip_special_tokens, deferred=not stream and not params.stop
+                ),
                 stops=StopStringMatcher(params.stop) if params.stop else None,
                 logprobs=[] if params.logprobs is not None else None,
             )
@@ -276,7 +278,7 @@ class LLMEngine:
         if seq.is_finished:
             return
         state: _SeqOutput = seq.state
-        if flush and reason != "abort":
+        if flush and (reason != "abort" or state.detok.deferred):  # a deferred one has emitted nothing yet
             tail = state.detok.finish()
             if state.stops is not None:
                 tail, stopped = state.stops.feed(tail)
