@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.device_io import upload
 
 _NEG_INF = float("-inf")
@@ -270,6 +271,15 @@ class SamplingBatch:
         )
 
 
+def argmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """First index of each row's largest value; on CPU the compiled kernel (torch's is scalar there:
+    [32, 49152] 1.5 ms against 0.5 ms)."""
+    ops = load_cpu_ops() if x.device.type == "cpu" and x.dtype is torch.float32 and x.dim() == 2 else None
+    if ops is None or x.shape[1] == 0:
+        return x.argmax(dim=-1)
+    return ops.argmax_rows(x)
+
+
 def adjusted_logits(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     """Steps 1-4 (bias, min_tokens, penalties); returns `logits` itself when no row needs any."""
     x = logits
@@ -348,10 +358,10 @@ def processed_logprobs(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tens
     x = adjusted_logits(logits, batch)
     out = torch.full_like(x, _NEG_INF)
     if batch.all_greedy:
-        out.scatter_(1, x.argmax(dim=-1, keepdim=True), 0.0)
+        out.scatter_(1, argmax_rows(x).unsqueeze(1), 0.0)
     elif not batch.all_random:
         g = batch.greedy_rows
-        out[g, x[g].argmax(dim=-1)] = 0.0
+        out[g, argmax_rows(x[g])] = 0.0
     if not batch.all_greedy:
         out[batch.sampled_rows] = _filtered_logits(x, batch).log_softmax(dim=-1)
     return out
@@ -371,14 +381,14 @@ def _draw(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
         q[batch.unseeded] = u.uniform_(generator=batch.default_generator)
     for j, g in batch.seeded:
         q[j].uniform_(generator=g)
-    return probs.div_(q.log_().neg_()).argmax(dim=-1)
+    return argmax_rows(probs.div_(q.log_().neg_()))
 
 
 def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
     """Pick one token per row of float32 `logits` [B, V]; `logits` is not modified."""
     x = adjusted_logits(logits, batch)
     if batch.all_greedy:
-        tokens = x.argmax(dim=-1)
+        tokens = argmax_rows(x)
     else:
         drawn = _draw(_filtered_logits(x, batch).softmax(dim=-1), batch)
         if batch.all_random:
@@ -386,7 +396,7 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
         else:
             tokens = torch.empty(batch.batch_size, dtype=torch.long, device=logits.device)
             tokens[batch.sampled_rows] = drawn
-            tokens[batch.greedy_rows] = x[batch.greedy_rows].argmax(dim=-1)
+            tokens[batch.greedy_rows] = argmax_rows(x[batch.greedy_rows])
     if not batch.need_logprobs:
         return SamplerOutput(token_ids=tokens.tolist())  # the one wait on the device in a step
 

@@ -83,3 +83,24 @@ def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
     torch.manual_seed(shape[0])
     x, weight = torch.randn(shape) * 5, torch.randn(shape[1])
     assert torch.allclose(kernels.rms_norm(x, weight, 1e-5), torch_rms_norm(x, weight, 1e-5), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_argmax_rows_matches_torch_with_ties_infinities_and_nans(seed: int) -> None:
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rows, width = rng.randint(1, 40), rng.choice([1, 3, 255, 256, 257, 1000, 49152])
+    x = torch.randint(-3, 4, (rows, width), generator=gen).float()  # few values: many ties
+    if seed % 2:
+        x = torch.randn(rows, width, generator=gen)
+    for r in range(rows):
+        kind = rng.random()
+        if kind < 0.15:
+            x[r] = float("-inf")
+        elif kind < 0.3:
+            x[r, rng.randrange(width)] = float("nan")
+            x[r, rng.randrange(width)] = float("nan")
+        elif kind < 0.4:
+            x[r, rng.randrange(width)] = float("inf")
+    assert torch.equal(kernels.argmax_rows(x), x.argmax(dim=-1))
+    assert torch.equal(kernels.argmax_rows(x.t().contiguous().t()), x.argmax(dim=-1))  # strided input

@@ -171,9 +171,11 @@ torch::Tensor paged_decode_attention(
 
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight_t, torch::Tensor scales, c10::optional<torch::Tensor> bias);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps);
+torch::Tensor argmax_rows(torch::Tensor x);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)");
   m.def("int8_linear", &int8_linear, "int8 linear with per-row activation scales (CPU)");
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension (CPU, float32)");
+  m.def("argmax_rows", &argmax_rows, "first index of each row's largest value (CPU, float32)");
 }
