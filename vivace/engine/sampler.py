@@ -401,13 +401,17 @@ def sample(logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
         return SamplerOutput(token_ids=tokens.tolist())  # the one wait on the device in a step
 
     raw = logits.log_softmax(dim=-1)
-    chosen = raw.gather(1, tokens.unsqueeze(1)).squeeze(1)
-    token_ids, chosen = tokens.tolist(), chosen.tolist()
+    k = min(batch.max_logprobs, batch.vocab_size)
+    parts = [tokens.unsqueeze(1).double(), raw.gather(1, tokens.unsqueeze(1)).double()]
+    if k > 0:
+        values, ids = raw.topk(k, dim=-1)
+        parts += [values.double(), ids.double()]
+    # One read from the device for tokens and logprobs (float64 holds both exactly).
+    rows = torch.cat(parts, dim=1).tolist()
+    token_ids = [int(r[0]) for r in rows]
+    chosen = [r[1] for r in rows]
     top_lists: list[list[tuple[int, float]]] = [[] for _ in range(batch.batch_size)]
-    if batch.max_logprobs > 0:
-        values, ids = raw.topk(min(batch.max_logprobs, batch.vocab_size), dim=-1)
-        values, ids = values.tolist(), ids.tolist()
-        for i, k in enumerate(batch.logprobs_k):
-            if k:
-                top_lists[i] = list(zip(ids[i][:k], values[i][:k]))
+    for i, want in enumerate(batch.logprobs_k):
+        if want:
+            top_lists[i] = [(int(t), v) for t, v in zip(rows[i][2 + k : 2 + k + want], rows[i][2 : 2 + want])]
     return SamplerOutput(token_ids=token_ids, logprobs=chosen, top_logprobs=top_lists)

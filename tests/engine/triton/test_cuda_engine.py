@@ -43,12 +43,13 @@ for a, b in zip(g_lps, e_lps):
 assert all(g[:4] == c[:4] for g, c in zip(g_tokens, cpu_tokens)), (g_tokens, cpu_tokens)
 
 # One wait on the device per step: reading the sampled tokens. Prefill, graph-replayed decode and
-# eager decode steps, greedy and top_p rows mixed; no hidden copy from pageable memory, no .item().
+# eager decode steps, greedy and top_p rows mixed, logprobs asked; no hidden copy from pageable memory, no .item().
 import warnings
 for graphs in (True, False):
     engine = LLM("random:smollm2-135m@1", **common, device="cuda", cuda_graphs=graphs).engine
     for i, prompt in enumerate(prompts):
-        p = SamplingParams(temperature=0 if i % 2 else 0.8, top_p=0.9, max_tokens=12, ignore_eos=True, seed=i)
+        p = SamplingParams(temperature=0 if i % 2 else 0.8, top_p=0.9, max_tokens=12, ignore_eos=True, seed=i,
+                           logprobs=2 if i == 0 else None)
         engine.add_request(str(i), prompt, p)
     engine.step()  # warm-up outside the count
     steps = 0
