@@ -8,14 +8,10 @@ import random
 import pytest
 import torch
 
-from vivace.engine import sampler
+from vivace.engine import sampling_batch
 from vivace.engine.config import InvalidParameterError, SamplingParams
-from vivace.engine.sampler import (
-    SamplingBatch,
-    make_generator,
-    processed_logprobs,
-    sample,
-)
+from vivace.engine.sampler import processed_logprobs, sample
+from vivace.engine.sampling_batch import SamplingBatch, make_generator
 
 NEG_INF = float("-inf")
 EOS = [1, 2]
@@ -133,7 +129,7 @@ def assert_logprobs_close(got: list[float], want: list[float]) -> None:
 @pytest.mark.parametrize("window", [256, 3])  # 3: exercise the top_k/top_p window and its fallback
 @pytest.mark.parametrize("seed", range(6))
 def test_processed_distribution_matches_reference(seed: int, window: int, speculative: bool, monkeypatch) -> None:
-    monkeypatch.setattr(sampler, "_WINDOW", window)
+    monkeypatch.setattr(sampling_batch, "_WINDOW", window)
     rng = random.Random(seed)
     V = rng.choice([5, 17, 64, 300])
     for _ in range(15):

@@ -17,7 +17,7 @@ from vivace.engine.models.llama import LlamaModel
 from vivace.engine.models.random_weights import is_random_spec, load_random_model
 from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.runner import ModelRunner
-from vivace.engine.sampler import make_generator
+from vivace.engine.sampling_batch import make_generator
 from vivace.engine.scheduler import Scheduler
 from vivace.engine.sequence import Sequence
 from vivace.engine.stop_strings import StopStringMatcher

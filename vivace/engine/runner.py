@@ -12,7 +12,8 @@ from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows, table_array
 from vivace.engine.device_io import upload
 from vivace.engine.models.llama import LlamaModel
-from vivace.engine.sampler import SamplerOutput, SamplingBatch, sample
+from vivace.engine.sampler import SamplerOutput, sample
+from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
 
 if TYPE_CHECKING:
