@@ -98,6 +98,21 @@ async def test_abort_all_ends_every_caller_with_shutdown_error(async_engine):
     assert text
 
 
+async def test_refuse_new_turns_new_requests_away_and_lets_running_ones_finish(async_engine):
+    from vivace.engine.async_engine import EngineShutdownError
+
+    running = async_engine.generate(PROMPTS[0], PARAMS)
+    first = await running.__anext__()  # added and producing
+    async_engine.refuse_new("closing")
+    with pytest.raises(EngineShutdownError, match="closing"):
+        async for _ in async_engine.generate(PROMPTS[1], PARAMS):
+            pass
+    last = first
+    async for last in running:
+        pass
+    assert last.finished and last.outputs[0].finish_reason == "length"
+
+
 async def test_from_config_builds_and_steps_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """All torch work on the engine's own thread (see AsyncEngine.from_config for why)."""
     import threading

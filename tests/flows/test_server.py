@@ -124,3 +124,34 @@ def test_flow_routes_need_the_api_key_when_the_server_has_one(served):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_flow_run_is_an_admitted_request(served):
+    """It counts in flight while it streams, is refused when the server is full or draining."""
+    from tests.flows.conftest import _start
+    from vivace.server.app import create_app
+
+    app = create_app(served.engine, "admission", flows=served.flows)
+    state = app.state.server
+    server, thread, url = _start(app)
+    try:
+        with httpx.stream("POST", f"{url}/v1/flows/fanout", json={"inputs": {}}, timeout=120) as response:
+            events = read_events(response.iter_lines())
+            assert next(events)[0] == "step_started"
+            assert state.in_flight == 1
+            assert httpx.get(f"{url}/metrics").text.count("vivace_requests_in_flight 1.0") == 1
+            assert [n for n, _ in events][-1] == "flow_finished"
+        deadline = time.monotonic() + 5
+        while state.in_flight and time.monotonic() < deadline:  # released when the response closes
+            time.sleep(0.02)
+        assert state.in_flight == 0
+
+        state.max_in_flight = 0
+        full = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
+        assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full" and "retry-after" in full.headers
+        state.max_in_flight, state.draining = None, True
+        draining = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
+        assert draining.status_code == 503 and draining.json()["error"]["code"] == "server_shutdown"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

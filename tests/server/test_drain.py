@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,19 @@ def _read_stream(url: str, body: dict, events: list, first: threading.Event) -> 
             if line.startswith("data: "):
                 payload = line[len("data: "):]
                 events.append(payload if payload == "[DONE]" else json.loads(payload))
+                first.set()
+
+
+def _read_flow(url: str, events: list, first: threading.Event) -> None:
+    """(event, data) pairs of a flow run's named SSE events."""
+    with httpx.stream("POST", url, json={"inputs": {}}, timeout=120) as response:
+        assert response.status_code == 200
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
                 first.set()
 
 
@@ -63,6 +77,11 @@ def test_sigterm_drains_then_aborts(tmp_path):
 
         long_events, long_thread = start(4000)  # cannot finish within the drain deadline
         short_events, short_thread = start(6)
+        flow_events: list = []  # the packaged recipe flow: nine model calls, some waiting on others
+        flow_started = threading.Event()
+        flow_thread = threading.Thread(target=_read_flow, args=(base + "/v1/flows/recipe", flow_events, flow_started))
+        flow_thread.start()
+        assert flow_started.wait(120), "no first flow event"
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
 
@@ -78,6 +97,7 @@ def test_sigterm_drains_then_aborts(tmp_path):
 
         short_thread.join(60)
         long_thread.join(60)
+        flow_thread.join(60)
         # uvicorn re-raises the signal it caught once shutdown is complete, so the exit is "killed by SIGTERM".
         assert process.wait(timeout=DRAIN_SECONDS + 30) in (0, -signal.SIGTERM)
         elapsed = time.monotonic() - signalled
@@ -95,5 +115,11 @@ def test_sigterm_drains_then_aborts(tmp_path):
     assert error["code"] == "server_shutdown" and "drain deadline" in error["message"]
     assert all("choices" in e for e in long_events[:-1])
     assert elapsed >= DRAIN_SECONDS - 0.5  # it waited for the deadline before aborting
+    # The flow was waited for like any request, and its stream ended with the run's summary, not a cut:
+    # steps still running (or not yet started) at the deadline failed with the shutdown message.
+    assert flow_events[-1][0] == "flow_finished"
+    failed = [data for name, data in flow_events if name == "step_failed" and data["reason"] != "dependency"]
+    assert all("drain deadline" in data["error"] for data in failed), failed
+    assert [e for e in flow_events if e[0] == "delta"], "the flow streamed before the deadline"
     log_text = (tmp_path / "serve.log").read_text()
-    assert "aborted 1 request(s)" in log_text and "Application shutdown complete" in log_text
+    assert re.search(r"aborted \d+ request\(s\)", log_text) and "Application shutdown complete" in log_text

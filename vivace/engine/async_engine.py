@@ -38,6 +38,7 @@ class AsyncEngine:
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._ids = itertools.count()
         self._stopped = False
+        self._refusal: str | None = None  # set by refuse_new: why new requests are turned away
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self.run_loop, name="vivace-engine", daemon=True)
@@ -116,6 +117,8 @@ class AsyncEngine:
         """
         if self._stopped:
             raise EngineDeadError("the engine has been shut down")
+        if self._refusal is not None:
+            raise EngineShutdownError(self._refusal)
         request_id = request_id or f"req-{next(self._ids)}"
         queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -148,6 +151,10 @@ class AsyncEngine:
                 self.engine.abort(request_id)
 
         await asyncio.to_thread(do_abort)
+
+    def refuse_new(self, reason: str) -> None:
+        """From now on `generate` raises EngineShutdownError(reason); requests already added go on."""
+        self._refusal = reason
 
     async def abort_all(self, reason: str) -> int:
         """Abort every request; each caller's iteration raises EngineShutdownError(reason). Returns how many."""

@@ -16,11 +16,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from vivace.engine.async_engine import AsyncEngine
 from vivace.flows.executor import run_flow
 from vivace.flows.model import Flow, FlowError
 from vivace.flows.pool import ProviderPool
 from vivace.providers.local import LocalProvider
+from vivace.server.app import ServerState
 from vivace.server.errors import APIError, as_api_error
 from vivace.server.streaming import SSEResponse
 
@@ -56,8 +56,12 @@ def _inputs(body: Any) -> dict[str, str]:
     return {k: str(v) for k, v in inputs.items()}
 
 
-def flows_router(flows: dict[str, Flow], pool: ProviderPool) -> APIRouter:
-    """The flow API routes (mount under /v1, behind the API key check)."""
+def flows_router(flows: dict[str, Flow], pool: ProviderPool, state: ServerState) -> APIRouter:
+    """The flow API routes (mount under /v1, behind the API key check).
+
+    A run is one admitted request, like a completion: it counts against --max-queue, is refused
+    while the server drains, and a drain waits for it (its steps are aborted at the deadline).
+    """
     router = APIRouter()
 
     @router.get("/flows")
@@ -79,15 +83,16 @@ def flows_router(flows: dict[str, Flow], pool: ProviderPool) -> APIRouter:
             flow.resolve_inputs(inputs)
         except FlowError as e:
             raise APIError(400, str(e), "inputs", "invalid_value") from None
-        return SSEResponse(flow_events(flow, inputs, pool))
+        state.admit()
+        return SSEResponse(flow_events(flow, inputs, pool), on_close=state.release)
 
     return router
 
 
-def install_flows(app: FastAPI, v1: APIRouter, flows: dict[str, Flow], engine: AsyncEngine) -> None:
+def install_flows(app: FastAPI, v1: APIRouter, flows: dict[str, Flow], state: ServerState) -> None:
     """Serve `flows` on `app`: API routes on `v1`, pages at /flows/{name}; `local:` is the app's own engine."""
-    pool = ProviderPool({"local:": LocalProvider(engine)})
-    v1.include_router(flows_router(flows, pool))
+    pool = ProviderPool({"local:": LocalProvider(state.engine)})
+    v1.include_router(flows_router(flows, pool, state))
     app.router.add_event_handler("shutdown", pool.aclose)
 
     @app.get("/flows/{name}", include_in_schema=False)

@@ -184,7 +184,7 @@ def create_app(
     if flows is not None:
         from vivace.flows.server import install_flows
 
-        install_flows(app, v1, flows, engine)
+        install_flows(app, v1, flows, state)
     app.include_router(v1)
     mount_ui(app)
     return app

@@ -40,6 +40,8 @@ class DrainingServer(uvicorn.Server):
             log.info("draining %d in-flight request(s) for up to %.0f s", self.state.in_flight, self.drain_timeout)
         while self.state.in_flight and time.monotonic() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
+        # Refuse first, so a flow's next step cannot start between the abort and the exit.
+        self.state.engine.refuse_new(SHUTDOWN_MESSAGE)
         aborted = await self.state.engine.abort_all(SHUTDOWN_MESSAGE)
         if aborted:
             log.warning("aborted %d request(s) still running at the drain deadline", aborted)
