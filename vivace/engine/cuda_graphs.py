@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from vivace.engine.device_io import upload_into
 from vivace.engine.models.llama import LlamaModel
 
 
@@ -88,11 +87,18 @@ class DecodeGraphs:
         self.sizes = capture_sizes(max_num_seqs)
         self.width = -(-max_model_len // block_size)
         n = self.sizes[-1]
-        self.token_ids = torch.zeros(n, dtype=torch.long, device=device)
-        self.positions = torch.zeros(n, dtype=torch.long, device=device)
-        self.slots = torch.full((n,), pad_block * block_size, dtype=torch.long, device=device)
-        self.tables = torch.full((n, self.width), pad_block, dtype=torch.int32, device=device)
-        self.context_lens = torch.ones(n, dtype=torch.int32, device=device)
+        # The step's per-row integers live in one [4, n] buffer (token, position, slot, context length)
+        # and the block tables in another: a step's inputs go up in two copies, from pinned staging
+        # buffers reused step after step. Until filled, every row is a padding row.
+        rows = torch.tensor([0, 0, pad_block * block_size, 1], dtype=torch.long).unsqueeze(1).repeat(1, n)
+        tables = torch.full((n, self.width), pad_block, dtype=torch.int32)
+        on_gpu = device.type == "cuda"
+        self._host_rows = rows.pin_memory() if on_gpu else rows
+        self._host_tables = tables.pin_memory() if on_gpu else tables
+        self._uploaded = torch.cuda.Event() if on_gpu else None  # the staging buffers are free again
+        self._rows = rows.to(device, copy=True)
+        self.token_ids, self.positions, self.slots, self.context_lens = self._rows
+        self.tables = tables.to(device, copy=True)
         self._metas = {
             size: TritonAttentionMetadata(
                 slot_mapping=self.slots[:size], block_size=block_size, num_decode_tokens=size,
@@ -140,13 +146,19 @@ class DecodeGraphs:
         if size is None:
             raise ValueError(f"{n} decode rows exceed the largest captured graph ({self.sizes[-1]})")
         padded = pad_decode_rows(rows, size, self.pad_block, self.block_size)
-        # Only the columns in use are refreshed: kernels never read past a row's context length.
         width = max(len(t) for t in padded.block_tables)
-        upload_into(self.tables[:size, :width], table_array(padded.block_tables, width))
-        upload_into(self.token_ids[:size], padded.token_ids)
-        upload_into(self.positions[:size], padded.positions)
-        upload_into(self.slots[:size], padded.slots)
-        upload_into(self.context_lens[:size], padded.context_lens)
+        if self._uploaded is not None and not self._uploaded.query():
+            self._uploaded.synchronize()  # never in the engine: each step ends by reading its tokens
+        self._host_rows[:, :size] = torch.tensor(
+            [padded.token_ids, padded.positions, padded.slots, padded.context_lens], dtype=torch.long
+        )
+        self._host_tables[:size, :width] = table_array(padded.block_tables, width)
+        # Whole contiguous rows go up (a strided copy would stage through pageable memory); columns
+        # past a row's context and rows past `size` are never read by this size's graph.
+        self._rows.copy_(self._host_rows, non_blocking=True)
+        self.tables[:size].copy_(self._host_tables[:size], non_blocking=True)
+        if self._uploaded is not None:
+            self._uploaded.record()
         graph, logits = self._graphs[size]
         graph.replay()
         return logits[:n]
