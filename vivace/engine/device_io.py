@@ -20,10 +20,3 @@ def upload(values: Sequence | torch.Tensor, dtype: torch.dtype, device: torch.de
     # The caching host allocator keeps the pinned block alive until the copy has run.
     return host.pin_memory().to(device, non_blocking=True)
 
-
-def upload_into(dst: torch.Tensor, values: Sequence | torch.Tensor) -> None:
-    """Copy `values` into the device tensor `dst` (same shape), without blocking the host."""
-    host = values.to(dst.dtype) if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dst.dtype)
-    if dst.device.type == "cuda":
-        host = host.pin_memory()
-    dst.copy_(host, non_blocking=True)
