@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from vivace import cli
@@ -307,3 +308,29 @@ def test_console_script_generate():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "hint", "message"),
+    [
+        (["serve", "/nonexistent/model.gguf"], "MODEL", "does not exist"),
+        (["generate", "hi", "--model", "/nonexistent/model.gguf"], "--model", "does not exist"),
+        (["generate", "hi", "--device", "tpu"], "--device", "must be 'cpu', 'cuda' or 'cuda:N'"),
+    ],
+)
+def test_model_and_device_errors_are_usage_errors_not_tracebacks(args, hint, message):
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 2, result.output
+    assert hint in result.output and message in _plain(result.output)
+    assert "Traceback" not in result.output
+
+
+def _plain(output: str) -> str:
+    """Rich's error box without its frame and line wrapping."""
+    return " ".join(output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_says_so_before_loading():
+    result = runner.invoke(cli.app, ["serve", "--device", "cuda"])
+    assert result.exit_code == 2 and "sees no CUDA GPU" in _plain(result.output)

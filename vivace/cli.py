@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -54,10 +54,24 @@ def _sampling(**kwargs: Any) -> SamplingParams:
         raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
 
 
+@contextmanager
+def _usage_errors(model_hint: str) -> Iterator[None]:
+    """A model that cannot load or a bad engine option is a usage error (exit 2), not a traceback."""
+    from vivace.engine.loaders.errors import ModelLoadError
+
+    try:
+        yield
+    except ModelLoadError as e:
+        raise typer.BadParameter(str(e), param_hint=model_hint) from None
+    except InvalidParameterError as e:
+        raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
+
+
 def _load(model: str | None, device: str) -> LLM:
     from vivace.engine.engine import LLM
 
-    return LLM(model, device=device)
+    with _usage_errors("--model"):
+        return LLM(model, device=device)
 
 
 def _print_stream(console: Console, stream: Iterator[RequestOutput]) -> tuple[str, str | None, str | None]:
@@ -273,8 +287,9 @@ def serve(
     from vivace.server.serve import run_server
 
     try:
-        run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len,
-                   device=device, drain_timeout=drain_timeout, flows_dir=flows)
+        with _usage_errors("MODEL"):
+            run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len,
+                       device=device, drain_timeout=drain_timeout, flows_dir=flows)
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +72,8 @@ class EngineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise InvalidParameterError("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.block_size <= 0:
             raise InvalidParameterError("block_size", f"must be positive, got {self.block_size}")
         if self.max_num_seqs <= 0:

@@ -64,6 +64,7 @@ class LLMEngine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config = config or EngineConfig()
+        _check_device(config.device)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         dtype = _DTYPES[config.resolved_dtype]
@@ -328,6 +329,20 @@ class LLMEngine:
             "preemptions": s.stats.preemptions,
             "steps": self.num_steps,
         }
+
+
+def _check_device(device: str) -> None:
+    """Raise a clear error, before any loading, when a CUDA device is asked for that is not here."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise InvalidParameterError(
+            "device", f"{device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU (a CPU-only build of "
+            "torch, or no NVIDIA driver); install a CUDA build of torch, or run on 'cpu'"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise InvalidParameterError("device", f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def __getattr__(name: str) -> Any:
