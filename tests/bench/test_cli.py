@@ -83,3 +83,9 @@ def test_unreachable_base_url_is_a_clear_error():
     out = CliRunner().invoke(app, ["bench", "run", "http://127.0.0.1:9", "-n", "1"], env={"COLUMNS": "200"})
     assert out.exit_code == 2
     assert "cannot reach http://127.0.0.1:9/v1/models" in out.output
+
+
+def test_a_local_model_that_cannot_load_is_a_clear_error():
+    out = CliRunner().invoke(app, ["bench", "run", "local:/nonexistent/model.gguf", "-n", "1"], env={"COLUMNS": "200"})
+    assert out.exit_code == 2, out.output
+    assert "model path /nonexistent/model.gguf does not exist" in out.output and "Traceback" not in out.output

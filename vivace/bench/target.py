@@ -53,6 +53,7 @@ def provider_spec(target: str, api_key: str | None = None) -> str:
 
 def open_target(target: str, api_key: str | None = None, **options: Any) -> Provider:
     """The provider for a target, without retries (a benchmark counts failures instead of hiding them)."""
+    from vivace.engine.loaders.errors import ModelLoadError
     from vivace.providers.registry import get_provider
 
     spec = provider_spec(target, api_key)
@@ -61,5 +62,5 @@ def open_target(target: str, api_key: str | None = None, **options: Any) -> Prov
     options.setdefault("retries", 0)
     try:
         return get_provider(spec, **options)
-    except ValueError as e:
+    except (ValueError, ModelLoadError) as e:  # a bad id or option, a model that cannot load
         raise TargetError(str(e)) from None
