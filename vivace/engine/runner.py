@@ -231,12 +231,17 @@ class ModelRunner:
     def _sample(self, logits: torch.Tensor, sampled: list[ScheduledSeq]) -> SamplerOutput:
         """Sample one token per row of `logits` (on its device) for the sequences in `sampled`."""
         seqs = [item.seq for item in sampled]
+        params = [s.params for s in seqs]
         # Copies of each sequence's tokens only for the rows whose sampling reads them.
-        history = [s.params.uses_token_history for s in seqs]
+        prompt_ids = output_ids = [[]] * len(seqs)
+        if any(p.uses_token_history for p in {id(p): p for p in params}.values()):
+            history = [p.uses_token_history for p in params]
+            prompt_ids = [s.token_ids[: s.num_prompt_tokens] if h else [] for s, h in zip(seqs, history)]
+            output_ids = [s.token_ids[s.num_prompt_tokens :] if h else [] for s, h in zip(seqs, history)]
         sampling = SamplingBatch.build(
-            params=[s.params for s in seqs],
-            prompt_ids=[s.token_ids[: s.num_prompt_tokens] if h else [] for s, h in zip(seqs, history)],
-            output_ids=[s.token_ids[s.num_prompt_tokens :] if h else [] for s, h in zip(seqs, history)],
+            params=params,
+            prompt_ids=prompt_ids,
+            output_ids=output_ids,
             generators=[s.generator for s in seqs],
             vocab_size=logits.shape[-1],
             device=logits.device,

@@ -132,18 +132,27 @@ class SamplingBatch:
                 f"params, prompt_ids, output_ids and generators must have one entry per row; got "
                 f"{B}, {len(prompt_ids)}, {len(output_ids)}, {len(generators)}"
             )
-        for p in {id(p): p for p in params}.values():
+        # Flags are decided over the distinct params objects (one for a whole offline batch); rows are
+        # walked only for the steps some row needs.
+        unique = list({id(p): p for p in params}.values())
+        for p in unique:
             check_token_ids(p, V)
 
-        greedy = [i for i, p in enumerate(params) if p.greedy]
-        sampled = [i for i, p in enumerate(params) if not p.greedy]
+        if all(p.greedy for p in unique):
+            greedy, sampled = list(range(B)), []
+        elif not any(p.greedy for p in unique):
+            greedy, sampled = [], list(range(B))
+        else:
+            greedy = [i for i, p in enumerate(params) if p.greedy]
+            sampled = [i for i, p in enumerate(params) if not p.greedy]
         sp = [params[i] for i in sampled]
+        sp_unique = [p for p in unique if not p.greedy]
 
         def f32(values: list[float]) -> torch.Tensor:
             return upload(values, torch.float32, device).unsqueeze(1)
 
         bias = None
-        if any(p.logit_bias for p in params):
+        if any(p.logit_bias for p in unique):
             rows, cols, vals = [], [], []
             for i, p in enumerate(params):
                 for t, b in (p.logit_bias or {}).items():
@@ -153,7 +162,7 @@ class SamplingBatch:
 
         min_tokens_mask = None
         mask_rows, mask_cols = [], []
-        for i, p in enumerate(params):
+        for i, p in enumerate(params if any(p.min_tokens for p in unique) else ()):
             if len(output_ids[i]) < p.min_tokens:
                 banned = set(p.stop_token_ids) | (set() if p.ignore_eos else set(eos_token_ids))
                 mask_rows += [i] * len(banned)
@@ -162,8 +171,8 @@ class SamplingBatch:
             min_tokens_mask = (upload(mask_rows, torch.long, device), upload(mask_cols, torch.long, device))
 
         repetition_penalty = seen = None
-        rep = [p.repetition_penalty != 1.0 for p in params]
-        if any(rep):
+        if any(p.repetition_penalty != 1.0 for p in unique):
+            rep = [p.repetition_penalty != 1.0 for p in params]
             # Only rows with a penalty pay for padding their (possibly long) prompts.
             ids = _padded([prompt_ids[i] + output_ids[i] if r else [] for i, r in enumerate(rep)], V, device)
             seen = torch.zeros(B, V + 1, dtype=torch.bool, device=device)
@@ -172,8 +181,8 @@ class SamplingBatch:
             repetition_penalty = f32([p.repetition_penalty for p in params])
 
         frequency_penalty = presence_penalty = output_counts = None
-        fp = [p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params]
-        if any(fp):
+        if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in unique):
+            fp = [p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params]
             ids = _padded([output_ids[i] if r else [] for i, r in enumerate(fp)], V, device)
             output_counts = torch.zeros(B, V + 1, dtype=torch.float32, device=device)
             output_counts.scatter_add_(1, ids, torch.ones(ids.shape, dtype=torch.float32, device=device))
@@ -182,28 +191,30 @@ class SamplingBatch:
             presence_penalty = f32([p.presence_penalty for p in params])
 
         top_k = None
-        if any(0 < p.top_k < V for p in sp):
+        if any(0 < p.top_k < V for p in sp_unique):
             top_k = upload([p.top_k if 0 < p.top_k < V else V for p in sp], torch.long, device)
         top_p = None
-        if any(p.top_p < 1.0 for p in sp):
+        if any(p.top_p < 1.0 for p in sp_unique):
             top_p = f32([p.top_p if p.top_p < 1.0 else 2.0 for p in sp])
         min_p = None
-        if any(p.min_p > 0.0 for p in sp):
+        if any(p.min_p > 0.0 for p in sp_unique):
             min_p = f32([p.min_p for p in sp])
 
         seeded = [(j, generators[i]) for j, i in enumerate(sampled) if generators[i] is not None]
         unseeded = [j for j, i in enumerate(sampled) if generators[i] is None]
-        logprobs_k = [p.logprobs for p in params]
-        need_logprobs = any(k is not None for k in logprobs_k)
+        need_logprobs = any(p.logprobs is not None for p in unique)
+        logprobs_k = [p.logprobs for p in params] if need_logprobs else [None] * B
 
         def long(values: list[int]) -> torch.Tensor:
             return upload(values, torch.long, device)
 
         mixed = bool(greedy) and bool(sampled)
-        max_top_k = max((p.top_k for p in sp if 0 < p.top_k < V), default=0)
+        max_top_k = max((p.top_k for p in sp_unique if 0 < p.top_k < V), default=0)
         window = min(V, max(max_top_k, _WINDOW))
-        fits = [(p.top_k if 0 < p.top_k < V else V) <= window for p in sp]
-        beyond = [j for j, p in enumerate(sp) if not fits[j] and p.top_p < 1.0]
+        fits = beyond = []
+        if top_k is not None or top_p is not None:  # only then does sampler._top_k_top_p run
+            fits = [(p.top_k if 0 < p.top_k < V else V) <= window for p in sp]
+            beyond = [j for j, p in enumerate(sp) if not fits[j] and p.top_p < 1.0]
 
         return cls(
             batch_size=B,
