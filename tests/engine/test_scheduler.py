@@ -98,6 +98,8 @@ def test_preemption_when_blocks_run_out_and_no_leaks() -> None:
             break
         finished += run_step(s, rng)
         assert s.pool.num_used <= 12
+        for q in s.running:  # every full block a running sequence has computed is published, also after a preemption
+            assert all(s.pool.computed[block] for block in q.block_table[: q.num_computed_tokens // BS])
     assert len(finished) == 10
     assert all(q.status is SequenceStatus.FINISHED and q.num_output_tokens == q.params.max_tokens for q in seqs)
     assert s.stats.preemptions > 0

@@ -40,9 +40,13 @@ def match_prefix(pool: BlockPool, seq: Sequence, block_size: int) -> tuple[list[
 
 def publish_full_blocks(pool: BlockPool, seq: Sequence, block_size: int, num_tokens: int) -> None:
     """Mark the blocks filled by the first `num_tokens` tokens as computed and publish their hashes."""
+    full = min(num_tokens // block_size, len(seq.block_table))
+    if full <= seq.num_published_blocks:
+        return  # a decode step that filled no block: nothing new (this runs for every sequence, every step)
     hashes = extend_block_hashes(seq, block_size)
-    for i in range(min(num_tokens // block_size, len(seq.block_table))):
+    for i in range(seq.num_published_blocks, full):
         block = seq.block_table[i]
         if not pool.computed[block]:
             pool.computed[block] = True
             pool.register(block, hashes[i])
+    seq.num_published_blocks = full

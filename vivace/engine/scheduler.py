@@ -238,6 +238,7 @@ class Scheduler:
         for block in reversed(seq.block_table):
             self.pool.release(block)
         seq.block_table = []
+        seq.num_published_blocks = 0
 
     def invalidate(self, batch: ScheduledBatch) -> None:
         """After a failed step: blocks published by it hold no valid KV, so unpublish them."""

@@ -34,6 +34,7 @@ class Sequence:
     num_preemptions: int = 0
     score_from: int | None = None  # return logprobs of prompt tokens from this position on
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks, lazily
+    num_published_blocks: int = 0  # block_table[:n] are computed and registered in the prefix cache
     finish_reason: str | None = None
     # Filled by the engine's output path (detokenizer, stop strings, logprobs).
     state: Any = None
