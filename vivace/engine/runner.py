@@ -111,12 +111,9 @@ class ModelRunner:
             rows = [(item.seq.block_table, item.start + 1) for item in decodes]
             for item in batch.prefills:
                 rows.extend((item.seq.block_table, p + 1) for p in range(item.start, item.start + item.num_tokens))
-            max_blocks = max(len(table) for table, _ in rows)
             meta.num_decode_tokens = len(rows)
             meta.decode_kernel = self.decode_kernel
-            meta.decode_block_tables = torch.tensor(
-                [table + [0] * (max_blocks - len(table)) for table, _ in rows], dtype=torch.int32
-            )
+            meta.decode_block_tables = _tables([table for table, _ in rows])
             meta.decode_context_lens = torch.tensor([ctx for _, ctx in rows], dtype=torch.int32)
         else:
             self._torch_metadata(batch, meta)
