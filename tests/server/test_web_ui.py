@@ -200,6 +200,36 @@ def test_stop_button_aborts_a_long_generation(page, server):
 
 
 @pytest.mark.slow
+def test_completion_stop_button_aborts_and_frees_the_request(page, server):
+    open_ui(page, server.base_url, mode="completion", temperature=0.8, max_tokens=400, ignore_eos=True)
+    page.fill("#completion-prompt", "Once upon a time")
+    page.click("#completion-run")
+    page.wait_for_function("document.querySelector('#completion-output .generated').textContent.length > 0")
+    page.click("#completion-stop")
+    page.wait_for_selector("#completion-stats:not([hidden])")
+    assert "stopped" in page.inner_text("#completion-stats")
+    assert stats_of(page, "#completion-stats")["tokens"] < 400
+    wait_idle(server)  # the abort reached the engine and freed the request's KV blocks
+    assert page.is_enabled("#completion-run") and not page.is_enabled("#completion-stop")
+
+
+@pytest.mark.slow
+def test_batch_stop_button_aborts_every_prompt(page, server):
+    open_ui(page, server.base_url, mode="batch", temperature=0.8, max_tokens=400, ignore_eos=True)
+    page.fill("#batch-prompts", "Once upon a time\nThe sea is")
+    page.click("#batch-run")
+    page.wait_for_function("[...document.querySelectorAll('.batch-panel .generated')].some(e => e.textContent.length > 0)")
+    page.click("#batch-stop")
+    page.wait_for_selector("#batch-summary:not([hidden])")
+    assert "stopped" in page.inner_text("#batch-summary")
+    for i in range(2):
+        assert "stopped" in page.inner_text(f".batch-panel[data-index='{i}'] .stats")
+    assert stats_of(page, "#batch-summary")["tokens"] < 800
+    wait_idle(server)  # both choices were aborted and their KV blocks freed
+    assert page.is_enabled("#batch-run") and not page.is_enabled("#batch-stop")
+
+
+@pytest.mark.slow
 def test_server_errors_are_shown_by_name(page, server):
     open_ui(page, server.base_url, temperature=-1)
     page.fill("#chat-input", "Hi")
