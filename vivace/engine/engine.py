@@ -19,7 +19,7 @@ from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import make_generator
 from vivace.engine.scheduler import Scheduler
-from vivace.engine.sequence import Sequence
+from vivace.engine.sequence import Sequence, SequenceStatus
 from vivace.engine.stop_strings import StopStringMatcher
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,10 @@ class _Request:
 
     @property
     def finished(self) -> bool:
-        return all(s.is_finished for s in self.seqs)
+        for seq in self.seqs:  # a loop, not all(...): this runs for every streamed request every step
+            if seq.status is not SequenceStatus.FINISHED:
+                return False
+        return True
 
 
 class LLMEngine:
@@ -241,11 +244,12 @@ class LLMEngine:
                 touched[seq.request_id] = self._requests[seq.request_id]
         outputs = []
         for request in touched.values():
-            if request.finished:
+            finished = request.finished
+            if finished:
                 del self._requests[request.request_id]
-                outputs.append(self._output(request))
+                outputs.append(self._output(request, finished))
             elif request.stream:
-                outputs.append(self._output(request))
+                outputs.append(self._output(request, finished))
         return outputs
 
     def _append_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
@@ -288,7 +292,7 @@ class LLMEngine:
             state.emit(tail)
         self.scheduler.finish(seq, reason)
 
-    def _output(self, request: _Request) -> RequestOutput:
+    def _output(self, request: _Request, finished: bool | None = None) -> RequestOutput:
         completions = []
         for seq in request.seqs:
             state: _SeqOutput = seq.state
@@ -309,7 +313,7 @@ class LLMEngine:
             prompt=request.prompt,
             prompt_token_ids=request.prompt_ids,
             outputs=completions,
-            finished=request.finished,
+            finished=request.finished if finished is None else finished,
             num_cached_tokens=request.seqs[0].num_cached_tokens,
             prompt_logprobs=request.prompt_logprobs,
             error=request.error,
