@@ -85,6 +85,43 @@ def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
     assert torch.allclose(kernels.rms_norm(x, weight, 1e-5), torch_rms_norm(x, weight, 1e-5), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 576), (7, 64), (33, 1000)])
+def test_add_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
+    from vivace.engine.models.llama import torch_rms_norm
+
+    torch.manual_seed(shape[1])
+    x, residual, weight = torch.randn(shape) * 5, torch.randn(shape) * 5, torch.randn(shape[1])
+    normed, summed = kernels.add_rms_norm(x, residual, weight, 1e-5)
+    assert torch.equal(summed, x + residual)
+    assert torch.allclose(normed, torch_rms_norm(x + residual, weight, 1e-5), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rotary_matches_the_torch_rotation(seed: int) -> None:
+    """On a strided view of a fused qkv row, as the model calls it, at random positions."""
+    from vivace.engine.models.rope import RotaryEmbedding
+
+    rng = random.Random(seed)
+    head_dim, heads, tokens = rng.choice([16, 64, 128]), rng.randint(1, 12), rng.randint(1, 9)
+    scaling = rng.choice([None, {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64}])
+    rope = RotaryEmbedding(head_dim, 256, rng.choice([1e4, 5e5]), scaling, torch.float32)
+    qkv = torch.randn(tokens, (heads + 2) * head_dim, generator=torch.Generator().manual_seed(seed))
+    x = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
+    positions = torch.tensor([rng.randrange(256) for _ in range(tokens)])
+    expected = rope.apply(x, rope.tables(positions))
+    torch.testing.assert_close(kernels.rotary(x, rope.cos, rope.signed_sin, positions), expected, atol=1e-6, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="beyond the rotary table"):
+        kernels.rotary(x, rope.cos, rope.signed_sin, positions + 256)
+
+
+@pytest.mark.parametrize("shape", [(1, 2 * 1536), (5, 2 * 64), (17, 2 * 1000)])
+def test_silu_mul_matches_torch(shape: tuple[int, int]) -> None:
+    from vivace.engine.models.llama import torch_silu_mul
+
+    gate_up = torch.randn(shape, generator=torch.Generator().manual_seed(shape[0])) * 4
+    assert torch.allclose(kernels.silu_mul(gate_up), torch_silu_mul(gate_up), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_argmax_rows_matches_torch_with_ties_infinities_and_nans(seed: int) -> None:
     rng = random.Random(seed)

@@ -6,6 +6,7 @@ Weights come in HF naming; q/k/v and gate/up are fused into one matmul each at l
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.models.linear import Linear, make_linear
-from vivace.engine.models.rope import RotaryEmbedding
+from vivace.engine.models.rope import CompiledRotary, RotaryEmbedding
 
 
 Norm = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -28,10 +29,10 @@ def torch_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
-def pick_rms_norm(dtype: torch.dtype, device: torch.device) -> Norm:
-    """The compiled one-pass RMSNorm for float32 on CPU when available, else torch's."""
-    ops = load_cpu_ops() if device.type == "cpu" and dtype is torch.float32 else None
-    return ops.rms_norm if ops is not None else torch_rms_norm
+def torch_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's silu(gate) * up over rows laid out [gate | up] (the reference for the C++ op)."""
+    intermediate = gate_up.shape[-1] // 2
+    return F.silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:]
 
 
 class LlamaLayer:
@@ -60,9 +61,9 @@ class LlamaLayer:
         self.down: Linear = make_linear(w("mlp.down_proj.weight"), None, quantization)
         self.norm = norm
         self.add_norm: AddNorm | None = None  # fused (x + residual, then norm), where a kernel has one
+        self.silu_mul: Callable[[torch.Tensor], torch.Tensor] = torch_silu_mul
         self.input_norm = w("input_layernorm.weight")
         self.post_norm = w("post_attention_layernorm.weight")
-        self.intermediate = cfg.intermediate_size
         self.scale = cfg.head_dim**-0.5
 
     def __call__(
@@ -92,9 +93,7 @@ class LlamaLayer:
             x = self.norm(hidden, self.post_norm, eps)
         else:
             x, hidden = self.add_norm(attn_out, hidden, self.post_norm, eps)
-        gate_up = self.gate_up(x)
-        x = F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :]
-        return hidden + self.down(x)
+        return hidden + self.down(self.silu_mul(self.gate_up(x)))
 
 
 class LlamaModel:
@@ -116,7 +115,7 @@ class LlamaModel:
             head = self.embed
         self.lm_head: Linear = make_linear(head, None, quantization)
         device = self.embed.device
-        self.rms_norm = pick_rms_norm(dtype, device)
+        self.rms_norm: Norm = torch_rms_norm
         self.layers = [
             LlamaLayer(cfg, weights, f"model.layers.{i}.", quantization, self.rms_norm) for i in range(cfg.num_layers)
         ]
@@ -124,6 +123,21 @@ class LlamaModel:
         if device.type != "cpu":  # the tables are indexed by positions on the model's device
             self.rope.cos, self.rope.signed_sin = self.rope.cos.to(device), self.rope.signed_sin.to(device)
         self.attention: Attention = paged_attention
+        ops = load_cpu_ops() if device.type == "cpu" and dtype is torch.float32 else None
+        if ops is not None:
+            self._use_cpu_kernels(ops)
+
+    def _use_cpu_kernels(self, ops: Any) -> None:
+        """The compiled CPU ops: RMSNorm (fused with the residual add before it), rotary, SwiGLU.
+
+        Each replaces several torch calls per layer whose dispatch cost rivals their arithmetic at batch one.
+        """
+        self.rms_norm = ops.rms_norm
+        self.rope = CompiledRotary(self.rope, ops)
+        for layer in self.layers:
+            layer.norm = ops.rms_norm
+            layer.add_norm = ops.add_rms_norm
+            layer.silu_mul = ops.silu_mul
 
     def use_triton_kernels(self) -> None:
         """Swap in the Triton attention backend, rotary and (fused) RMSNorm kernels."""

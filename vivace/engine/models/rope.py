@@ -56,3 +56,20 @@ class RotaryEmbedding:
         """Rotate x [T, heads, head_dim] by the angles in `tables`."""
         cos, signed_sin = tables
         return x * cos + torch.roll(x, self.half, dims=-1) * signed_sin
+
+
+class CompiledRotary:
+    """RotaryEmbedding's rotation in one compiled CPU call (cpu_ops.rotary); equal up to FMA rounding."""
+
+    def __init__(self, rope: RotaryEmbedding, ops: Any) -> None:
+        self.cos = rope.cos.contiguous()
+        self.signed_sin = rope.signed_sin.contiguous()
+        self._rotary = ops.rotary
+
+    def tables(self, positions: torch.Tensor) -> torch.Tensor:
+        """The kernel indexes the tables itself: its 'tables' are the positions."""
+        return positions
+
+    def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x [T, heads, head_dim] (head dim contiguous) at `positions` [T]; returns a new tensor."""
+        return self._rotary(x, self.cos, self.signed_sin, positions)

@@ -172,10 +172,16 @@ torch::Tensor paged_decode_attention(
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight_t, torch::Tensor scales, c10::optional<torch::Tensor> bias);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps);
 torch::Tensor argmax_rows(torch::Tensor x);
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(torch::Tensor x, torch::Tensor residual, torch::Tensor weight, double eps);
+torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor signed_sin, torch::Tensor positions);
+torch::Tensor silu_mul(torch::Tensor gate_up);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)");
   m.def("int8_linear", &int8_linear, "int8 linear with per-row activation scales (CPU)");
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension (CPU, float32)");
   m.def("argmax_rows", &argmax_rows, "first index of each row's largest value (CPU, float32)");
+  m.def("add_rms_norm", &add_rms_norm, "RMSNorm of x + residual, and x + residual (CPU, float32)");
+  m.def("rotary", &rotary, "rotary embedding, rotate_half layout (CPU, float32)");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up over [gate | up] rows (CPU, float32)");
 }
