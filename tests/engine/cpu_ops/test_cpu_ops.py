@@ -122,6 +122,22 @@ def test_silu_mul_matches_torch(shape: tuple[int, int]) -> None:
     assert torch.allclose(kernels.silu_mul(gate_up), torch_silu_mul(gate_up), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_store_kv_writes_what_cast_and_index_copy_write(cache_dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    k_cache = torch.randn(64, 3, 16, generator=gen).to(cache_dtype)
+    v_cache = torch.randn(64, 3, 16, generator=gen).to(cache_dtype)
+    k, v = torch.randn(9, 3, 16, generator=gen) * 30, torch.randn(9, 3, 16, generator=gen)
+    slots = torch.randperm(64, generator=gen)[:9]
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    want_k.index_copy_(0, slots, k.to(cache_dtype))
+    want_v.index_copy_(0, slots, v.to(cache_dtype))
+    kernels.store_kv(k, v, k_cache, v_cache, slots)
+    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)  # bf16 rounds as torch does
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        kernels.store_kv(k, v, k_cache, v_cache, slots + 64)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_argmax_rows_matches_torch_with_ties_infinities_and_nans(seed: int) -> None:
     rng = random.Random(seed)

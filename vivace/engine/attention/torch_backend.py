@@ -52,13 +52,16 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
-    k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)
-    k_cache.index_copy_(0, meta.slot_mapping, k_stored)
-    v_cache.index_copy_(0, meta.slot_mapping, v_stored)
-    if k_stored.dtype != k.dtype and meta.prefills:
-        # Attend over the values as stored, so a prompt gives the same result whether its
-        # prefix was computed now or reused from the cache.
-        k, v = k_stored.to(k.dtype), v_stored.to(v.dtype)
+    if meta.decode_kernel is not None:  # every row is the compiled kernel's: one call writes the cache
+        meta.decode_kernel.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+    else:
+        k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)
+        k_cache.index_copy_(0, meta.slot_mapping, k_stored)
+        v_cache.index_copy_(0, meta.slot_mapping, v_stored)
+        if k_stored.dtype != k.dtype and meta.prefills:
+            # Attend over the values as stored, so a prompt gives the same result whether its
+            # prefix was computed now or reused from the cache.
+            k, v = k_stored.to(k.dtype), v_stored.to(v.dtype)
     num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
     group = num_heads // kv_heads
     out = torch.empty_like(q)

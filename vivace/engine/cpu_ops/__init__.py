@@ -1,5 +1,5 @@
-"""C++ CPU ops (paged decode attention, fused int8 linear, RMSNorm alone and after the residual add,
-rotary, SwiGLU, row argmax), compiled on first use with
+"""C++ CPU ops (paged decode attention and the K/V write before it, fused int8 linear, RMSNorm alone
+and after the residual add, rotary, SwiGLU, row argmax), compiled on first use with
 torch's extension builder; None when no compiler is available. Each has a torch reference it must match (tested).
 """
 
@@ -12,7 +12,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp")]
+_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp", "store_kv.cpp")]
 
 
 @functools.cache

@@ -175,6 +175,7 @@ torch::Tensor argmax_rows(torch::Tensor x);
 std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(torch::Tensor x, torch::Tensor residual, torch::Tensor weight, double eps);
 torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor signed_sin, torch::Tensor positions);
 torch::Tensor silu_mul(torch::Tensor gate_up);
+void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor slots);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)");
@@ -184,4 +185,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("add_rms_norm", &add_rms_norm, "RMSNorm of x + residual, and x + residual (CPU, float32)");
   m.def("rotary", &rotary, "rotary embedding, rotate_half layout (CPU, float32)");
   m.def("silu_mul", &silu_mul, "silu(gate) * up over [gate | up] rows (CPU, float32)");
+  m.def("store_kv", &store_kv, "write a step's K/V rows into the paged cache, converting to its dtype (CPU)");
 }
