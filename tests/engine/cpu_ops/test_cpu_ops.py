@@ -76,6 +76,24 @@ def test_int8_linear_kernel_matches_torch_reference(rows: int) -> None:
     assert torch.equal(layer(x[-1:]), fused[-1:])
 
 
+@pytest.mark.parametrize("shape", [(96, 200), (13, 7), (576, 1728), (61, 33)])
+def test_small_batch_kernel_gives_onednns_exact_sums(shape: tuple[int, int]) -> None:
+    """2..8 rows go through the packed VNNI kernel where it is built: integer sums, so bitwise equal."""
+    from vivace.engine.models.linear import Int8DynamicLinear
+
+    in_features, out_features = shape
+    gen = torch.Generator().manual_seed(in_features)
+    layer = Int8DynamicLinear(torch.randn(out_features, in_features, generator=gen), torch.randn(out_features, generator=gen))
+    packed, col_sums = kernels.pack_int8_weight(layer.weight_t)
+    if packed.numel():  # built with AVX512-VNNI: the packing covers every weight once
+        assert torch.equal(col_sums[:out_features], layer.weight_t.sum(0, dtype=torch.int32))
+    for rows in range(1, 11):
+        x = torch.randn(rows, in_features, generator=gen) * torch.logspace(-2, 2, rows).unsqueeze(1)
+        onednn = kernels.int8_linear(x, layer.weight_t, layer.scales, layer.bias, None, None)
+        assert torch.equal(layer(x), onednn), rows
+        assert torch.equal(layer(x[-1:]), onednn[-1:])  # and each row independent of its batch-mates
+
+
 @pytest.mark.parametrize("shape", [(1, 576), (7, 64), (33, 1000)])
 def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
     from vivace.engine.models.llama import torch_rms_norm

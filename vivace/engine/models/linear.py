@@ -34,10 +34,12 @@ class Int8DynamicLinear:
         self.scales = scales
         self.bias = None if bias is None else bias.float()
         self._kernels = load_cpu_ops()
+        # The same weights packed for the compiled small-batch kernel (empty where it is not built).
+        self._packed = self._kernels.pack_int8_weight(self.weight_t) if self._kernels is not None else (None, None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernels is not None:  # the same math in one call (the torch code below is the reference)
-            return self._kernels.int8_linear(x, self.weight_t, self.scales, self.bias)
+            return self._kernels.int8_linear(x, self.weight_t, self.scales, self.bias, *self._packed)
         return self.reference(x)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:

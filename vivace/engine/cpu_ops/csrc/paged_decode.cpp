@@ -169,7 +169,9 @@ torch::Tensor paged_decode_attention(
   return out;
 }
 
-torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight_t, torch::Tensor scales, c10::optional<torch::Tensor> bias);
+torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight_t, torch::Tensor scales, c10::optional<torch::Tensor> bias,
+                          c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> col_sums);
+std::tuple<torch::Tensor, torch::Tensor> pack_int8_weight(torch::Tensor weight_t);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps);
 torch::Tensor argmax_rows(torch::Tensor x);
 std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(torch::Tensor x, torch::Tensor residual, torch::Tensor weight, double eps);
@@ -180,6 +182,7 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)");
   m.def("int8_linear", &int8_linear, "int8 linear with per-row activation scales (CPU)");
+  m.def("pack_int8_weight", &pack_int8_weight, "int8 weights packed for the small-row VNNI kernel, and column sums");
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension (CPU, float32)");
   m.def("argmax_rows", &argmax_rows, "first index of each row's largest value (CPU, float32)");
   m.def("add_rms_norm", &add_rms_norm, "RMSNorm of x + residual, and x + residual (CPU, float32)");
