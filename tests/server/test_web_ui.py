@@ -199,14 +199,21 @@ def test_stop_button_aborts_a_long_generation(page, server):
     assert page.is_enabled("#chat-send") and not page.is_enabled("#chat-stop")
 
 
+def stop_mid_stream(page, server, mode: str, field: str, prompt: str, streamed: str, done: str) -> None:
+    """Start a long sampled generation in `mode`, press Stop once the `streamed` JS test holds, wait for `done`."""
+    open_ui(page, server.base_url, mode=mode, temperature=0.8, max_tokens=400, ignore_eos=True)
+    page.fill(field, prompt)
+    page.click(f"#{mode}-run")
+    page.wait_for_function(streamed)
+    page.click(f"#{mode}-stop")
+    page.wait_for_selector(f"{done}:not([hidden])")
+
+
 @pytest.mark.slow
 def test_completion_stop_button_aborts_and_frees_the_request(page, server):
-    open_ui(page, server.base_url, mode="completion", temperature=0.8, max_tokens=400, ignore_eos=True)
-    page.fill("#completion-prompt", "Once upon a time")
-    page.click("#completion-run")
-    page.wait_for_function("document.querySelector('#completion-output .generated').textContent.length > 0")
-    page.click("#completion-stop")
-    page.wait_for_selector("#completion-stats:not([hidden])")
+    stop_mid_stream(page, server, "completion", "#completion-prompt", "Once upon a time",
+                    "document.querySelector('#completion-output .generated').textContent.length > 0",
+                    "#completion-stats")
     assert "stopped" in page.inner_text("#completion-stats")
     assert stats_of(page, "#completion-stats")["tokens"] < 400
     wait_idle(server)  # the abort reached the engine and freed the request's KV blocks
@@ -215,12 +222,9 @@ def test_completion_stop_button_aborts_and_frees_the_request(page, server):
 
 @pytest.mark.slow
 def test_batch_stop_button_aborts_every_prompt(page, server):
-    open_ui(page, server.base_url, mode="batch", temperature=0.8, max_tokens=400, ignore_eos=True)
-    page.fill("#batch-prompts", "Once upon a time\nThe sea is")
-    page.click("#batch-run")
-    page.wait_for_function("[...document.querySelectorAll('.batch-panel .generated')].some(e => e.textContent.length > 0)")
-    page.click("#batch-stop")
-    page.wait_for_selector("#batch-summary:not([hidden])")
+    stop_mid_stream(page, server, "batch", "#batch-prompts", "Once upon a time\nThe sea is",
+                    "[...document.querySelectorAll('.batch-panel .generated')].some(e => e.textContent.length > 0)",
+                    "#batch-summary")
     assert "stopped" in page.inner_text("#batch-summary")
     for i in range(2):
         assert "stopped" in page.inner_text(f".batch-panel[data-index='{i}'] .stats")

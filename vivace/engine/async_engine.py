@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import logging
 import threading
-from queue import SimpleQueue
 from collections.abc import AsyncIterator
+from queue import SimpleQueue
 
 from vivace.engine.config import EngineConfig, SamplingParams
 from vivace.engine.engine import LLMEngine

@@ -19,7 +19,7 @@ from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import make_generator
 from vivace.engine.scheduler import Scheduler
-from vivace.engine.sequence import Sequence, SequenceStatus
+from vivace.engine.sequence import Sequence
 from vivace.engine.stop_strings import StopStringMatcher
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class _Request:
     @property
     def finished(self) -> bool:
         for seq in self.seqs:  # a loop, not all(...): this runs for every streamed request every step
-            if seq.status is not SequenceStatus.FINISHED:
+            if not seq.is_finished:
                 return False
         return True
 
