@@ -220,6 +220,12 @@ def test_bad_requests_raise_and_engine_keeps_serving(llm: LLM) -> None:
         engine.add_request("bad4", "hi", SamplingParams(logit_bias={10**9: 1.0}))
     with pytest.raises(InvalidParameterError, match="temperature"):
         SamplingParams(temperature=-1)
+    for seed in (-(2**63) - 1, 2**64):  # found by the server fuzz test: a 500 from torch's manual_seed
+        with pytest.raises(InvalidParameterError, match="seed: must fit in 64 bits"):
+            SamplingParams(seed=seed)
+    for seed in (-(2**63), 2**64 - 1):  # the edges are valid seeds
+        engine.add_request(f"edge{seed}", "hi", SamplingParams(seed=seed, max_tokens=1))
+        engine.abort(f"edge{seed}")
     assert not engine.has_unfinished_requests() and blocks_in_use(llm) == 0
     # validate_request gives the same verdicts without queueing anything.
     assert engine.validate_request("hi", SamplingParams()) == engine.tokenize_prompt("hi")

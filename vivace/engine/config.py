@@ -44,6 +44,9 @@ class EngineConfig:
     """Everything that decides how the engine runs; one object flows from the CLI/server down."""
 
     model: str | None = None  # path to a .gguf file or an HF-layout directory; None = packaged default
+    # A tokenizer to use instead of the model's own: a .gguf file (only its metadata is read, so a
+    # tensor-less one does) or an HF directory. random: models otherwise take the packaged model's.
+    tokenizer: str | None = None
     device: str = "cpu"
     # Activations and dequantized weights: "auto" = float32 on CPU, bfloat16 on CUDA.
     dtype: str = "auto"
@@ -183,6 +186,8 @@ class SamplingParams:
             ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
             ("min_tokens", self.min_tokens >= 0, "must be >= 0"),
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
+            # torch's generators take seeds in [-2**63, 2**64): wider ones would fail at admission.
+            ("seed", self.seed is None or -(2**63) <= self.seed < 2**64, "must fit in 64 bits"),
         ]
         for name, ok, message in checks:
             if not ok:
