@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
+from vivace.engine.loaders import tokenizer_file
 from vivace.engine.tokenizer import Tokenizer
 
 
@@ -15,13 +15,7 @@ def load_tokenizer(path: str | None = None) -> Tokenizer:
         from vivace.engine.loaders.default_model import default_model_path
 
         path = default_model_path()
-    if os.path.isdir(path):
-        return Tokenizer.from_hf_dir(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"tokenizer path {path!r} is neither a .gguf file nor an HF-layout directory")
-    from vivace.engine.loaders.gguf import open_gguf
-
-    return Tokenizer.from_gguf_metadata(open_gguf(path).metadata)
+    return tokenizer_file.load_tokenizer(path)
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:

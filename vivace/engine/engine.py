@@ -12,6 +12,7 @@ import torch
 from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingParams
 from vivace.engine.detokenizer import IncrementalDetokenizer
 from vivace.engine.loaders import load_model
+from vivace.engine.loaders.tokenizer_file import load_tokenizer
 from vivace.engine.memory import kv_cache_blocks
 from vivace.engine.models.llama import LlamaModel
 from vivace.engine.models.random_weights import is_random_spec, load_random_model
@@ -75,9 +76,11 @@ class LLMEngine:
         if quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
             raise InvalidParameterError("quantization", "int8 weights run on CPU with dtype float32 only")
         if is_random_spec(config.model):
-            loaded = load_random_model(config.model, dtype, config.device)
+            loaded = load_random_model(config.model, dtype, config.device, config.tokenizer)
         else:
             loaded = load_model(config.model, torch.float32)
+            if config.tokenizer is not None:
+                loaded.tokenizer = load_tokenizer(config.tokenizer)
             if config.device != "cpu":  # before the model fuses q/k/v and gate/up, so that happens on the device
                 loaded.weights = {name: w.to(config.device, dtype) for name, w in loaded.weights.items()}
         self.model_config = loaded.config

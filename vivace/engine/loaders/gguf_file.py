@@ -18,6 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
 
 GGUF_MAGIC = b"GGUF"
+KV_START = 24  # magic, version (u32), tensor count (u64), key-value count (u64), then the pairs
 _DEFAULT_ALIGNMENT = 32
 # GGUF value type id -> (struct format, numpy dtype) for scalars; 8 = string, 9 = array.
 _SCALARS: dict[int, tuple[str, str]] = {
@@ -90,6 +91,7 @@ class GGUFFile:
         for _ in range(kv_count):
             key = self._string()
             metadata[key] = self._value(self._scalar("<I"))
+        self.metadata_end = self._pos  # the key-value pairs are bytes [KV_START, metadata_end)
         infos = []
         for _ in range(tensor_count):
             name = self._string()

@@ -85,15 +85,16 @@ def random_weights(
     return weights
 
 
-def load_random_model(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
-    """A LoadedModel for "random:NAME[@SEED]" with the packaged tokenizer."""
+def load_random_model(
+    spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", tokenizer_path: str | None = None,
+) -> LoadedModel:
+    """A LoadedModel for "random:NAME[@SEED]" with the tokenizer at tokenizer_path (default: the packaged one)."""
     from vivace.engine.loaders.default_model import default_model_path
-    from vivace.engine.loaders.gguf import open_gguf
-    from vivace.engine.tokenizer import Tokenizer
+    from vivace.engine.loaders.tokenizer_file import load_tokenizer
 
     name, seed = parse_random_spec(spec)
     cfg = copy.deepcopy(PRESETS[name])
-    tokenizer = Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
+    tokenizer = load_tokenizer(tokenizer_path or default_model_path())
     cfg.bos_token_id = tokenizer.bos_token_id
     cfg.eos_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return LoadedModel(config=cfg, weights=random_weights(cfg, seed, dtype, device), tokenizer=tokenizer)
