@@ -118,14 +118,14 @@ def measure_ceilings(plan: Plan) -> dict[str, float]:
 class VivaceBench:
     """vivace's offline engine on a random-weight preset."""
 
-    def __init__(self, shape: str, plan: Plan, max_num_seqs: int, max_batched_tokens: int) -> None:
+    def __init__(self, shape: str, plan: Plan, max_num_seqs: int, max_batched_tokens: int, tokenizer: str | None) -> None:
         from vivace.engine.llm import LLM
 
         dtype = "bfloat16" if plan.device.startswith("cuda") else "float32"
         self.llm = LLM(
             f"random:{shape}@{plan.seed}", device=plan.device, dtype=dtype, quantization="none",
             max_model_len=plan.max_len * 2, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_batched_tokens,
-            enable_prefix_caching=False,
+            enable_prefix_caching=False, tokenizer=tokenizer,
         )
         self.device = plan.device
 
@@ -270,7 +270,10 @@ def describe_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def run(plan: Plan, parts: set[str], engines: set[str], hf_batch: int, max_num_seqs: int, max_batched: int) -> dict[str, Any]:
+def run(
+    plan: Plan, parts: set[str], engines: set[str], hf_batch: int, max_num_seqs: int, max_batched: int,
+    tokenizer: str | None = None,
+) -> dict[str, Any]:
     """Measure everything the plan and flags ask for; returns the JSON-able results."""
     name = torch.cuda.get_device_name(plan.device) if plan.device.startswith("cuda") else "cpu"
     results: dict[str, Any] = {"device_name": name, "torch": torch.__version__, "plan": asdict(plan), "shapes": {}}
@@ -285,7 +288,7 @@ def run(plan: Plan, parts: set[str], engines: set[str], hf_batch: int, max_num_s
         for engine in ("vivace", "transformers"):
             if engine not in engines:
                 continue
-            bench = (VivaceBench(shape, plan, max_num_seqs, max_batched) if engine == "vivace"
+            bench = (VivaceBench(shape, plan, max_num_seqs, max_batched, tokenizer) if engine == "vivace"
                      else HFBench(shape, plan, hf_batch))
             entry[engine] = {}
             if "single" in parts:
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers' static batch size")
     ap.add_argument("--max-num-seqs", type=int, default=128, help="vivace: sequences running at once")
     ap.add_argument("--max-batched-tokens", type=int, default=4096, help="vivace: token budget per step")
+    ap.add_argument("--tokenizer", help="vivace's tokenizer (.gguf or HF dir; default: the packaged model's), e.g. a "
+                    "tensor-less GGUF from `python -m vivace.engine.loaders.tokenizer_file` where the model is not installed")
     ap.add_argument("--tiny", action="store_true", help="the tiny preset and small workloads (smoke run)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit; needs no GPU")
     ap.add_argument("--out", type=Path, help="JSON output (default: bench/results/gpu-<time>.json)")
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cpu runs only with --tiny (the real shapes would take hours on a CPU)")
     parts = {"single", "offline"} if args.part == "all" else {args.part}
     engines = {args.only} if args.only else {"vivace", "transformers"}
-    results = run(plan, parts, engines, args.hf_batch, args.max_num_seqs, args.max_batched_tokens)
+    results = run(plan, parts, engines, args.hf_batch, args.max_num_seqs, args.max_batched_tokens, args.tokenizer)
     table = markdown_table(results)
     print(table)
     out = args.out or RESULTS_DIR / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -52,8 +52,12 @@ def test_rejects_unknown_presets(gpu_bench: ModuleType, capsys: pytest.CaptureFi
 
 @pytest.mark.slow
 def test_tiny_cpu_run_measures_both_engines(gpu_bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "gpu.json"
-    assert gpu_bench.main(["--device", "cpu", "--tiny", "--out", str(out)]) == 0
+    from vivace.engine.loaders.default_model import default_model_path
+    from vivace.engine.loaders.tokenizer_file import write_tokenizer_gguf
+
+    out, tokenizer = tmp_path / "gpu.json", tmp_path / "tokenizer.gguf"
+    write_tokenizer_gguf(default_model_path(), str(tokenizer))  # what the GPU runs carry (bench/gpu_device.sh)
+    assert gpu_bench.main(["--device", "cpu", "--tiny", "--tokenizer", str(tokenizer), "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     tiny = results["shapes"]["tiny"]
     work = gpu_bench.make_workload(6, 0, 4, 24)
