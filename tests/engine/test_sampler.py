@@ -265,6 +265,22 @@ def test_out_of_vocab_ids_rejected() -> None:
         build([SamplingParams(stop_token_ids=[10])], [[0]], [[]], 10)
 
 
+@pytest.mark.parametrize("top_p", [1e-300, 1e-45, 1e-9])
+def test_a_tiny_top_p_keeps_the_top_token(top_p: float) -> None:
+    """1e-300 is 0 in float32: the top token must still be kept (it was dropped with the rest)."""
+    gen = torch.Generator().manual_seed(3)
+    V = 1000
+    logits = torch.randn(4, V, generator=gen)
+    params = [SamplingParams(top_p=top_p), SamplingParams(top_p=top_p, top_k=5),
+              SamplingParams(top_p=top_p, temperature=0.5), SamplingParams(top_p=top_p, min_p=0.1)]
+    batch = build(params, [[0]] * 4, [[]] * 4, V)
+    got = processed_logprobs(logits, batch)
+    best = logits.argmax(dim=-1)
+    assert (got > NEG_INF).sum(dim=-1).tolist() == [1, 1, 1, 1]
+    assert got.argmax(dim=-1).tolist() == best.tolist()
+    assert sample(logits, batch).token_ids == best.tolist()
+
+
 def test_filter_boundaries() -> None:
     logits = torch.tensor([[0.0, math.log(0.501), math.log(0.499), -20.0]] * 3).log_softmax(-1)
     probs = logits[0].exp()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from dataclasses import dataclass, field
@@ -176,11 +177,11 @@ class SamplingParams:
             self.top_k = 0
         checks: list[tuple[str, bool, str]] = [
             ("n", self.n >= 1, "must be >= 1"),
-            ("temperature", self.temperature >= 0.0, "must be >= 0"),
+            ("temperature", 0.0 <= self.temperature < math.inf, "must be >= 0 and finite"),
             ("top_k", self.top_k >= 0, "must be >= 0 (or -1 for off)"),
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
             ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
-            ("repetition_penalty", self.repetition_penalty > 0.0, "must be > 0"),
+            ("repetition_penalty", 0.0 < self.repetition_penalty < math.inf, "must be > 0 and finite"),
             ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
             ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
             ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
@@ -198,6 +199,10 @@ class SamplingParams:
             )
         if any(not s for s in self.stop):
             raise InvalidParameterError("stop", "stop strings must be non-empty")
+        # OpenAI's range; also keeps NaN and infinities (which would poison the whole row) out.
+        bad_bias = [b for b in (self.logit_bias or {}).values() if not -100.0 <= b <= 100.0]
+        if bad_bias:
+            raise InvalidParameterError("logit_bias", f"values must be in [-100, 100], got {bad_bias[0]}")
 
     @property
     def greedy(self) -> bool:

@@ -18,7 +18,7 @@ from vivace.engine.models.llama import LlamaModel
 from vivace.engine.models.random_weights import is_random_spec, load_random_model
 from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.runner import ModelRunner
-from vivace.engine.sampling_batch import make_generator
+from vivace.engine.sampling_batch import check_token_ids, make_generator
 from vivace.engine.scheduler import Scheduler
 from vivace.engine.sequence import Sequence
 from vivace.engine.stop_strings import StopStringMatcher
@@ -129,10 +129,7 @@ class LLMEngine:
         ids = self.tokenize_prompt(prompt)
         max_new = params.max_tokens if params.max_tokens is not None else self.max_model_len - len(ids)
         self.scheduler.check_fits(len(ids), max_new)
-        vocab = self.model_config.vocab_size
-        bad = [t for t in list(params.logit_bias or {}) + list(params.stop_token_ids) if not 0 <= int(t) < vocab]
-        if bad:
-            raise InvalidParameterError("logit_bias", f"token ids must be in [0, {vocab}), got {bad[:5]}")
+        check_token_ids(params, self.model_config.vocab_size)
         return ids
 
     def add_request(

@@ -75,6 +75,16 @@ def adjusted_logits(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     return x
 
 
+def _beyond_top_p(cum: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Which sorted positions fall outside the top_p set, given cumulative probabilities [S, C].
+
+    A position is out once the mass before it reaches top_p; the first never is, even when top_p
+    is below float32's smallest value (1e-300 rounds to 0, and 0 >= 0 would drop every token).
+    """
+    mass_before = torch.cat([torch.full_like(cum[:, :1], -1.0), cum[:, :-1]], dim=-1)
+    return mass_before >= top_p
+
+
 def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     """Steps 7-8 on [S, V] logits: -inf outside each row's top_k / top_p set.
 
@@ -93,8 +103,7 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
         if in_window is not None:  # the top_p mass of rows without top_k is over the whole row
             lse = torch.where(in_window, lse, x.logsumexp(dim=-1))
         cum = (vals - lse.unsqueeze(1)).exp_().cumsum_(dim=-1)
-        mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
-        vals.masked_fill_(mass_before >= batch.top_p, _NEG_INF)
+        vals.masked_fill_(_beyond_top_p(cum, batch.top_p), _NEG_INF)
     out = torch.full_like(x, _NEG_INF).scatter_(1, idx, vals)
     if in_window is None:
         return out
@@ -109,8 +118,7 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     if len(rows):
         sorted_x, order = x[rows].sort(dim=-1, descending=True)
         cum = sorted_x.softmax(dim=-1).cumsum_(dim=-1)
-        mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
-        sorted_x.masked_fill_(mass_before >= batch.top_p[rows], _NEG_INF)
+        sorted_x.masked_fill_(_beyond_top_p(cum, batch.top_p[rows]), _NEG_INF)
         out[rows] = torch.empty_like(sorted_x).scatter_(1, order, sorted_x)
     return out
 

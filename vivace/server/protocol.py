@@ -94,9 +94,7 @@ def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
             token = int(key)
         except ValueError:
             raise InvalidParameterError("logit_bias", f"keys must be token ids, got {key!r}") from None
-        if not -100 <= value <= 100:
-            raise InvalidParameterError("logit_bias", f"values must be in [-100, 100], got {value}")
-        out[token] = value
+        out[token] = value  # values are checked by SamplingParams
     return out
 
 
