@@ -8,6 +8,11 @@ non-streamed requests) or streamed.
 
     python bench/host_overhead.py                       # batch 1, 32, 128; offline
     python bench/host_overhead.py --batch 64 --stream
+    python bench/host_overhead.py --graphs              # the CUDA-graph decode path's host code
+
+--graphs runs decode steps through the runner's CUDA-graph path (DecodeRows, padding, the pinned
+staging copies) with captured graphs replaced by replays that do nothing: on a GPU the replay is one
+launch, so what remains is the host time every graph-replayed step pays before the device can start.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
 
 import vivace.engine.runner as runner_module  # noqa: E402
 from vivace.engine.config import SamplingParams  # noqa: E402
@@ -39,7 +46,30 @@ def _timed(totals: collections.Counter, key: str, fn: Any) -> Any:
     return wrapper
 
 
-def measure(batch: int, steps: int, stream: bool) -> dict[str, float]:
+class _NoopReplay:
+    """A captured graph whose replay costs nothing: its logits stay as they were."""
+
+    def replay(self) -> None:
+        pass
+
+
+def _attach_noop_graphs(llm: LLM, max_num_seqs: int) -> None:
+    """Route decode steps through the CUDA-graph path, each 'graph' a no-op over fixed logits."""
+    from vivace.engine.cuda_graphs import DecodeGraphs
+
+    runner, pool = llm.engine.runner, llm.engine.scheduler.pool
+    cfg = runner.model.cfg
+    runner.kv_cache = torch.zeros(cfg.num_layers, 2, (pool.num_blocks + 1) * runner.block_size, cfg.num_kv_heads, cfg.head_dim)
+    graphs = DecodeGraphs(
+        runner.model, runner.kv_cache, runner.block_size, max_num_seqs, llm.engine.max_model_len,
+        pad_block=pool.num_blocks, device=torch.device("cpu"), num_sms=132,
+    )
+    gen = torch.Generator().manual_seed(0)
+    graphs._graphs = {size: (_NoopReplay(), torch.randn(size, cfg.vocab_size, generator=gen)) for size in graphs.sizes}
+    runner.graphs = graphs
+
+
+def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[str, float]:
     """Microseconds per decode step in each phase, for `batch` running sequences."""
     llm = LLM(
         "random:tiny@0", device="cpu", dtype="float32", quantization="none", attention_backend="torch",
@@ -47,12 +77,15 @@ def measure(batch: int, steps: int, stream: bool) -> dict[str, float]:
         kv_cache_memory_bytes=256 << 20,
     )
     engine = llm.engine
+    if graphs:
+        _attach_noop_graphs(llm, batch)
     totals: collections.Counter = collections.Counter()
     for obj, name, key in (
         (engine.scheduler, "schedule", "schedule"), (engine.scheduler, "finish_step", "finish_step"),
         (engine.runner, "build_metadata", "build_inputs"), (engine.runner, "_sample", "sample"),
         (engine.runner, "execute", "execute"), (engine.model, "forward", "forward"),
         (engine.model, "compute_logits", "logits"), (runner_module, "sample", "sample_kernels"),
+        *(((engine.runner.graphs, "run", "build_inputs"),) if graphs else ()),
     ):
         setattr(obj, name, _timed(totals, key, getattr(obj, name)))
     params = SamplingParams(temperature=0, max_tokens=steps + 20, ignore_eos=True)
@@ -65,7 +98,7 @@ def measure(batch: int, steps: int, stream: bool) -> dict[str, float]:
     for _ in range(steps):
         engine.step()
     wall = time.perf_counter() - start
-    t = {k: v / steps * 1e6 for k, v in totals.items()}
+    t = collections.Counter({k: v / steps * 1e6 for k, v in totals.items()})
     step = wall / steps * 1e6
     phases = {
         "schedule": t["schedule"] + t["finish_step"],
@@ -84,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, action="append", help="running sequences (repeatable; default 1, 32, 128)")
     ap.add_argument("--steps", type=int, default=100, help="timed decode steps per batch size")
     ap.add_argument("--stream", action="store_true", help="streamed requests (as served) instead of offline")
+    ap.add_argument("--graphs", action="store_true", help="decode through the CUDA-graph path (no-op replays)")
     args = ap.parse_args(argv)
-    rows = [measure(b, args.steps, args.stream) for b in args.batch or [1, 32, 128]]
+    rows = [measure(b, args.steps, args.stream, args.graphs) for b in args.batch or [1, 32, 128]]
     cols = ["batch", "host_us", "host_us_per_seq", "schedule", "build_inputs", "sampling_batch", "runner_other",
             "outputs", "model_us", "step_us"]
-    print(f"{'streamed' if args.stream else 'offline'} decode steps, tiny random model on CPU, microseconds per step")
+    path = "CUDA-graph path, no-op replays" if args.graphs else "torch path"
+    print(f"{'streamed' if args.stream else 'offline'} decode steps, tiny random model on CPU ({path}), microseconds per step")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
