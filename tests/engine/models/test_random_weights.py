@@ -24,6 +24,25 @@ def test_same_seed_same_weights_other_seed_different() -> None:
     assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], c["model.layers.0.self_attn.q_proj.weight"])
 
 
+def test_same_weights_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces are drawn in parallel; each has its own seeded generator, so threads change nothing."""
+    from vivace.engine.models import random_weights as module
+
+    cfg = PRESETS["tiny"]
+    monkeypatch.setattr(module, "PIECE", 1000)  # many pieces per tensor, some partial
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = random_weights(cfg, 3)
+        torch.set_num_threads(max(2, threads))
+        many = random_weights(cfg, 3)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one[k], many[k]) for k in one)
+    q = one["model.layers.0.self_attn.q_proj.weight"].view(-1)
+    assert not torch.equal(q[:1000], q[1000:2000])  # pieces are not copies of each other
+
+
 def test_dtype_is_a_cast_of_the_float32_draw() -> None:
     """The same draw whatever the target dtype (and device: drawn on CPU, then moved)."""
     cfg = PRESETS["tiny"]
