@@ -105,11 +105,10 @@ def compile_only(arch: int = 90) -> Iterator[_Recorder]:
     seen: set[Any] = set()
 
     def hook(*, key: Any, fn: Any, compile: dict[str, Any], **_: Any) -> bool:
-        jit_function = fn.jit_function
-        cache_key = (jit_function.__name__ if hasattr(jit_function, "__name__") else fn.name, str(key))
+        cache_key = (fn.name, str(key))
         if cache_key not in seen:
             seen.add(cache_key)
-            src = ASTSource(jit_function, compile["signature"], compile["constants"], compile["configs"][0])
+            src = ASTSource(fn.jit_function, compile["signature"], compile["constants"], compile["configs"][0])
             options = {name: compile[name] for name in ("num_warps", "num_ctas", "num_stages", "enable_fp_fusion")}
             kernel = triton.compile(src, target=target, options=options)
             recorder.launches.append(_Launch(recorder.step, fn.name, kernel, compile["signature"], compile["constants"]))
