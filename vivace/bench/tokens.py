@@ -10,11 +10,7 @@ from vivace.engine.tokenizer import Tokenizer
 
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str | None = None) -> Tokenizer:
-    """The tokenizer of a .gguf file or an HF-layout directory (None: the packaged model), without weights."""
-    if path is None:
-        from vivace.engine.loaders.default_model import default_model_path
-
-        path = default_model_path()
+    """The tokenizer of a .gguf file or an HF-layout directory (None: the packaged model), cached."""
     return tokenizer_file.load_tokenizer(path)
 
 

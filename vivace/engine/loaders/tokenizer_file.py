@@ -21,8 +21,15 @@ from vivace.engine.loaders.gguf_file import GGUF_MAGIC, KV_START, GGUFFile
 from vivace.engine.tokenizer import Tokenizer
 
 
-def load_tokenizer(path: str) -> Tokenizer:
-    """The tokenizer of a .gguf file (its metadata; tensors are not read) or of an HF-layout directory."""
+def load_tokenizer(path: str | None = None) -> Tokenizer:
+    """The tokenizer of a .gguf file (its metadata; tensors are not read) or of an HF-layout directory.
+
+    None is the packaged model's.
+    """
+    if path is None:
+        from vivace.engine.loaders.default_model import default_model_path
+
+        path = default_model_path()
     if os.path.isdir(path):
         return Tokenizer.from_hf_dir(path)
     if not os.path.isfile(path):

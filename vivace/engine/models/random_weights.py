@@ -112,12 +112,11 @@ def load_random_model(
     spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", tokenizer_path: str | None = None,
 ) -> LoadedModel:
     """A LoadedModel for "random:NAME[@SEED]" with the tokenizer at tokenizer_path (default: the packaged one)."""
-    from vivace.engine.loaders.default_model import default_model_path
     from vivace.engine.loaders.tokenizer_file import load_tokenizer
 
     name, seed = parse_random_spec(spec)
     cfg = copy.deepcopy(PRESETS[name])
-    tokenizer = load_tokenizer(tokenizer_path or default_model_path())
+    tokenizer = load_tokenizer(tokenizer_path)
     cfg.bos_token_id = tokenizer.bos_token_id
     cfg.eos_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return LoadedModel(config=cfg, weights=random_weights(cfg, seed, dtype, device), tokenizer=tokenizer)
