@@ -78,17 +78,17 @@ async def test_abort_all_ends_every_caller_with_shutdown_error(async_engine):
     from vivace.engine.async_engine import EngineShutdownError
 
     long = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
-    started = asyncio.Event()
+    started = [asyncio.Event(), asyncio.Event()]  # one per caller: both must be added and producing
 
-    async def consume(prompt: str) -> int:
+    async def consume(prompt: str, producing: asyncio.Event) -> int:
         seen = 0
         async for _ in async_engine.generate(prompt, long):
             seen += 1
-            started.set()
+            producing.set()
         return seen
 
-    tasks = [asyncio.create_task(consume(p)) for p in PROMPTS[:2]]
-    await started.wait()
+    tasks = [asyncio.create_task(consume(p, e)) for p, e in zip(PROMPTS[:2], started)]
+    await asyncio.gather(*(event.wait() for event in started))
     assert await async_engine.abort_all("going down") == 2
     for result in await asyncio.gather(*tasks, return_exceptions=True):
         assert isinstance(result, EngineShutdownError) and str(result) == "going down"
