@@ -108,7 +108,7 @@ def _run_stats(start: float, first: float, last: float, n: int) -> dict[str, flo
 
 class VivaceBench:
     def __init__(self, model: str, threads: int) -> None:
-        from vivace.engine.engine import LLM
+        from vivace.engine.llm import LLM
 
         self.llm = LLM(model, num_threads=threads)
 
@@ -188,7 +188,7 @@ class LlamaCppBench:
         self.llm.reset()
         produced = 0
         start = time.perf_counter()
-        for prompt, n in zip(work.prompts, work.output_lens):
+        for prompt, n in zip(work.prompts, work.output_lens, strict=True):
             produced += self._generate(prompt, n)[2]
         wall = time.perf_counter() - start
         assert produced == sum(work.output_lens)
@@ -208,22 +208,24 @@ def _fmt(x: float | None) -> str:
     return f"{x:.1f}" if x is not None else "-"
 
 
-def markdown_table(single: dict[str, SingleResult], offline: dict[str, OfflineResult], num_requests: int, new_tokens: int) -> str:
+def markdown_table(
+    single: dict[str, SingleResult], offline: dict[str, OfflineResult], num_requests: int, new_tokens: int
+) -> str:
     rows = ["| workload | metric | vivace | llama.cpp | vivace / llama.cpp |", "|---|---|---|---|---|"]
 
-    def row(workload: str, metric: str, v: float | None, l: float | None) -> None:
-        rows.append(f"| {workload} | {metric} | {_fmt(v)} | {_fmt(l)} | {_ratio(v, l)} |")
+    def row(workload: str, metric: str, v: float | None, c: float | None) -> None:
+        rows.append(f"| {workload} | {metric} | {_fmt(v)} | {_fmt(c)} | {_ratio(v, c)} |")
 
     if single:
-        v, l = single.get("vivace"), single.get("llamacpp")
+        v, c = single.get("vivace"), single.get("llamacpp")
         name = f"single stream, {new_tokens} new tokens"
-        row(name, "decode tok/s", v and v.decode_tok_s, l and l.decode_tok_s)
-        row(name, "end-to-end tok/s", v and v.e2e_tok_s, l and l.e2e_tok_s)
+        row(name, "decode tok/s", v and v.decode_tok_s, c and c.decode_tok_s)
+        row(name, "end-to-end tok/s", v and v.e2e_tok_s, c and c.e2e_tok_s)
     if offline:
-        v, l = offline.get("vivace"), offline.get("llamacpp")
+        v, c = offline.get("vivace"), offline.get("llamacpp")
         name = f"{num_requests} requests, in/out 50..300 tokens"
-        row(name, "output tok/s", v and v.output_tok_s, l and l.output_tok_s)
-        row(name, "total tok/s", v and v.total_tok_s, l and l.total_tok_s)
+        row(name, "output tok/s", v and v.output_tok_s, c and c.output_tok_s)
+        row(name, "total tok/s", v and v.total_tok_s, c and c.total_tok_s)
     return "\n".join(rows)
 
 
@@ -249,8 +251,10 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     if load_before > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load_before:.1f} on {os.cpu_count()} cores; other work will skew the numbers",
-              file=sys.stderr)
+        print(
+            f"warning: load average {load_before:.1f} on {os.cpu_count()} cores; other work will skew the numbers",
+            file=sys.stderr,
+        )
     single: dict[str, SingleResult] = {}
     offline: dict[str, OfflineResult] = {}
     versions: dict[str, str] = {}
@@ -272,8 +276,11 @@ def main() -> None:
         if "offline" in parts:
             offline[name] = bench.offline(work)
             r = offline[name]
-            print(f"[{name}] offline: {r.output_tok_s:.1f} output tok/s, {r.total_tok_s:.1f} total tok/s "
-                  f"({r.wall_s:.1f} s)", file=sys.stderr)
+            print(
+                f"[{name}] offline: {r.output_tok_s:.1f} output tok/s, {r.total_tok_s:.1f} total tok/s "
+                f"({r.wall_s:.1f} s)",
+                file=sys.stderr,
+            )
         del bench
 
     table = markdown_table(single, offline, args.num_requests, args.new_tokens)
@@ -283,17 +290,26 @@ def main() -> None:
         "model": model,
         "threads": args.threads,
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
         "versions": versions,
         "single": {k: asdict(v) for k, v in single.items()},
-        "offline": {k: {**asdict(v), "output_tok_s": v.output_tok_s, "total_tok_s": v.total_tok_s} for k, v in offline.items()},
+        "offline": {
+            k: {**asdict(v), "output_tok_s": v.output_tok_s, "total_tok_s": v.total_tok_s} for k, v in offline.items()
+        },
         "ratios": {
             "single_decode": single["vivace"].decode_tok_s / single["llamacpp"].decode_tok_s
-            if {"vivace", "llamacpp"} <= single.keys() else None,
+            if {"vivace", "llamacpp"} <= single.keys()
+            else None,
             "offline_output": offline["vivace"].output_tok_s / offline["llamacpp"].output_tok_s
-            if {"vivace", "llamacpp"} <= offline.keys() else None,
+            if {"vivace", "llamacpp"} <= offline.keys()
+            else None,
             "offline_total": offline["vivace"].total_tok_s / offline["llamacpp"].total_tok_s
-            if {"vivace", "llamacpp"} <= offline.keys() else None,
+            if {"vivace", "llamacpp"} <= offline.keys()
+            else None,
         },
         "table": table,
     }

@@ -55,14 +55,24 @@ class _NoopReplay:
 
 def _attach_noop_graphs(llm: LLM, max_num_seqs: int) -> None:
     """Route decode steps through the CUDA-graph path, each 'graph' a no-op over fixed logits."""
+    from vivace.engine.attention.triton_backend import TritonAttentionBackend  # graph metadata; needs triton
     from vivace.engine.cuda_graphs import DecodeGraphs
 
-    runner, pool = llm.engine.runner, llm.engine.scheduler.pool
+    runner, pool = llm.engine.runner, llm.engine.scheduler.kv
     cfg = runner.model.cfg
-    runner.kv_cache = torch.zeros(cfg.num_layers, 2, (pool.num_blocks + 1) * runner.block_size, cfg.num_kv_heads, cfg.head_dim)
+    runner.kv_cache = torch.zeros(
+        cfg.num_layers, 2, (pool.num_blocks + 1) * runner.block_size, cfg.num_kv_heads, cfg.head_dim
+    )
     graphs = DecodeGraphs(
-        runner.model, runner.kv_cache, runner.block_size, max_num_seqs, llm.engine.max_model_len,
-        pad_block=pool.num_blocks, device=torch.device("cpu"), num_sms=132,
+        runner.model,
+        TritonAttentionBackend(runner.block_size, torch.device("cpu"), cfg.num_kv_heads),
+        runner.kv_cache,
+        runner.block_size,
+        max_num_seqs,
+        llm.engine.max_model_len,
+        pad_block=pool.num_blocks,
+        device=torch.device("cpu"),
+        num_sms=132,
     )
     gen = torch.Generator().manual_seed(0)
     graphs._graphs = {size: (_NoopReplay(), torch.randn(size, cfg.vocab_size, generator=gen)) for size in graphs.sizes}
@@ -72,8 +82,15 @@ def _attach_noop_graphs(llm: LLM, max_num_seqs: int) -> None:
 def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[str, float]:
     """Microseconds per decode step in each phase, for `batch` running sequences."""
     llm = LLM(
-        "random:tiny@0", device="cpu", dtype="float32", quantization="none", attention_backend="torch",
-        max_model_len=1024, max_num_seqs=batch, max_num_batched_tokens=4096, enable_prefix_caching=False,
+        "random:tiny@0",
+        device="cpu",
+        dtype="float32",
+        quantization="none",
+        attention_backend="torch",
+        max_model_len=1024,
+        max_num_seqs=batch,
+        max_num_batched_tokens=4096,
+        enable_prefix_caching=False,
         kv_cache_memory_bytes=256 << 20,
     )
     engine = llm.engine
@@ -81,10 +98,14 @@ def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[
         _attach_noop_graphs(llm, batch)
     totals: collections.Counter = collections.Counter()
     for obj, name, key in (
-        (engine.scheduler, "schedule", "schedule"), (engine.scheduler, "finish_step", "finish_step"),
-        (engine.runner, "build_metadata", "build_inputs"), (engine.runner, "_sample", "sample"),
-        (engine.runner, "execute", "execute"), (engine.model, "forward", "forward"),
-        (engine.model, "compute_logits", "logits"), (runner_module, "sample", "sample_kernels"),
+        (engine.scheduler, "schedule", "schedule"),
+        (engine.scheduler, "finish_step", "finish_step"),
+        (engine.runner, "prepare_inputs", "build_inputs"),
+        (engine.runner, "_sample", "sample"),
+        (engine.runner, "execute", "execute"),
+        (engine.model, "forward", "forward"),
+        (engine.model, "compute_logits", "logits"),
+        (runner_module, "sample", "sample_kernels"),
         *(((engine.runner.graphs, "run", "build_inputs"),) if graphs else ()),
     ):
         setattr(obj, name, _timed(totals, key, getattr(obj, name)))
@@ -108,8 +129,14 @@ def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[
         "outputs": step - t["schedule"] - t["finish_step"] - t["execute"],
     }
     host = sum(phases.values())
-    return {"batch": batch, "step_us": step, "model_us": sum(t[k] for k in MODEL_PHASES), "host_us": host,
-            "host_us_per_seq": host / batch, **phases}
+    return {
+        "batch": batch,
+        "step_us": step,
+        "model_us": sum(t[k] for k in MODEL_PHASES),
+        "host_us": host,
+        "host_us_per_seq": host / batch,
+        **phases,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,10 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graphs", action="store_true", help="decode through the CUDA-graph path (no-op replays)")
     args = ap.parse_args(argv)
     rows = [measure(b, args.steps, args.stream, args.graphs) for b in args.batch or [1, 32, 128]]
-    cols = ["batch", "host_us", "host_us_per_seq", "schedule", "build_inputs", "sampling_batch", "runner_other",
-            "outputs", "model_us", "step_us"]
+    cols = [
+        "batch",
+        "host_us",
+        "host_us_per_seq",
+        "schedule",
+        "build_inputs",
+        "sampling_batch",
+        "runner_other",
+        "outputs",
+        "model_us",
+        "step_us",
+    ]
     path = "CUDA-graph path, no-op replays" if args.graphs else "torch path"
-    print(f"{'streamed' if args.stream else 'offline'} decode steps, tiny random model on CPU ({path}), microseconds per step")
+    print(
+        f"{'streamed' if args.stream else 'offline'} decode steps, tiny random model on CPU ({path}), microseconds per step"
+    )
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -6,9 +6,10 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -50,7 +51,9 @@ class FakeTokenizer:
         return "".join(map(chr, ids))
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + (
+            "<assistant>" if add_generation_prompt else ""
+        )
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
@@ -89,7 +92,9 @@ class FakeLLM:
             delta = w if i == 0 else " " + w
             text += delta
             done = i == len(words) - 1
-            yield FakeOutput("r", [1], [FakeCompletion(0, text, delta, list(range(i + 1)), "stop" if done else None)], done)
+            yield FakeOutput(
+                "r", [1], [FakeCompletion(0, text, delta, list(range(i + 1)), "stop" if done else None)], done
+            )
 
     def generate_unordered(
         self, prompts: list[str | list[int]], sampling_params: list[SamplingParams]
@@ -110,6 +115,17 @@ def fake_llm(monkeypatch) -> FakeLLM:
     llm = FakeLLM()
     monkeypatch.setattr(cli, "_load", lambda model, device: llm)
     return llm
+
+
+def test_version():
+    from importlib.metadata import version
+
+    import vivace
+
+    assert vivace.__version__ == version("vivace")
+    result = runner.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"vivace {vivace.__version__}\n"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -222,7 +238,7 @@ def test_batch_corrupt_output_is_reported(fake_llm, tmp_path):
 
 @pytest.fixture(scope="module")
 def real_llm():
-    from vivace.engine.engine import LLM
+    from vivace.engine.llm import LLM
 
     return LLM()
 
@@ -275,7 +291,9 @@ def test_real_batch_runs_and_resumes(use_real_llm, tmp_path):
 @pytest.mark.slow
 def test_real_chat_through_stdin(use_real_llm):
     result = runner.invoke(
-        cli.app, ["chat", "--temperature", "0", "--max-tokens", "12"], input="Hello!\nWhat is 2+2?\n/reset\nBye.\n/exit\n"
+        cli.app,
+        ["chat", "--temperature", "0", "--max-tokens", "12"],
+        input="Hello!\nWhat is 2+2?\n/reset\nBye.\n/exit\n",
     )
     assert result.exit_code == 0, result.output
     out = result.output
@@ -304,7 +322,9 @@ def test_console_script_generate():
     assert exe, "the vivace console script is not installed next to this Python"
     proc = subprocess.run(
         [exe, "generate", "The sky is", "--no-chat", "--temperature", "0", "--max-tokens", "5"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

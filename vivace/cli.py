@@ -6,20 +6,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vivace import __version__
 from vivace.bench.cli import bench_app
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.request_params import sampling_params_from_fields
 from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
-    from vivace.engine.engine import LLM
+    from vivace.engine.llm import LLM
     from vivace.engine.outputs import RequestOutput
 
 app = typer.Typer(
@@ -31,8 +33,25 @@ app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(flow_app, name="flow")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vivace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """vivace: a fast LLM serving system. Runs the packaged SmolLM2-135M-Instruct unless --model is given."""
+
+
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model", "-m", help="Path to a .gguf file or an HF-layout directory (default: packaged model)."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
@@ -40,7 +59,7 @@ MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate 
 TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest set with this much mass.")]
 TopKOpt = Annotated[int, typer.Option(help="Keep only the k most likely tokens; 0 = off.")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
 
 
 def _sampling_kwargs(max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None) -> dict[str, Any]:
@@ -49,7 +68,7 @@ def _sampling_kwargs(max_tokens: int, temperature: float, top_p: float, top_k: i
 
 def _sampling(**kwargs: Any) -> SamplingParams:
     try:
-        return SamplingParams(**kwargs)
+        return sampling_params_from_fields(kwargs)
     except InvalidParameterError as e:
         raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
 
@@ -68,7 +87,7 @@ def _usage_errors(model_hint: str) -> Iterator[None]:
 
 
 def _load(model: str | None, device: str) -> LLM:
-    from vivace.engine.engine import LLM
+    from vivace.engine.llm import LLM
 
     with _usage_errors("--model"):
         return LLM(model, device=device)
@@ -116,7 +135,7 @@ def generate(
 def chat(
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     max_tokens: MaxTokensOpt = 256,
     temperature: TemperatureOpt = 0.7,
     top_p: TopPOpt = 0.95,
@@ -187,8 +206,12 @@ def _request_error(llm: LLM, prompt: str | list[int], params: SamplingParams) ->
 
 @app.command()
 def batch(
-    input_path: Annotated[Path, typer.Argument(metavar="IN.jsonl", exists=True, dir_okay=False, help="Requests, one JSON object a line.")],
-    output_path: Annotated[Path, typer.Argument(metavar="OUT.jsonl", dir_okay=False, help="Results, appended as requests finish.")],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="IN.jsonl", exists=True, dir_okay=False, help="Requests, one JSON object a line.")
+    ],
+    output_path: Annotated[
+        Path, typer.Argument(metavar="OUT.jsonl", dir_okay=False, help="Results, appended as requests finish.")
+    ],
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     max_tokens: MaxTokensOpt = 256,
@@ -198,8 +221,15 @@ def batch(
     seed: SeedOpt = None,
 ) -> None:
     """Run every line of IN.jsonl; write each result to OUT.jsonl as it finishes. Reruns resume."""
-    from vivace.batch_io import BatchError, BatchOutputError, ResultWriter, error_record, prepare_output
-    from vivace.batch_io import read_requests, result_record
+    from vivace.batch_io import (
+        BatchError,
+        BatchOutputError,
+        ResultWriter,
+        error_record,
+        prepare_output,
+        read_requests,
+        result_record,
+    )
 
     defaults = _sampling_kwargs(max_tokens, temperature, top_p, top_k, seed)
     _sampling(**defaults)  # reject bad defaults before reading anything
@@ -272,15 +302,26 @@ def batch(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[str], typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")] = None,
+    model: Annotated[
+        str | None, typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option(envvar="VIVACE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1.")] = None,
-    max_queue: Annotated[Optional[int], typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(min=2, help="Context length (default: the model's).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="VIVACE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1.")
+    ] = None,
+    max_queue: Annotated[
+        int | None, typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")
+    ] = None,
+    max_model_len: Annotated[int | None, typer.Option(min=2, help="Context length (default: the model's).")] = None,
     device: DeviceOpt = "cpu",
-    drain_timeout: Annotated[float, typer.Option(min=0, help="On SIGTERM, seconds in-flight requests get to finish before they are aborted.")] = 30.0,
-    flows: Annotated[Optional[str], typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples).")] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM, seconds in-flight requests get to finish before they are aborted.")
+    ] = 30.0,
+    flows: Annotated[
+        str | None,
+        typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples)."),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
     from vivace.flows.model import FlowError
@@ -288,8 +329,17 @@ def serve(
 
     try:
         with _usage_errors("MODEL"):
-            run_server(model, host=host, port=port, api_key=api_key, max_queue=max_queue, max_model_len=max_model_len,
-                       device=device, drain_timeout=drain_timeout, flows_dir=flows)
+            run_server(
+                model,
+                host=host,
+                port=port,
+                api_key=api_key,
+                max_queue=max_queue,
+                max_model_len=max_model_len,
+                device=device,
+                drain_timeout=drain_timeout,
+                flows_dir=flows,
+            )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None
 

@@ -6,10 +6,8 @@ import os
 
 import pytest
 
+from tests.conftest import make_test_llm
 from vivace.engine.loaders.default_model import default_model_path
-
-# Small KV budget: tests never need more, and allocation stays quick.
-TEST_KV_BYTES = 64 << 20
 
 
 @pytest.fixture(scope="session")
@@ -19,10 +17,8 @@ def model_path() -> str:
 
 @pytest.fixture(scope="session")
 def llm():
-    """The packaged model in float32 (no int8), the configuration checked against transformers."""
-    from vivace.engine.llm import LLM
-
-    return LLM(kv_cache_memory_bytes=TEST_KV_BYTES, quantization="none")
+    """The test engine (float32, no int8) with the model's full context: the configuration checked against transformers."""
+    return make_test_llm()
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +38,9 @@ def hf_model(model_path: str):
 def ours():
     """Our tokenizer, built from the packaged GGUF's metadata."""
     from vivace.engine.loaders.gguf import open_gguf
-    from vivace.engine.tokenizer import Tokenizer
+    from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 
-    return Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
+    return tokenizer_from_gguf_metadata(open_gguf(default_model_path()).metadata)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vivace.engine.cuda_graphs import DecodeRows, capture_sizes, pad_decode_rows, padded_size, table_array
+from vivace.engine.attention.base import block_table_array
+from vivace.engine.cuda_graphs import DecodeRows, capture_sizes, pad_decode_rows, padded_size
 
 
 def test_capture_sizes() -> None:
@@ -34,7 +35,7 @@ def test_padding_rows_touch_only_the_scratch_block() -> None:
         pad_decode_rows(rows, 1, pad_block=9, block_size=16)
 
 
-def test_table_array() -> None:
-    assert torch.equal(table_array([[4, 2], [9]], 3), torch.tensor([[4, 2, 0], [9, 0, 0]], dtype=torch.int32))
+def test_block_table_array() -> None:
+    assert torch.equal(block_table_array([[4, 2], [9]], 3), torch.tensor([[4, 2, 0], [9, 0, 0]], dtype=torch.int32))
     with pytest.raises(ValueError, match="wider than 1 blocks"):
-        table_array([[4, 2]], 1)
+        block_table_array([[4, 2]], 1)

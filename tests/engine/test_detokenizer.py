@@ -9,6 +9,7 @@ import pytest
 from vivace.engine.detokenizer import IncrementalDetokenizer
 from vivace.engine.loaders.default_model import default_model_path
 from vivace.engine.loaders.gguf import open_gguf
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 from vivace.engine.tokenizer import Tokenizer
 
 REAL_TEXTS = [
@@ -31,7 +32,7 @@ def _stream(tokenizer: Tokenizer, ids: list[int], skip: bool) -> list[str]:
 
 @pytest.fixture(scope="module")
 def smollm() -> Tokenizer:
-    return Tokenizer.from_gguf_metadata(open_gguf(default_model_path()).metadata)
+    return tokenizer_from_gguf_metadata(open_gguf(default_model_path()).metadata)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def spm() -> Tokenizer:
         "tokenizer.ggml.eos_token_id": 2,
         "tokenizer.ggml.unknown_token_id": 0,
     }
-    return Tokenizer.from_gguf_metadata(meta)
+    return tokenizer_from_gguf_metadata(meta)
 
 
 def test_multibyte_characters_do_span_tokens(smollm: Tokenizer) -> None:

@@ -39,8 +39,8 @@ def _vivace_prefill_logits(llm, ids: list[int]) -> tuple[int, torch.Tensor]:
     try:
         assert [item.seq.request_id for item in batch.prefills] == ["ref-logits"]
         with torch.inference_mode():
-            input_ids, positions, meta = engine.runner.build_metadata(batch)
-            hidden = engine.model.forward(input_ids, positions, meta, engine.runner.kv_cache)
+            inputs = engine.runner.prepare_inputs(batch)
+            hidden = engine.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, engine.runner.kv_cache)
             return batch.prefills[0].start, engine.model.compute_logits(hidden)
     finally:
         engine.abort("ref-logits")
@@ -70,4 +70,4 @@ def test_greedy_continuations_match_transformers(llm, hf_model) -> None:
             )[0, len(ids):].tolist()
         assert out.outputs[0].token_ids == ref
         assert len(ref) == 64
-    assert llm.engine.scheduler.pool.num_used == 0
+    assert llm.engine.scheduler.kv.num_used == 0

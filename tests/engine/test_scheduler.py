@@ -82,7 +82,7 @@ def test_same_step_requests_share_prefix_once() -> None:
     # The shared 40 tokens are computed once; each request computes its own 2 tokens.
     assert total_computed == 40 + 6 * 2
     assert s.stats.prompt_tokens_reused == 5 * 40
-    assert s.pool.num_used == 0
+    assert s.kv.num_used == 0
 
 
 def test_preemption_when_blocks_run_out_and_no_leaks() -> None:
@@ -97,13 +97,13 @@ def test_preemption_when_blocks_run_out_and_no_leaks() -> None:
         if not s.has_work:
             break
         finished += run_step(s, rng)
-        assert s.pool.num_used <= 12
+        assert s.kv.num_used <= 12
         for q in s.running:  # every full block a running sequence has computed is published, also after a preemption
-            assert all(s.pool.computed[block] for block in q.block_table[: q.num_computed_tokens // BS])
+            assert all(s.kv.pool.computed[block] for block in q.block_table[: q.num_computed_tokens // BS])
     assert len(finished) == 10
     assert all(q.status is SequenceStatus.FINISHED and q.num_output_tokens == q.params.max_tokens for q in seqs)
     assert s.stats.preemptions > 0
-    assert s.pool.num_used == 0
+    assert s.kv.num_used == 0
 
 
 def test_request_too_large_is_rejected_at_admission() -> None:
@@ -119,9 +119,9 @@ def test_abort_mid_prefill_frees_blocks() -> None:
     q = make_seq(0, list(range(30)))
     s.add(q)
     s.finish_step(s.schedule())
-    assert s.pool.num_used > 0
+    assert s.kv.num_used > 0
     s.finish(q, "abort")
-    assert s.pool.num_used == 0 and not s.running
+    assert s.kv.num_used == 0 and not s.running
     # An aborted prefill's unfinished blocks are not offered to later requests.
     q2 = make_seq(1, list(range(30)))
     s.add(q2)

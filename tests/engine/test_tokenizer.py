@@ -11,6 +11,7 @@ import pytest
 
 from vivace.engine.loaders.errors import UnsupportedModelError
 from vivace.engine.loaders.gguf import open_gguf
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 from vivace.engine.tokenizer import Tokenizer
 
 TEXTS = [
@@ -132,7 +133,7 @@ def test_chat_template_is_read(ours: Tokenizer) -> None:
 def test_unknown_tokenizer_model_is_rejected() -> None:
     meta = {"tokenizer.ggml.model": "rwkv", "tokenizer.ggml.tokens": ["a", "b"]}
     with pytest.raises(UnsupportedModelError, match="'rwkv'.*gpt2.*llama"):
-        Tokenizer.from_gguf_metadata(meta)
+        tokenizer_from_gguf_metadata(meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ SPM_TEXTS = ["hello world", "the world", " hello", "hello  world ", "hat", "hél
 def test_sentencepiece_vocab_matches_transformers(spm_path: str, text: str) -> None:
     from transformers import AutoTokenizer
 
-    ours = Tokenizer.from_gguf_metadata(open_gguf(spm_path).metadata)
+    ours = tokenizer_from_gguf_metadata(open_gguf(spm_path).metadata)
     reference = AutoTokenizer.from_pretrained(os.path.dirname(spm_path), gguf_file=os.path.basename(spm_path))
     ids = ours.encode(text)
     assert ids == reference.encode(text)

@@ -54,9 +54,10 @@ class EngineConfig:
     # Linear-layer weights: "none" keeps `dtype`; "int8" = per-channel int8 weights with dynamic int8
     # activations (CPU); "auto" = int8 on CPU in float32, else none.
     quantization: str = "auto"
-    # "auto" = compiled CPU decode kernel when it builds (else torch) on CPU, Triton on CUDA;
-    # "torch" = the reference path; "triton" = the Triton kernels (CUDA; on CPU only under Triton's
-    # interpreter, TRITON_INTERPRET=1, which is how the tests check the runner's Triton path).
+    # The kernel set (attention backend and layer ops; chosen by kernels/select.py): "auto" = "cpu"
+    # for float32 on the CPU when the C++ ops build (else "torch"), "triton" on CUDA; "torch" = the
+    # reference (torch ops only, no compiled extension); "cpu" = the C++ CPU ops; "triton" = the
+    # Triton kernels (CUDA; on CPU only under Triton's interpreter, TRITON_INTERPRET=1, for tests).
     attention_backend: str = "auto"
     # Decode-only steps on CUDA replay CUDA graphs captured for padded batch sizes; False = eager.
     cuda_graphs: bool = True
@@ -94,9 +95,9 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_dtype", f"must be auto, float32, bfloat16 or float16, got {self.kv_cache_dtype!r}"
             )
-        if self.attention_backend not in ("auto", "torch", "triton"):
+        if self.attention_backend not in ("auto", "torch", "cpu", "triton"):
             raise InvalidParameterError(
-                "attention_backend", f"must be 'auto', 'torch' or 'triton', got {self.attention_backend!r}"
+                "attention_backend", f"must be 'auto', 'torch', 'cpu' or 'triton', got {self.attention_backend!r}"
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise InvalidParameterError(
@@ -118,13 +119,6 @@ class EngineConfig:
         if self.dtype != "auto":
             return self.dtype
         return "bfloat16" if self.on_cuda else "float32"
-
-    @property
-    def resolved_attention_backend(self) -> str:
-        """'triton' on CUDA unless 'torch' was asked for; on CPU 'auto' (compiled kernel) or 'torch'."""
-        if self.attention_backend == "auto" and self.on_cuda:
-            return "triton"
-        return self.attention_backend
 
     @property
     def resolved_kv_cache_memory_fraction(self) -> float:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from vivace.engine.models.llama import LlamaModel
+from vivace.engine.attention.base import AttentionBackend, GraphBuffers, block_table_array
+from vivace.engine.models.blocks import DecoderModel
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -63,31 +63,15 @@ def pad_decode_rows(rows: DecodeRows, size: int, pad_block: int, block_size: int
     )
 
 
-def table_array(tables: list[list[int]], width: int) -> torch.Tensor:
-    """Ragged block tables as an int32 [rows, width] tensor, right-padded with block 0 (never read).
-
-    Filled row by row in numpy: 3x faster than torch.tensor on padded lists (128 rows of ~57 blocks:
-    180 us against 600 us), which is host time every step pays.
-    """
-    out = np.zeros((len(tables), width), dtype=np.int32)
-    for i, table in enumerate(tables):
-        if len(table) > width:
-            raise ValueError(f"a block table is wider than {width} blocks")
-        out[i, : len(table)] = table
-    return torch.from_numpy(out)
-
-
 class DecodeGraphs:
     """Captured decode graphs and their static input buffers, for one model and KV cache."""
 
     def __init__(
-        self, model: LlamaModel, kv_cache: torch.Tensor, block_size: int, max_num_seqs: int,
-        max_model_len: int, pad_block: int, device: torch.device, num_sms: int,
+        self, model: DecoderModel, backend: AttentionBackend, kv_cache: torch.Tensor, block_size: int,
+        max_num_seqs: int, max_model_len: int, pad_block: int, device: torch.device, num_sms: int,
     ) -> None:
-        # Imported here: the Triton backend needs triton, which CPU-only installs may lack.
-        from vivace.engine.attention.triton_backend import TritonAttentionMetadata
-        from vivace.engine.attention.triton_decode import num_decode_splits
-
+        if not backend.supports_cuda_graphs:
+            raise ValueError(f"the {backend.name!r} attention backend does not run under CUDA graphs")
         self.model = model
         self.kv_cache = kv_cache
         self.block_size = block_size
@@ -108,11 +92,8 @@ class DecodeGraphs:
         self.token_ids, self.positions, self.slots, self.context_lens = self._rows
         self.tables = tables.to(device, copy=True)
         self._metas = {
-            size: TritonAttentionMetadata(
-                slot_mapping=self.slots[:size], block_size=block_size, num_decode_tokens=size,
-                decode_block_tables=self.tables[:size], decode_context_lens=self.context_lens[:size],
-                decode_num_splits=num_decode_splits(max_model_len, size, model.cfg.num_kv_heads, num_sms),
-                decode_max_context=max_model_len,
+            size: backend.graph_metadata(
+                GraphBuffers(size, self.slots, self.tables, self.context_lens, max_context=max_model_len, num_sms=num_sms)
             )
             for size in self.sizes
         }
@@ -160,7 +141,7 @@ class DecodeGraphs:
         self._host_rows[:, :size] = torch.tensor(
             [padded.token_ids, padded.positions, padded.slots, padded.context_lens], dtype=torch.long
         )
-        self._host_tables[:size, :width] = table_array(padded.block_tables, width)
+        self._host_tables[:size, :width] = block_table_array(padded.block_tables, width)
         # Whole contiguous rows go up (a strided copy would stage through pageable memory); columns
         # past a row's context and rows past `size` are never read by this size's graph.
         self._rows.copy_(self._host_rows, non_blocking=True)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from vivace.engine.kv_cache import BlockPool
-from vivace.engine.prefix_cache import match_prefix, publish_full_blocks
+from vivace.engine.kv_cache_manager import KVCacheManager
 from vivace.engine.sequence import Sequence, SequenceStatus
 
 
@@ -64,7 +63,7 @@ class SchedulerStats:
 
 
 class Scheduler:
-    """Owns the waiting and running queues and every sequence's KV blocks."""
+    """Owns the waiting and running queues; every sequence's KV blocks go through its KV cache manager."""
 
     def __init__(
         self,
@@ -75,12 +74,11 @@ class Scheduler:
         max_model_len: int,
         enable_prefix_caching: bool = True,
     ) -> None:
-        self.pool = BlockPool(num_blocks)
+        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching)
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
-        self.enable_prefix_caching = enable_prefix_caching
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.stats = SchedulerStats()
@@ -94,11 +92,11 @@ class Scheduler:
                 f"{self.max_model_len:,} (the prompt must leave room for at least one new token)"
             )
         total = min(num_prompt_tokens + max_new_tokens, self.max_model_len)
-        needed = -(-total // self.block_size)
-        if needed > self.pool.num_blocks:
+        needed = self.kv.blocks_for(total)
+        if needed > self.kv.num_blocks:
             raise RequestTooLargeError(
                 f"request needs {total:,} tokens of KV cache ({needed} blocks) but the cache holds "
-                f"{self.pool.num_blocks} blocks ({self.pool.num_blocks * self.block_size:,} tokens); "
+                f"{self.kv.num_blocks} blocks ({self.kv.num_blocks * self.block_size:,} tokens); "
                 "lower max_tokens or give the KV cache more memory"
             )
 
@@ -139,27 +137,18 @@ class Scheduler:
         deferred: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            if self.enable_prefix_caching:
-                cached, pending = match_prefix(self.pool, seq, self.block_size)
-                if pending:
-                    # Its next prefix block is being computed by another sequence: wait a step
-                    # rather than compute the same tokens twice.
-                    deferred.append(self.waiting.popleft())
-                    continue
-            else:
-                cached = []
-            start = len(cached) * self.block_size
+            match = self.kv.match_prefix(seq)
+            if match.pending:
+                # Its next prefix block is being computed by another sequence: wait a step
+                # rather than compute the same tokens twice.
+                deferred.append(self.waiting.popleft())
+                continue
+            start = len(match.blocks) * self.block_size
             num = min(seq.num_tokens - start, budget)
-            needed = self._blocks_needed(len(cached), start + num)
-            revived = sum(1 for block in cached if self.pool.ref_counts[block] == 0)
-            if needed + revived > self.pool.num_free:
+            if not self.kv.can_admit(match, start + num):
                 break
             self.waiting.popleft()
-            for block in cached:
-                self.pool.acquire(block)
-            seq.block_table = list(cached)
-            for _ in range(needed):
-                seq.block_table.append(self.pool.allocate())
+            self.kv.admit(seq, match, start + num)
             if seq.num_preemptions == 0:
                 seq.num_cached_tokens = start
                 self.stats.prompt_tokens_reused += start
@@ -174,13 +163,10 @@ class Scheduler:
             self.waiting.appendleft(seq)
         return batch
 
-    def _blocks_needed(self, have: int, num_tokens: int) -> int:
-        return max(0, -(-num_tokens // self.block_size) - have)
-
     def _reserve(self, seq: Sequence, num: int, batch: ScheduledBatch, scheduled: set[int]) -> bool:
         """Give `seq` blocks for `num` more tokens, preempting newer sequences; False if it was preempted."""
-        needed = self._blocks_needed(len(seq.block_table), seq.num_computed_tokens + num)
-        while needed > self.pool.num_free:
+        end = seq.num_computed_tokens + num
+        while self.kv.blocks_to_grow(seq, end) > self.kv.num_free:
             victim = max(
                 (s for s in self.running if s.seq_id not in scheduled),
                 key=lambda s: s.arrival_order,
@@ -188,13 +174,12 @@ class Scheduler:
             self._preempt(victim, batch)
             if victim is seq:
                 return False
-        for _ in range(needed):
-            seq.block_table.append(self.pool.allocate())
+        self.kv.grow(seq, end)
         return True
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         self.running.remove(seq)
-        self._free_blocks(seq)
+        self.kv.free(seq)
         seq.num_computed_tokens = 0
         seq.num_preemptions += 1
         seq.status = SequenceStatus.WAITING
@@ -209,8 +194,7 @@ class Scheduler:
         prompt_end = seq.num_prompt_tokens
         if item.start < prompt_end:
             self.stats.prompt_tokens_computed += min(end, prompt_end) - item.start
-        if self.enable_prefix_caching:
-            publish_full_blocks(self.pool, seq, self.block_size, end)
+        self.kv.publish(seq, end)
 
     # ---- after the step -----------------------------------------------------------------
     def finish_step(self, batch: ScheduledBatch) -> None:
@@ -229,19 +213,11 @@ class Scheduler:
                 self.waiting.remove(seq)
             except ValueError:
                 pass
-        self._free_blocks(seq)
+        self.kv.free(seq)
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
-
-    def _free_blocks(self, seq: Sequence) -> None:
-        # Tail first, so the least useful blocks are the first evicted from the prefix cache.
-        for block in reversed(seq.block_table):
-            self.pool.release(block)
-        seq.block_table = []
-        seq.num_published_blocks = 0
 
     def invalidate(self, batch: ScheduledBatch) -> None:
         """After a failed step: blocks published by it hold no valid KV, so unpublish them."""
         for item in batch.all():
-            for block in item.seq.block_table:
-                self.pool.invalidate(block)
+            self.kv.invalidate(item.seq)

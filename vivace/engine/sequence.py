@@ -36,8 +36,6 @@ class Sequence:
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks, lazily
     num_published_blocks: int = 0  # block_table[:n] are computed and registered in the prefix cache
     finish_reason: str | None = None
-    # Filled by the engine's output path (detokenizer, stop strings, logprobs).
-    state: Any = None
 
     @property
     def num_tokens(self) -> int:

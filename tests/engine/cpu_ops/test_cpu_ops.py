@@ -7,8 +7,14 @@ import random
 import pytest
 import torch
 
+from vivace.engine.attention.cpu_backend import CpuAttentionBackend
+from vivace.engine.attention.torch_backend import TorchAttentionBackend
+from vivace.engine.config import SamplingParams
 from vivace.engine.cpu_ops import load_cpu_ops
-from vivace.engine.attention.torch_backend import AttentionMetadata, paged_attention
+from vivace.engine.kernels.torch_ops import rms_norm as torch_rms_norm
+from vivace.engine.kernels.torch_ops import silu_mul as torch_silu_mul
+from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
+from vivace.engine.sequence import Sequence
 
 kernels = load_cpu_ops()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: the torch path is used")
@@ -38,22 +44,19 @@ def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype)
     v_new = torch.randn(num_seqs, kv_heads, head_dim)
     slot_mapping = torch.tensor([t[(n - 1) // bs] * bs + (n - 1) % bs for t, n in zip(tables, lens)])
     scale = head_dim**-0.5
+    batch = ScheduledBatch()
+    for i, (table, n) in enumerate(zip(tables, lens)):
+        seq = Sequence(i, f"r{i}", 0, list(range(n)), n - 1, SamplingParams(), i, block_table=table)
+        batch.decodes.append(ScheduledSeq(seq, n - 1, 1))
+    cpu = torch.device("cpu")
 
     def run(use_kernel: bool) -> torch.Tensor:
         torch.manual_seed(100 + seed)
         k_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
         v_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
-        meta = AttentionMetadata(slot_mapping=slot_mapping, num_decode_tokens=num_seqs, block_size=bs)
-        max_blocks = max(len(t) for t in tables)
-        if use_kernel:
-            meta.decode_kernel = kernels
-            meta.decode_block_tables = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables], dtype=torch.int32)
-            meta.decode_context_lens = torch.tensor(lens, dtype=torch.int32)
-        else:
-            padded = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables])
-            meta.decode_slots = (padded.unsqueeze(-1) * bs + torch.arange(bs)).view(num_seqs, -1)
-            meta.decode_mask = (torch.arange(max_blocks * bs).unsqueeze(0) < torch.tensor(lens).unsqueeze(1)).view(num_seqs, 1, 1, -1)
-        return paged_attention(q, k_new, v_new, k_cache, v_cache, meta, scale)
+        backend = CpuAttentionBackend(bs, cpu, kernels) if use_kernel else TorchAttentionBackend(bs, cpu)
+        meta = backend.build_metadata(batch, slot_mapping)
+        return backend.forward(q, k_new, v_new, k_cache, v_cache, meta, scale)
 
     assert torch.allclose(run(True), run(False), atol=1e-5, rtol=1e-4)
 
@@ -65,7 +68,7 @@ def test_int8_linear_kernel_matches_torch_reference(rows: int) -> None:
     torch.manual_seed(rows)
     weight, bias = torch.randn(200, 96), torch.randn(200)
     x = torch.randn(rows, 96) * torch.logspace(-2, 2, rows).unsqueeze(1)  # rows of very different scale
-    layer = Int8DynamicLinear(weight, bias)
+    layer = Int8DynamicLinear(weight, bias, kernels)
     fused = layer(x)
     assert torch.allclose(fused, layer.reference(x), atol=1e-4, rtol=1e-5)
     # Quantization error stays small relative to each row's own scale (per-row activation scales).
@@ -83,7 +86,7 @@ def test_small_batch_kernel_gives_onednns_exact_sums(shape: tuple[int, int]) -> 
 
     in_features, out_features = shape
     gen = torch.Generator().manual_seed(in_features)
-    layer = Int8DynamicLinear(torch.randn(out_features, in_features, generator=gen), torch.randn(out_features, generator=gen))
+    layer = Int8DynamicLinear(torch.randn(out_features, in_features, generator=gen), torch.randn(out_features, generator=gen), kernels)
     packed, col_sums = kernels.pack_int8_weight(layer.weight_t)
     if packed.numel():  # built with AVX512-VNNI: the packing covers every weight once
         assert torch.equal(col_sums[:out_features], layer.weight_t.sum(0, dtype=torch.int32))
@@ -96,8 +99,6 @@ def test_small_batch_kernel_gives_onednns_exact_sums(shape: tuple[int, int]) -> 
 
 @pytest.mark.parametrize("shape", [(1, 576), (7, 64), (33, 1000)])
 def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
-    from vivace.engine.models.llama import torch_rms_norm
-
     torch.manual_seed(shape[0])
     x, weight = torch.randn(shape) * 5, torch.randn(shape[1])
     assert torch.allclose(kernels.rms_norm(x, weight, 1e-5), torch_rms_norm(x, weight, 1e-5), atol=1e-5, rtol=1e-5)
@@ -105,8 +106,6 @@ def test_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("shape", [(1, 576), (7, 64), (33, 1000)])
 def test_add_rms_norm_matches_torch(shape: tuple[int, int]) -> None:
-    from vivace.engine.models.llama import torch_rms_norm
-
     torch.manual_seed(shape[1])
     x, residual, weight = torch.randn(shape) * 5, torch.randn(shape) * 5, torch.randn(shape[1])
     normed, summed = kernels.add_rms_norm(x, residual, weight, 1e-5)
@@ -134,8 +133,6 @@ def test_rotary_matches_the_torch_rotation(seed: int) -> None:
 
 @pytest.mark.parametrize("shape", [(1, 2 * 1536), (5, 2 * 64), (17, 2 * 1000)])
 def test_silu_mul_matches_torch(shape: tuple[int, int]) -> None:
-    from vivace.engine.models.llama import torch_silu_mul
-
     gate_up = torch.randn(shape, generator=torch.Generator().manual_seed(shape[0])) * 4
     assert torch.allclose(kernels.silu_mul(gate_up), torch_silu_mul(gate_up), atol=1e-6, rtol=1e-5)
 

@@ -45,12 +45,19 @@ def tiny_hf_weights(seed: int = 0) -> dict[str, np.ndarray]:
     h, ffn, q, kv = TINY["hidden"], TINY["ffn"], TINY["heads"] * TINY["head_dim"], TINY["kv_heads"] * TINY["head_dim"]
     shapes = {"token_embd.weight": (TINY_VOCAB, h), "output_norm.weight": (h,), "output.weight": (TINY_VOCAB, h)}
     for i in range(TINY["layers"]):
-        shapes.update({
-            f"blk.{i}.attn_norm.weight": (h,), f"blk.{i}.ffn_norm.weight": (h,),
-            f"blk.{i}.attn_q.weight": (q, h), f"blk.{i}.attn_k.weight": (kv, h), f"blk.{i}.attn_v.weight": (kv, h),
-            f"blk.{i}.attn_output.weight": (h, q), f"blk.{i}.ffn_gate.weight": (ffn, h),
-            f"blk.{i}.ffn_up.weight": (ffn, h), f"blk.{i}.ffn_down.weight": (h, ffn),
-        })
+        shapes.update(
+            {
+                f"blk.{i}.attn_norm.weight": (h,),
+                f"blk.{i}.ffn_norm.weight": (h,),
+                f"blk.{i}.attn_q.weight": (q, h),
+                f"blk.{i}.attn_k.weight": (kv, h),
+                f"blk.{i}.attn_v.weight": (kv, h),
+                f"blk.{i}.attn_output.weight": (h, q),
+                f"blk.{i}.ffn_gate.weight": (ffn, h),
+                f"blk.{i}.ffn_up.weight": (ffn, h),
+                f"blk.{i}.ffn_down.weight": (h, ffn),
+            }
+        )
     return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
 
 

@@ -15,8 +15,8 @@ import pytest
 KERNEL_MODULES = [
     "vivace.engine.attention.triton_decode",
     "vivace.engine.attention.triton_prefill",
-    "vivace.engine.attention.triton_norm",
-    "vivace.engine.attention.triton_rotary",
+    "vivace.engine.kernels.triton_norm",
+    "vivace.engine.kernels.triton_rotary",
 ]
 
 

@@ -93,11 +93,11 @@ def test_padded_graph_decode_matches_eager_decode(reference: LLM) -> None:
     Only the capture itself needs a GPU: here each "graph" recomputes on replay.
     """
     llm = _engine("triton", max_num_seqs=6)
-    runner, pool = llm.engine.runner, llm.engine.scheduler.pool
+    runner, pool = llm.engine.runner, llm.engine.scheduler.kv
     cfg = runner.model.cfg
     bs = runner.block_size
     runner.kv_cache = torch.zeros(cfg.num_layers, 2, (pool.num_blocks + 1) * bs, cfg.num_kv_heads, cfg.head_dim)
-    graphs = DecodeGraphs(runner.model, runner.kv_cache, bs, 6, 256, pad_block=pool.num_blocks, device=torch.device("cpu"), num_sms=4)
+    graphs = DecodeGraphs(runner.model, runner.backend, runner.kv_cache, bs, 6, 256, pad_block=pool.num_blocks, device=torch.device("cpu"), num_sms=4)
     assert graphs.sizes == [1, 2, 4, 6]
     graphs._graphs = {size: (replay := _EagerReplay(graphs, size), replay.logits) for size in graphs.sizes}
     runner.graphs = graphs

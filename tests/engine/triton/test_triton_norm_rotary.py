@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
 
-from vivace.engine.attention.triton_norm import add_rms_norm, rms_norm  # noqa: E402
-from vivace.engine.attention.triton_rotary import TritonRotary  # noqa: E402
+from vivace.engine.kernels.triton_norm import add_rms_norm, rms_norm  # noqa: E402
+from vivace.engine.kernels.triton_rotary import TritonRotary  # noqa: E402
 from vivace.engine.models.rope import RotaryEmbedding  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}

@@ -26,7 +26,7 @@ ATTENTION = {"_decode_partial_kernel", "_prefill_kernel"}
 def variants() -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-m", "vivace.engine.attention.triton_offline", "--json", "--shapes", ",".join(SHAPES)],
+        [sys.executable, "-m", "vivace.tools.triton_offline", "--json", "--shapes", ",".join(SHAPES)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -28,7 +28,7 @@ __all__ = [
 
 def load_model(path: str | None, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a .gguf file or an HF directory (config.json + safetensors); None loads the packaged default."""
-    # Imported here: the tokenizer imports loaders.errors, and the loaders import the tokenizer.
+    # Imported here: importing loaders.errors alone need not load every format's reader.
     from vivace.engine.loaders.default_model import default_model_path
     from vivace.engine.loaders.gguf import load_gguf
     from vivace.engine.loaders.hf_dir import load_hf_dir

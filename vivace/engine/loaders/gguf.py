@@ -15,7 +15,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
 from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
-from vivace.engine.tokenizer import Tokenizer
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 # llama.cpp's converter permutes Q/K rows for its interleaved ("NORM") RoPE on these; qwen2 uses NEOX
@@ -63,7 +63,7 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     tensors = {tensor.name: tensor for tensor in file.tensors}
     freq_factors = dequantize_tensor(file, tensors[_ROPE_FREQS]) if _ROPE_FREQS in tensors else None
     config = gguf_model_config(meta, set(tensors), path, freq_factors)
-    tokenizer = Tokenizer.from_gguf_metadata(meta)
+    tokenizer = tokenizer_from_gguf_metadata(meta)
     weights = {}
     for tensor in file.tensors:
         if tensor.name == _ROPE_FREQS:

@@ -13,7 +13,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
 from vivace.engine.loaders.json_file import read_json_object
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
-from vivace.engine.tokenizer import Tokenizer
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_hf_dir
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -28,7 +28,7 @@ def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     if config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     check_weight_shapes(config, weights, path)
-    tokenizer = Tokenizer.from_hf_dir(path)
+    tokenizer = tokenizer_from_hf_dir(path)
     if tokenizer.bos_token_id is not None and config.bos_token_id is None:
         config.bos_token_id = tokenizer.bos_token_id
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in config.eos_token_ids:

@@ -18,6 +18,7 @@ import sys
 
 from vivace.engine.loaders.errors import ModelNotFoundError
 from vivace.engine.loaders.gguf_file import GGUF_MAGIC, KV_START, GGUFFile
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata, tokenizer_from_hf_dir
 from vivace.engine.tokenizer import Tokenizer
 
 
@@ -31,10 +32,10 @@ def load_tokenizer(path: str | None = None) -> Tokenizer:
 
         path = default_model_path()
     if os.path.isdir(path):
-        return Tokenizer.from_hf_dir(path)
+        return tokenizer_from_hf_dir(path)
     if not os.path.isfile(path):
         raise ModelNotFoundError(f"tokenizer path {path} does not exist (expected a .gguf file or an HF directory)")
-    return Tokenizer.from_gguf_metadata(GGUFFile(path).metadata)
+    return tokenizer_from_gguf_metadata(GGUFFile(path).metadata)
 
 
 def write_tokenizer_gguf(source: str, destination: str) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
-
-from vivace.engine.cpu_ops import load_cpu_ops
 
 
 class FloatLinear:
@@ -27,13 +27,14 @@ class Int8DynamicLinear:
     rows in the batch, and one outlier token from spoiling everyone's precision.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, ops: ModuleType | None = None) -> None:
+        """`ops`: the compiled CPU ops (kernels.int8_ops), or None for the torch reference."""
         w = weight.float()
         scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
         self.weight_t = (w / scales[:, None]).round().to(torch.int8).t()  # [K, N], column-major
         self.scales = scales
         self.bias = None if bias is None else bias.float()
-        self._kernels = load_cpu_ops()
+        self._kernels = ops
         # The same weights packed for the compiled small-batch kernel (empty where it is not built).
         self._packed = self._kernels.pack_int8_weight(self.weight_t) if self._kernels is not None else (None, None)
 
@@ -55,8 +56,8 @@ class Int8DynamicLinear:
 Linear = FloatLinear | Int8DynamicLinear
 
 
-def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str) -> Linear:
-    """Build a linear layer in the requested format ("none" or "int8")."""
+def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str, int8_ops: ModuleType | None = None) -> Linear:
+    """Build a linear layer in the requested format ("none" or "int8"; int8 computed by `int8_ops` if given)."""
     if quantization == "int8":
-        return Int8DynamicLinear(weight, bias)
+        return Int8DynamicLinear(weight, bias, int8_ops)
     return FloatLinear(weight, bias)

@@ -7,8 +7,8 @@ the target (sm_90, the H100/H200, by default) with the specialization a real lau
 what the interpreter cannot, before any GPU time is spent: does it compile, does anything go to
 local memory, are the matrix products on tensor cores, are the loads 16 bytes wide.
 
-    python -m vivace.engine.attention.triton_offline            # a table for the benchmark shapes
-    python -m vivace.engine.attention.triton_offline --json     # one JSON object per kernel variant
+    python -m vivace.tools.triton_offline            # a table for the benchmark shapes
+    python -m vivace.tools.triton_offline --json     # one JSON object per kernel variant
 
 Run it in a process where TRITON_INTERPRET is unset: the interpreter is chosen at import.
 """
@@ -111,7 +111,9 @@ def compile_only(arch: int = 90) -> Iterator[_Recorder]:
             src = ASTSource(fn.jit_function, compile["signature"], compile["constants"], compile["configs"][0])
             options = {name: compile[name] for name in ("num_warps", "num_ctas", "num_stages", "enable_fp_fusion")}
             kernel = triton.compile(src, target=target, options=options)
-            recorder.launches.append(_Launch(recorder.step, fn.name, kernel, compile["signature"], compile["constants"]))
+            recorder.launches.append(
+                _Launch(recorder.step, fn.name, kernel, compile["signature"], compile["constants"])
+            )
         return True  # skip the launch: there is no device
 
     previous_hook = knobs.runtime.jit_cache_hook
@@ -126,9 +128,11 @@ def compile_only(arch: int = 90) -> Iterator[_Recorder]:
 
 def _run_engine_steps(cfg: ModelConfig, dtype: torch.dtype, recorder: _Recorder) -> None:
     """One mixed step (decodes + a fresh and a prefix-cached prefill) and the graph path's decode step."""
+    from vivace.engine.config import EngineConfig
     from vivace.engine.cuda_graphs import DecodeGraphs
-    from vivace.engine.models.llama import LlamaModel
+    from vivace.engine.kernels.select import select_kernels
     from vivace.engine.models.random_weights import random_weights
+    from vivace.engine.models.registry import build_model
     from vivace.engine.runner import ModelRunner
     from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
     from vivace.engine.sequence import Sequence
@@ -136,9 +140,10 @@ def _run_engine_steps(cfg: ModelConfig, dtype: torch.dtype, recorder: _Recorder)
     # The kernels see the shapes of heads, hidden size and cache; one layer and a small vocabulary do.
     small = copy.deepcopy(cfg)
     small.num_layers, small.vocab_size = 1, 512
-    model = LlamaModel(small, random_weights(small, 0, dtype), dtype)
     block_size, num_blocks, max_len = 16, 96, 512
-    runner = ModelRunner(model, num_blocks, block_size, "cpu", eos_token_ids=[], attention_backend="triton")
+    kernels = select_kernels(EngineConfig(attention_backend="triton", block_size=block_size), small, dtype)
+    model = build_model(small, random_weights(small, 0, dtype), dtype, "none", kernels)
+    runner = ModelRunner(model, kernels, num_blocks, block_size, "cpu", eos_token_ids=[])
     blocks = iter(range(num_blocks))
 
     def seq(seq_id: int, length: int) -> Sequence:
@@ -152,10 +157,12 @@ def _run_engine_steps(cfg: ModelConfig, dtype: torch.dtype, recorder: _Recorder)
         prefills=[ScheduledSeq(seq(2, 40), 0, 40), ScheduledSeq(seq(3, 70), 32, 38)],
     )
     for recorder.step, step in (("mixed", batch), ("decode", ScheduledBatch(decodes=[ScheduledSeq(short, 19, 1)]))):
-        input_ids, positions, meta = runner.build_metadata(step)
-        model.forward(input_ids, positions, meta, runner.kv_cache)
+        inputs = runner.prepare_inputs(step)
+        model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, runner.kv_cache)
     recorder.step = "graph decode"
-    graphs = DecodeGraphs(model, runner.kv_cache, block_size, 4, max_len, pad_block=0, device=torch.device("cpu"), num_sms=132)
+    graphs = DecodeGraphs(
+        model, kernels.attention, runner.kv_cache, block_size, 4, max_len, pad_block=0, device=torch.device("cpu"), num_sms=132
+    )
     graphs._forward(4)  # what a captured graph runs: static buffers, splits sized for max_len
 
 
@@ -164,7 +171,9 @@ def _resources(cubin: bytes, cuobjdump: str, nvdisasm: str) -> tuple[dict[str, i
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(path)], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run(
+            [cuobjdump, "--dump-resource-usage", str(path)], capture_output=True, text=True, check=True
+        ).stdout
         sass = subprocess.run([nvdisasm, "-c", str(path)], capture_output=True, text=True, check=True).stdout
     found = dict(re.findall(r"\b(REG|LOCAL|SHARED|STACK):(\d+)", usage))
     return {name: int(value) for name, value in found.items()}, sass
@@ -179,21 +188,25 @@ def compile_shapes(shapes: list[str], arch: int = 90, dtype: torch.dtype = torch
         with compile_only(arch) as recorder:
             _run_engine_steps(PRESETS[name], dtype, recorder)
         for launch in recorder.launches:
-            usage, sass = _resources(launch.compiled.asm["cubin"], knobs.nvidia.cuobjdump.path, knobs.nvidia.nvdisasm.path)
+            usage, sass = _resources(
+                launch.compiled.asm["cubin"], knobs.nvidia.cuobjdump.path, knobs.nvidia.nvdisasm.path
+            )
             loads = re.findall(r"\bLDG(?:STS)?\.E(?:\.[A-Z0-9_]+)*", sass)
-            variants.append(CompiledVariant(
-                shape=name,
-                step=launch.step,
-                kernel=launch.kernel,
-                signature=", ".join(str(v) for v in launch.signature.values()),
-                constants=", ".join(f"{v}" for v in launch.constants.values()),
-                registers=usage.get("REG", -1),
-                local_bytes=usage.get("LOCAL", 0) + usage.get("STACK", 0),
-                shared_bytes=usage.get("SHARED", 0),
-                mma=len(re.findall(r"\bH(?:G)?MMA\b", sass)),
-                wide_loads=sum(".128" in op for op in loads),
-                narrow_loads=sum(".128" not in op for op in loads),
-            ))
+            variants.append(
+                CompiledVariant(
+                    shape=name,
+                    step=launch.step,
+                    kernel=launch.kernel,
+                    signature=", ".join(str(v) for v in launch.signature.values()),
+                    constants=", ".join(f"{v}" for v in launch.constants.values()),
+                    registers=usage.get("REG", -1),
+                    local_bytes=usage.get("LOCAL", 0) + usage.get("STACK", 0),
+                    shared_bytes=usage.get("SHARED", 0),
+                    mma=len(re.findall(r"\bH(?:G)?MMA\b", sass)),
+                    wide_loads=sum(".128" in op for op in loads),
+                    narrow_loads=sum(".128" not in op for op in loads),
+                )
+            )
     return variants
 
 
@@ -213,7 +226,9 @@ def markdown_table(variants: list[CompiledVariant]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"presets, comma-separated ({', '.join(PRESETS)})")
+    parser.add_argument(
+        "--shapes", default=",".join(DEFAULT_SHAPES), help=f"presets, comma-separated ({', '.join(PRESETS)})"
+    )
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100/H200)")
     parser.add_argument("--json", action="store_true", help="one JSON object per kernel variant instead of a table")
     args = parser.parse_args(argv)

@@ -1,0 +1,147 @@
+"""KV cache manager: every sequence's KV blocks, between the scheduler and the block pool.
+
+Prefix matching (chained hashes of full blocks), allocation, freeing and publishing live here and
+nowhere else; the scheduler asks in tokens and sequences, never touches the pool itself.
+
+Today every layer attends over the whole context, so a sequence has one block table that all layers
+share (one KV group). Layers with another lifetime (sliding-window attention) form a group of their
+own: a pool and a block table per sequence per group, the window's blocks freed as they fall out of
+it; the methods below are the group-independent contract the scheduler relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vivace.engine.kv_cache import BlockPool
+from vivace.engine.sequence import Sequence
+
+
+@dataclass
+class PrefixMatch:
+    """Cached blocks holding a prefix of a sequence, and whether its next block is still being computed."""
+
+    blocks: list[int] = field(default_factory=list)
+    pending: bool = False
+
+
+def extend_block_hashes(seq: Sequence, block_size: int) -> list[int]:
+    """Bring `seq.block_hashes` up to date with its full blocks; each hash covers the whole prefix."""
+    hashes = seq.block_hashes
+    tokens = seq.token_ids
+    parent = hashes[-1] if hashes else 0
+    for i in range(len(hashes), len(tokens) // block_size):
+        parent = hash((parent, tuple(tokens[i * block_size : (i + 1) * block_size])))
+        hashes.append(parent)
+    return hashes
+
+
+class KVCacheManager:
+    """Allocates, shares (by prefix) and frees the KV blocks of sequences."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        self.pool = BlockPool(num_blocks)
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+
+    # ---- counts -------------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return self.pool.num_blocks
+
+    @property
+    def num_free(self) -> int:
+        """Blocks that can be handed out now (free, or cached and unreferenced)."""
+        return self.pool.num_free
+
+    @property
+    def num_used(self) -> int:
+        """Blocks referenced by at least one sequence."""
+        return self.pool.num_used
+
+    def blocks_for(self, num_tokens: int) -> int:
+        """Blocks that hold `num_tokens` tokens."""
+        return -(-num_tokens // self.block_size)
+
+    # ---- prefix reuse -------------------------------------------------------------------
+    def match_prefix(self, seq: Sequence) -> PrefixMatch:
+        """The computed cached blocks that hold a prefix of `seq` (none when prefix caching is off).
+
+        At least one prompt token is always left to compute, so the last step has logits to sample from.
+        """
+        if not self.enable_prefix_caching:
+            return PrefixMatch()
+        max_blocks = (seq.num_tokens - 1) // self.block_size
+        if seq.score_from is not None:
+            # Tokens to be scored need the logits of the position before them computed here.
+            max_blocks = min(max_blocks, max(seq.score_from - 1, 0) // self.block_size)
+        match = PrefixMatch()
+        for block_hash in extend_block_hashes(seq, self.block_size)[:max_blocks]:
+            block = self.pool.lookup(block_hash)
+            if block is None:
+                break
+            if not self.pool.computed[block]:
+                match.pending = True
+                break
+            match.blocks.append(block)
+        return match
+
+    def publish(self, seq: Sequence, num_tokens: int) -> None:
+        """Mark the blocks filled by the first `num_tokens` tokens as computed and publish their hashes.
+
+        Called when a step is scheduled: its writes precede every read of a later step.
+        """
+        if not self.enable_prefix_caching:
+            return
+        full = min(num_tokens // self.block_size, len(seq.block_table))
+        if full <= seq.num_published_blocks:
+            return  # a decode step that filled no block: nothing new (this runs for every sequence, every step)
+        hashes = extend_block_hashes(seq, self.block_size)
+        pool = self.pool
+        for i in range(seq.num_published_blocks, full):
+            block = seq.block_table[i]
+            if not pool.computed[block]:
+                pool.computed[block] = True
+                pool.register(block, hashes[i])
+        seq.num_published_blocks = full
+
+    # ---- allocation ---------------------------------------------------------------------
+    def can_admit(self, match: PrefixMatch, num_tokens: int) -> bool:
+        """Whether a waiting sequence reusing `match` can get blocks for its first `num_tokens` tokens now."""
+        needed = max(0, self.blocks_for(num_tokens) - len(match.blocks))
+        revived = sum(1 for block in match.blocks if self.pool.ref_counts[block] == 0)
+        return needed + revived <= self.pool.num_free
+
+    def admit(self, seq: Sequence, match: PrefixMatch, num_tokens: int) -> None:
+        """Give `seq` the matched blocks plus fresh ones up to `num_tokens` tokens (after `can_admit`)."""
+        for block in match.blocks:
+            self.pool.acquire(block)
+        seq.block_table = list(match.blocks)
+        for _ in range(max(0, self.blocks_for(num_tokens) - len(match.blocks))):
+            seq.block_table.append(self.pool.allocate())
+
+    def blocks_to_grow(self, seq: Sequence, num_tokens: int) -> int:
+        """Fresh blocks `seq` needs to hold `num_tokens` tokens."""
+        return max(0, self.blocks_for(num_tokens) - len(seq.block_table))
+
+    def grow(self, seq: Sequence, num_tokens: int) -> None:
+        """Allocate the blocks `seq` needs to hold `num_tokens` tokens (the caller made room)."""
+        for _ in range(self.blocks_to_grow(seq, num_tokens)):
+            seq.block_table.append(self.pool.allocate())
+
+    def free(self, seq: Sequence) -> None:
+        """Release every block of `seq`; computed, published ones stay reusable until evicted."""
+        # Tail first, so the least useful blocks are the first evicted from the prefix cache.
+        for block in reversed(seq.block_table):
+            self.pool.release(block)
+        seq.block_table = []
+        seq.num_published_blocks = 0
+
+    def invalidate(self, seq: Sequence) -> None:
+        """After a failed step: the blocks of `seq` hold no valid KV, so unpublish them."""
+        for block in seq.block_table:
+            self.pool.invalidate(block)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached block no sequence uses."""
+        self.pool.reset_prefix_cache()

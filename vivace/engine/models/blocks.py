@@ -1,0 +1,134 @@
+"""Shared building blocks of decoder models: weight lookup, attention with rope over the paged cache,
+gated MLP, and the decoder skeleton (embeddings, layers, final norm, LM head).
+
+A model family subclasses `DecoderModel` and builds its layers from these; the kernels (attention
+backend, norms, rotary, activation) arrive at construction and are never patched in afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vivace.engine.config import ModelConfig
+from vivace.engine.kernels.select import Kernels
+from vivace.engine.loaders.errors import CorruptModelError
+from vivace.engine.models.linear import Linear, make_linear
+from vivace.engine.models.rope import RotaryEmbedding
+
+
+class Weights:
+    """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels) -> None:
+        self.tensors = {name: t.to(dtype) for name, t in tensors.items()}
+        self.quantization = quantization
+        self.kernels = kernels
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise CorruptModelError(f"model weights lack tensor {name!r}") from None
+
+    def get(self, name: str) -> torch.Tensor | None:
+        return self.tensors.get(name)
+
+    def linear(self, names: list[str], bias: bool = False) -> Linear:
+        """One linear layer over the named weights stacked by output rows (fused q/k/v, gate/up)."""
+        weight = torch.cat([self[name + ".weight"] for name in names]) if len(names) > 1 else self[names[0] + ".weight"]
+        biases = [self.get(name + ".bias") for name in names] if bias else []
+        b = torch.cat(biases) if biases and all(x is not None for x in biases) else None  # type: ignore[arg-type]
+        return make_linear(weight, b, self.quantization, self.kernels.int8_ops)
+
+
+class PagedAttention:
+    """q/k/v projection (fused), rotary on q and k, paged attention through the backend, output projection."""
+
+    def __init__(self, cfg: ModelConfig, weights: Weights, prefix: str, scale: float | None = None) -> None:
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_size = cfg.num_heads * cfg.head_dim
+        self.kv_size = cfg.num_kv_heads * cfg.head_dim
+        self.qkv = weights.linear([prefix + "q_proj", prefix + "k_proj", prefix + "v_proj"], bias=True)
+        self.o_proj = weights.linear([prefix + "o_proj"])
+        self.backend = weights.kernels.attention
+        self.scale = cfg.head_dim**-0.5 if scale is None else scale
+
+    def __call__(self, x: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        qkv = self.qkv(x)
+        qk_end = self.q_size + self.kv_size
+        qk = rope.apply(qkv[:, :qk_end].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), rope_tables)
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
+        attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale)
+        return self.o_proj(attn.reshape(num_tokens, self.q_size))
+
+
+class GatedMLP:
+    """down(act(gate(x)) * up(x)), gate and up fused into one matmul; `act_mul` is the kernels' (e.g. silu_mul)."""
+
+    def __init__(self, weights: Weights, prefix: str, act_mul: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.gate_up = weights.linear([prefix + "gate_proj", prefix + "up_proj"])
+        self.down = weights.linear([prefix + "down_proj"])
+        self.act_mul = act_mul
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act_mul(self.gate_up(x)))
+
+
+class DecoderModel:
+    """Embeddings, decoder layers (built by `make_layer`), final norm and LM head; stateless apart from weights.
+
+    A layer is called as layer(hidden, rope, rope_tables, meta, k_cache, v_cache) -> hidden.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels
+    ) -> None:
+        self.cfg = cfg
+        self.dtype = dtype
+        self.kernels = kernels
+        weights = Weights(tensors, dtype, quantization, kernels)
+        self.embed = weights["model.embed_tokens.weight"]
+        self.norm = weights["model.norm.weight"]
+        head = weights.get("lm_head.weight")
+        if head is None:
+            if not cfg.tie_word_embeddings:
+                raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
+            head = self.embed
+        self.lm_head: Linear = make_linear(head, None, quantization, kernels.int8_ops)
+        self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
+        rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
+        device = self.embed.device
+        if device.type != "cpu":  # the tables are indexed by positions on the model's device
+            rope.cos, rope.signed_sin = rope.cos.to(device), rope.signed_sin.to(device)
+        self.rope = kernels.rotary(rope)
+
+    def make_layer(self, weights: Weights, prefix: str) -> Callable[..., torch.Tensor]:
+        """One decoder layer from the tensors under `prefix` (e.g. 'model.layers.3.')."""
+        raise NotImplementedError
+
+    def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
+        """Bytes of K and V across all layers for one token."""
+        elem = torch.finfo(kv_dtype).bits // 8
+        return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * elem
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [T, hidden] (families that scale them override this)."""
+        return F.embedding(input_ids, self.embed)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: Any, kv_cache: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [T, hidden] for a flat batch of tokens; kv_cache is [layers, 2, slots, KVH, D]."""
+        hidden = self.embed_tokens(input_ids)
+        rope_tables = self.rope.tables(positions)
+        for i, layer in enumerate(self.layers):
+            hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1])
+        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [N, vocab] for selected final hidden states."""
+        return self.lm_head(hidden).float()
