@@ -1,13 +1,24 @@
-"""The engine against HF transformers loading the same GGUF: logits and greedy continuations."""
+"""The engine against HF transformers loading the same GGUF: logits and greedy continuations.
+
+Each test runs on two kernel sets: "torch", the reference path (asserted to call no compiled
+extension op), and "cpu", the C++ ops the CPU engine runs by default.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import torch
 
 from vivace.engine.config import SamplingParams
+from vivace.engine.cpu_ops import load_cpu_ops
+from vivace.engine.llm import LLM
 
 pytestmark = pytest.mark.slow
+KERNEL_SETS = ["torch", "cpu"]
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -20,6 +31,54 @@ CHATS = [
     ],
 ]
 RAW = ["The quick brown fox", "def fibonacci(n):\n    ", "Les mots français: été, où, garçon —"]
+
+
+@pytest.fixture(scope="module")
+def extension_calls() -> Iterator[Counter]:
+    """Every call into the compiled CPU ops module, counted by op, for engines built in this module."""
+    ops = load_cpu_ops()
+    calls: Counter = Counter()
+    saved = _spy_on(ops, calls) if ops is not None else {}
+    yield calls
+    for name, fn in saved.items():
+        setattr(ops, name, fn)
+
+
+def _spy_on(ops: ModuleType, calls: Counter) -> dict:
+    saved = {name: getattr(ops, name) for name in dir(ops) if not name.startswith("_") and callable(getattr(ops, name))}
+
+    def spy(name: str, fn):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for name, fn in saved.items():
+        setattr(ops, name, spy(name, fn))
+    return saved
+
+
+@pytest.fixture(scope="module")
+def engines(extension_calls: Counter) -> dict[str, LLM]:
+    """The packaged model in float32 on each kernel set, built after the spy is in place."""
+    built = {"torch": LLM(kv_cache_memory_bytes=64 << 20, quantization="none", attention_backend="torch")}
+    if load_cpu_ops() is not None:
+        built["cpu"] = LLM(kv_cache_memory_bytes=64 << 20, quantization="none", attention_backend="cpu")
+    return built
+
+
+@pytest.fixture(params=KERNEL_SETS)
+def llm(request: pytest.FixtureRequest, engines: dict[str, LLM], extension_calls: Counter) -> Iterator[LLM]:
+    if request.param not in engines:
+        pytest.skip("the C++ CPU ops are not built here")
+    before = sum(extension_calls.values())
+    yield engines[request.param]
+    ran = sum(extension_calls.values()) - before
+    if request.param == "torch":
+        assert ran == 0, f"the reference path called compiled ops: {extension_calls}"
+    else:
+        assert ran > 0, "the cpu kernel set ran no compiled op (is the spy blind?)"
 
 
 def _prompt_ids(llm, item) -> list[int]:

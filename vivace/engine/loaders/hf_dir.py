@@ -15,8 +15,6 @@ from vivace.engine.loaders.json_file import read_json_object
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_hf_dir
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-
 
 def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Read config, all safetensors shards (cast to `dtype`) and the tokenizer from directory `path`."""
@@ -37,12 +35,13 @@ def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
 
 def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
-    """Map an HF config.json (llama / mistral / qwen2) to a ModelConfig."""
+    """Map an HF config.json (of any model_type the model registry serves) to a ModelConfig."""
+    from vivace.engine.models.registry import supported_architectures  # the registry imports the models
+
     model_type = raw.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    supported = supported_architectures()
+    if model_type not in supported:
+        raise UnsupportedModelError(f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(supported)}")
     try:
         hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
         rope_theta, rope_scaling = _rope(raw)
