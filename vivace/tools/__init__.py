@@ -1,0 +1,1 @@
+"""Tools built on the engine (run with python -m vivace.tools.NAME)."""
