@@ -4,7 +4,7 @@
 #
 #   bash bench/ab.sh REV PAIRS CMD...      e.g. bash bench/ab.sh 6a76c97 3 python bench/engine_cpu.py --only vivace
 #
-# CMD runs in each tree's root (bench scripts put their own tree first on sys.path) with its own
+# CMD runs in each tree's root with that tree first on PYTHONPATH and its own
 # torch-extensions folder, so the C++ CPU ops are not rebuilt at every switch. Output: bench/results/ab-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ for i in $(seq 1 "$pairs"); do
     for side in A B; do
         if [ "$side" = A ]; then tree=$base; else tree=$here; fi
         echo "== pair $i, $side ($tree)" | tee -a "$out/log.txt"
-        (cd "$tree" && TORCH_EXTENSIONS_DIR="/tmp/vivace-ab-ext-$side" "$@") 2>&1 | tee "$out/$side-$i.txt" >>"$out/log.txt"
+        (cd "$tree" && PYTHONPATH="$tree" TORCH_EXTENSIONS_DIR="/tmp/vivace-ab-ext-$side" "$@") 2>&1 | tee "$out/$side-$i.txt" >>"$out/log.txt"
     done
 done
 echo "logs in $out"

@@ -14,6 +14,7 @@ from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, 
 from vivace.engine.loaders.json_file import read_json_object
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_hf_dir
+from vivace.engine.models.registry import supported_architectures
 
 
 def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
@@ -36,8 +37,6 @@ def load_hf_dir(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
 def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
     """Map an HF config.json (of any model_type the model registry serves) to a ModelConfig."""
-    from vivace.engine.models.registry import supported_architectures  # the registry imports the models
-
     model_type = raw.get("model_type")
     supported = supported_architectures()
     if model_type not in supported:

@@ -8,6 +8,7 @@ import torch
 
 from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError
+from vivace.engine.models.registry import model_class
 from vivace.engine.tokenizer import Tokenizer
 
 
@@ -22,8 +23,6 @@ class LoadedModel:
 
 def expected_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight the model class serving `config.architecture` needs, by HF name, with its shape."""
-    from vivace.engine.models.registry import model_class  # the registry imports the models: only when asked
-
     return model_class(config.architecture).weight_shapes(config)
 
 
