@@ -87,7 +87,7 @@ async def test_abort_all_ends_every_caller_with_shutdown_error(async_engine):
             producing.set()
         return seen
 
-    tasks = [asyncio.create_task(consume(p, e)) for p, e in zip(PROMPTS[:2], started)]
+    tasks = [asyncio.create_task(consume(p, e)) for p, e in zip(PROMPTS[:2], started, strict=True)]
     await asyncio.gather(*(event.wait() for event in started))
     assert await async_engine.abort_all("going down") == 2
     for result in await asyncio.gather(*tasks, return_exceptions=True):
@@ -108,7 +108,7 @@ async def test_refuse_new_turns_new_requests_away_and_lets_running_ones_finish(a
         async for _ in async_engine.generate(PROMPTS[1], PARAMS):
             pass
     last = first
-    async for last in running:
+    async for last in running:  # noqa: B007 (the last output is what is checked)
         pass
     assert last.finished and last.outputs[0].finish_reason == "length"
 
@@ -135,7 +135,7 @@ async def test_from_config_builds_and_steps_on_one_thread(monkeypatch: pytest.Mo
     monkeypatch.setattr(module.LLMEngine, "step", step)
     engine = AsyncEngine.from_config(EngineConfig(model="random:tiny@0", kv_cache_memory_bytes=4 << 20))
     try:
-        async for out in engine.generate([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)):
+        async for out in engine.generate([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)):  # noqa: B007 (the last output is checked)
             pass
         assert len(out.outputs[0].token_ids) == 3
     finally:

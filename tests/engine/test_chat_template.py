@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import models
@@ -37,11 +36,11 @@ CHATS = {
 }
 
 
-
-
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 @pytest.mark.parametrize("chat", list(CHATS))
-def test_smollm_template_matches_transformers(ours: Tokenizer, reference, chat: str, add_generation_prompt: bool) -> None:
+def test_smollm_template_matches_transformers(
+    ours: Tokenizer, reference, chat: str, add_generation_prompt: bool
+) -> None:
     messages = CHATS[chat]
     expected = reference.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
     assert ours.apply_chat_template(messages, add_generation_prompt=add_generation_prompt) == expected
@@ -61,7 +60,7 @@ TOOLS = [
         "type": "function",
         "function": {
             "name": "get_weather",
-            "description": "Weather for a city <city> & \"region\"",
+            "description": 'Weather for a city <city> & "region"',
             "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "Zürich"}}},
         },
     }
@@ -133,7 +132,9 @@ def test_strftime_now_is_available() -> None:
 
 
 def test_raise_exception_becomes_chat_template_error() -> None:
-    template = "{% if messages[0].role != 'system' %}{{ raise_exception('Conversation must start with system') }}{% endif %}"
+    template = (
+        "{% if messages[0].role != 'system' %}{{ raise_exception('Conversation must start with system') }}{% endif %}"
+    )
     with pytest.raises(ChatTemplateError, match="Conversation must start with system"):
         render_chat_template(template, [{"role": "user", "content": "x"}])
 

@@ -12,13 +12,25 @@ from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingPa
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("temperature", -0.1), ("temperature", math.inf), ("temperature", math.nan),
-        ("top_p", 0.0), ("top_p", math.nan), ("min_p", 1.5),
-        ("repetition_penalty", 0.0), ("repetition_penalty", math.inf),
-        ("presence_penalty", 2.5), ("frequency_penalty", math.nan),
-        ("logit_bias", {5: 101.0}), ("logit_bias", {5: math.nan}), ("logit_bias", {5: -math.inf}),
-        ("seed", 2**64), ("seed", -(2**63) - 1),
-        ("max_tokens", 0), ("logprobs", 21), ("n", 0), ("stop", [""]),
+        ("temperature", -0.1),
+        ("temperature", math.inf),
+        ("temperature", math.nan),
+        ("top_p", 0.0),
+        ("top_p", math.nan),
+        ("min_p", 1.5),
+        ("repetition_penalty", 0.0),
+        ("repetition_penalty", math.inf),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", math.nan),
+        ("logit_bias", {5: 101.0}),
+        ("logit_bias", {5: math.nan}),
+        ("logit_bias", {5: -math.inf}),
+        ("seed", 2**64),
+        ("seed", -(2**63) - 1),
+        ("max_tokens", 0),
+        ("logprobs", 21),
+        ("n", 0),
+        ("stop", [""]),
     ],
 )
 def test_bad_sampling_values_name_their_field(field: str, value: object) -> None:
@@ -30,8 +42,14 @@ def test_bad_sampling_values_name_their_field(field: str, value: object) -> None
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"temperature": 0.0}, {"temperature": 1e300}, {"top_p": 1e-300}, {"min_p": 1.0},
-        {"logit_bias": {5: -100.0, 6: 100.0}}, {"seed": -(2**63)}, {"seed": 2**64 - 1}, {"top_k": -1},
+        {"temperature": 0.0},
+        {"temperature": 1e300},
+        {"top_p": 1e-300},
+        {"min_p": 1.0},
+        {"logit_bias": {5: -100.0, 6: 100.0}},
+        {"seed": -(2**63)},
+        {"seed": 2**64 - 1},
+        {"top_k": -1},
     ],
 )
 def test_edge_values_are_accepted(kwargs: dict) -> None:

@@ -23,7 +23,9 @@ def test_padded_size(n: int, expected: int | None) -> None:
 
 
 def test_padding_rows_touch_only_the_scratch_block() -> None:
-    rows = DecodeRows(token_ids=[5, 6], positions=[17, 3], slots=[33, 3], block_tables=[[4, 2], [0]], context_lens=[18, 4])
+    rows = DecodeRows(
+        token_ids=[5, 6], positions=[17, 3], slots=[33, 3], block_tables=[[4, 2], [0]], context_lens=[18, 4]
+    )
     padded = pad_decode_rows(rows, 4, pad_block=9, block_size=16)
     assert padded.token_ids == [5, 6, 0, 0]
     assert padded.positions == [17, 3, 0, 0]

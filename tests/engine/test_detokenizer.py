@@ -139,7 +139,7 @@ def test_finish_flushes_a_dangling_partial_character(smollm: Tokenizer) -> None:
     streamed = "".join(detok.add(i) for i in ids[:-1])
     tail = detok.finish()
     assert streamed == "ok"
-    assert tail == smollm.decode(ids[:-1])[len("ok"):] and REPLACEMENT in tail
+    assert tail == smollm.decode(ids[:-1])[len("ok") :] and REPLACEMENT in tail
 
 
 @pytest.mark.parametrize("skip", [True, False])

@@ -53,14 +53,20 @@ def test_same_step_requests_share_a_long_prefix(llm: LLM) -> None:
     ids = [llm.engine.tokenize_prompt(p) for p in prompts]
     shared = len(ids[0])
     for other in ids[1:]:
-        shared = next(i for i, (a, b) in enumerate(zip(ids[0], other + [-1])) if a != b or i == min(shared, len(other)))
+        shared = next(
+            i
+            for i, (a, b) in enumerate(zip(ids[0], other + [-1], strict=True))
+            if a != b or i == min(shared, len(other))
+        )
     computed = after["prompt_tokens_computed"] - before["prompt_tokens_computed"]
     total = sum(len(i) for i in ids)
     block = llm.engine.config.block_size
     # The shared prefix is computed once: every other request computes at most its own tail
     # plus the partly shared block.
     assert computed <= total - (len(prompts) - 1) * (shared // block) * block
-    assert after["prompt_tokens_reused"] - before["prompt_tokens_reused"] >= (len(prompts) - 1) * (shared // block) * block
+    assert (
+        after["prompt_tokens_reused"] - before["prompt_tokens_reused"] >= (len(prompts) - 1) * (shared // block) * block
+    )
     assert blocks_in_use(llm) == 0
 
 
@@ -123,7 +129,9 @@ def test_stop_strings_end_the_text_and_are_not_emitted(llm: LLM) -> None:
 
 def test_stop_token_ids_max_tokens_and_min_tokens(llm: LLM) -> None:
     ref = llm.generate(["Count: one, two, three,"], GREEDY)[0].outputs[0].token_ids
-    out = llm.generate(["Count: one, two, three,"], SamplingParams(temperature=0.0, max_tokens=24, stop_token_ids=[ref[5]]))[0]
+    out = llm.generate(
+        ["Count: one, two, three,"], SamplingParams(temperature=0.0, max_tokens=24, stop_token_ids=[ref[5]])
+    )[0]
     assert out.outputs[0].token_ids == ref[: ref.index(ref[5]) + 1]
     assert out.outputs[0].finish_reason == "stop" and out.outputs[0].stop_reason == ref[5]
     out = llm.generate(["Count: one, two, three,"], SamplingParams(temperature=0.0, max_tokens=7, ignore_eos=True))[0]
@@ -131,7 +139,10 @@ def test_stop_token_ids_max_tokens_and_min_tokens(llm: LLM) -> None:
     chat = llm.chat([{"role": "user", "content": "What is 2+2?"}], SamplingParams(temperature=0.0, max_tokens=64))[0]
     natural = len(chat.outputs[0].token_ids)
     assert chat.outputs[0].finish_reason == "stop" and natural < 64
-    longer = llm.chat([{"role": "user", "content": "What is 2+2?"}], SamplingParams(temperature=0.0, max_tokens=64, min_tokens=natural + 5))[0]
+    longer = llm.chat(
+        [{"role": "user", "content": "What is 2+2?"}],
+        SamplingParams(temperature=0.0, max_tokens=64, min_tokens=natural + 5),
+    )[0]
     assert len(longer.outputs[0].token_ids) >= natural + 5
 
 
@@ -139,9 +150,13 @@ def test_seed_gives_same_output_whatever_else_is_in_the_batch(llm: LLM) -> None:
     seeded = SamplingParams(temperature=1.0, top_p=0.95, seed=1234, max_tokens=20, ignore_eos=True)
     alone = llm.generate(["Tell me a joke."], seeded)[0].outputs[0].token_ids
     others = [SamplingParams(temperature=1.3, max_tokens=15, ignore_eos=True)] * 3
-    mixed = llm.generate(["Why is the sky blue?", "Tell me a joke.", "Hi", "Write a poem."], [others[0], seeded, others[1], others[2]])
+    mixed = llm.generate(
+        ["Why is the sky blue?", "Tell me a joke.", "Hi", "Write a poem."], [others[0], seeded, others[1], others[2]]
+    )
     assert mixed[1].outputs[0].token_ids == alone
-    different = llm.generate(["Tell me a joke."], SamplingParams(temperature=1.0, top_p=0.95, seed=99, max_tokens=20, ignore_eos=True))
+    different = llm.generate(
+        ["Tell me a joke."], SamplingParams(temperature=1.0, top_p=0.95, seed=99, max_tokens=20, ignore_eos=True)
+    )
     assert different[0].outputs[0].token_ids != alone
 
 
@@ -177,7 +192,9 @@ def test_decode_logprobs_agree_with_prefill_scores(llm: LLM) -> None:
     while scored is None:
         for o in engine.step():
             scored = o
-    assert torch.allclose(torch.tensor(scored.prompt_logprobs), torch.tensor([lp.logprob for lp in comp.logprobs]), atol=1e-3)
+    assert torch.allclose(
+        torch.tensor(scored.prompt_logprobs), torch.tensor([lp.logprob for lp in comp.logprobs]), atol=1e-3
+    )
 
 
 def test_classify_shares_prefix_and_matches_independent_scoring(llm: LLM) -> None:

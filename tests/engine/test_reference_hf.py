@@ -99,13 +99,17 @@ def _vivace_prefill_logits(llm, ids: list[int]) -> tuple[int, torch.Tensor]:
         assert [item.seq.request_id for item in batch.prefills] == ["ref-logits"]
         with torch.inference_mode():
             inputs = engine.runner.prepare_inputs(batch)
-            hidden = engine.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, engine.runner.kv_cache)
+            hidden = engine.model.forward(
+                inputs.input_ids, inputs.positions, inputs.attn_metadata, engine.runner.kv_cache
+            )
             return batch.prefills[0].start, engine.model.compute_logits(hidden)
     finally:
         engine.abort("ref-logits")
 
 
-@pytest.mark.parametrize("item", CHATS + RAW, ids=[f"chat{i}" for i in range(len(CHATS))] + [f"raw{i}" for i in range(len(RAW))])
+@pytest.mark.parametrize(
+    "item", CHATS + RAW, ids=[f"chat{i}" for i in range(len(CHATS))] + [f"raw{i}" for i in range(len(RAW))]
+)
 def test_prefill_logits_match_transformers(llm, hf_model, item) -> None:
     ids = _prompt_ids(llm, item)
     start, ours = _vivace_prefill_logits(llm, ids)
@@ -121,12 +125,16 @@ def test_greedy_continuations_match_transformers(llm, hf_model) -> None:
     prompts = [_prompt_ids(llm, item) for item in CHATS + RAW[:2]]
     params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True)
     ours = llm.generate(prompts, params)  # batched together: decodes and prefills share steps
-    for ids, out in zip(prompts, ours):
+    for ids, out in zip(prompts, ours, strict=True):
         with torch.inference_mode():
             ref = hf_model.generate(
-                torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                do_sample=False, max_new_tokens=64, eos_token_id=None, pad_token_id=0,
-            )[0, len(ids):].tolist()
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=64,
+                eos_token_id=None,
+                pad_token_id=0,
+            )[0, len(ids) :].tolist()
         assert out.outputs[0].token_ids == ref
         assert len(ref) == 64
     assert llm.engine.scheduler.kv.num_used == 0

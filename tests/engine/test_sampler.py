@@ -117,7 +117,7 @@ def build(params, prompts, outputs, V, generators=None, default_generator=None, 
 
 def assert_logprobs_close(got: list[float], want: list[float]) -> None:
     assert [v == NEG_INF for v in got] == [v == NEG_INF for v in want]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         if w != NEG_INF:
             assert g == pytest.approx(w, abs=2e-4)
 
@@ -154,7 +154,7 @@ def test_sample_greedy_rows_logprobs_and_support(seed: int) -> None:
         assert torch.equal(logits, before), "sample must not modify its input"
         asked = any(p.logprobs is not None for p in params)
         assert (out.logprobs is not None) == asked and (out.top_logprobs is not None) == asked
-        for i, (p, tok) in enumerate(zip(params, out.token_ids)):
+        for i, (p, tok) in enumerate(zip(params, out.token_ids, strict=True)):
             want = ref_row(logits[i].tolist(), p, prompts[i], outputs[i], EOS)
             assert want[tok] != NEG_INF, "drew a token the processing excluded"
             if p.greedy:
@@ -271,8 +271,12 @@ def test_a_tiny_top_p_keeps_the_top_token(top_p: float) -> None:
     gen = torch.Generator().manual_seed(3)
     V = 1000
     logits = torch.randn(4, V, generator=gen)
-    params = [SamplingParams(top_p=top_p), SamplingParams(top_p=top_p, top_k=5),
-              SamplingParams(top_p=top_p, temperature=0.5), SamplingParams(top_p=top_p, min_p=0.1)]
+    params = [
+        SamplingParams(top_p=top_p),
+        SamplingParams(top_p=top_p, top_k=5),
+        SamplingParams(top_p=top_p, temperature=0.5),
+        SamplingParams(top_p=top_p, min_p=0.1),
+    ]
     batch = build(params, [[0]] * 4, [[]] * 4, V)
     got = processed_logprobs(logits, batch)
     best = logits.argmax(dim=-1)

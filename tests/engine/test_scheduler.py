@@ -15,8 +15,13 @@ BS = 4
 
 def make_seq(i: int, tokens: list[int], max_tokens: int = 8) -> Sequence:
     return Sequence(
-        seq_id=i, request_id=f"r{i}", index=0, token_ids=list(tokens), num_prompt_tokens=len(tokens),
-        params=SamplingParams(max_tokens=max_tokens), arrival_order=i,
+        seq_id=i,
+        request_id=f"r{i}",
+        index=0,
+        token_ids=list(tokens),
+        num_prompt_tokens=len(tokens),
+        params=SamplingParams(max_tokens=max_tokens),
+        arrival_order=i,
     )
 
 
@@ -88,7 +93,10 @@ def test_same_step_requests_share_prefix_once() -> None:
 def test_preemption_when_blocks_run_out_and_no_leaks() -> None:
     rng = random.Random(0)
     s = make_scheduler(num_blocks=12, budget=32, max_seqs=8)
-    seqs = [make_seq(i, [rng.randrange(100) for _ in range(rng.randint(3, 12))], max_tokens=rng.randint(4, 20)) for i in range(10)]
+    seqs = [
+        make_seq(i, [rng.randrange(100) for _ in range(rng.randint(3, 12))], max_tokens=rng.randint(4, 20))
+        for i in range(10)
+    ]
     for q in seqs:
         s.check_fits(q.num_prompt_tokens, q.params.max_tokens)
         s.add(q)

@@ -69,7 +69,7 @@ def test_random_texts_and_splits() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
         stops = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 3))]
         cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, max(len(text) - 1, 0)))) if text else []
-        pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+        pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)], strict=True)]
         assert run(pieces, stops) == reference(text, stops), (text, stops, pieces)
 
 

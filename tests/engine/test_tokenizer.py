@@ -53,8 +53,6 @@ def _random_texts(count: int, seed: int) -> list[str]:
     return out
 
 
-
-
 def _split_at_digits(text: str) -> list[str]:
     """llama.cpp's first pre-tokenizer pass for `smollm` (regex \\p{N}): every digit is its own piece."""
     pieces, current = [], ""
@@ -140,9 +138,32 @@ def test_unknown_tokenizer_model_is_rejected() -> None:
 # SentencePiece-style ("llama") vocabularies: a tiny one written here, against transformers.
 
 SPM_PIECES = {
-    "▁": -1.0, "h": -2.0, "e": -2.1, "l": -2.2, "o": -2.3, "w": -2.4, "r": -2.5, "d": -2.6, "a": -2.7, "t": -2.8,
-    "▁h": -3.0, "el": -3.1, "ll": -3.2, "lo": -3.3, "▁w": -3.4, "or": -3.5, "ld": -3.6, "he": -3.7, "▁t": -3.8,
-    "▁he": -4.0, "llo": -4.1, "▁wor": -4.2, "▁the": -4.3, "▁hello": -5.0, "▁world": -5.1, "at": -5.2,
+    "▁": -1.0,
+    "h": -2.0,
+    "e": -2.1,
+    "l": -2.2,
+    "o": -2.3,
+    "w": -2.4,
+    "r": -2.5,
+    "d": -2.6,
+    "a": -2.7,
+    "t": -2.8,
+    "▁h": -3.0,
+    "el": -3.1,
+    "ll": -3.2,
+    "lo": -3.3,
+    "▁w": -3.4,
+    "or": -3.5,
+    "ld": -3.6,
+    "he": -3.7,
+    "▁t": -3.8,
+    "▁he": -4.0,
+    "llo": -4.1,
+    "▁wor": -4.2,
+    "▁the": -4.3,
+    "▁hello": -5.0,
+    "▁world": -5.1,
+    "at": -5.2,
 }
 
 
@@ -167,7 +188,17 @@ def spm_path(tmp_path_factory) -> str:
     return str(path)
 
 
-SPM_TEXTS = ["hello world", "the world", " hello", "hello  world ", "hat", "héllo wörld 日本", "a\nb\tc", "", "<s>hello</s>"]
+SPM_TEXTS = [
+    "hello world",
+    "the world",
+    " hello",
+    "hello  world ",
+    "hat",
+    "héllo wörld 日本",
+    "a\nb\tc",
+    "",
+    "<s>hello</s>",
+]
 
 
 @pytest.mark.parametrize("text", SPM_TEXTS)

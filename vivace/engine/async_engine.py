@@ -145,6 +145,7 @@ class AsyncEngine:
 
     async def abort(self, request_id: str) -> None:
         """Stop a request and free its KV blocks."""
+
         def do_abort() -> None:
             with self._lock:
                 self._queues.pop(request_id, None)

@@ -38,9 +38,7 @@ def _strftime_now(format: str) -> str:
 @lru_cache(maxsize=16)
 def compile_chat_template(source: str) -> jinja2.Template:
     """Compile a template with the environment transformers uses (trim/lstrip blocks, loop controls)."""
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-    )
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now

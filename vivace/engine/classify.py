@@ -13,7 +13,9 @@ DEFAULT_INSTRUCTION = (
 PLAIN_TEMPLATE = "Text: {text}\nLabels: {labels}\nLabel:"
 
 
-def classify_requests(tokenizer: Tokenizer, text: str, labels: list[str], template: str | None) -> list[tuple[list[int], int]]:
+def classify_requests(
+    tokenizer: Tokenizer, text: str, labels: list[str], template: str | None
+) -> list[tuple[list[int], int]]:
     """(prompt ids, index of the first label token) per label; every prompt shares the same prefix ids.
 
     `template` is a format string with {text} and {labels}; without one, the model's chat template
@@ -44,4 +46,4 @@ def label_probabilities(labels: list[str], label_logprobs: list[list[float]]) ->
     peak = max(totals)
     weights = [math.exp(t - peak) for t in totals]
     norm = sum(weights)
-    return {label: w / norm for label, w in zip(labels, weights)}
+    return {label: w / norm for label, w in zip(labels, weights, strict=True)}

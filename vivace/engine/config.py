@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +99,9 @@ class EngineConfig:
                 "attention_backend", f"must be 'auto', 'torch', 'cpu' or 'triton', got {self.attention_backend!r}"
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise InvalidParameterError(
-                "dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
-            )
+            raise InvalidParameterError("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.quantization not in ("auto", "none", "int8"):
-            raise InvalidParameterError(
-                "quantization", f"must be 'auto', 'none' or 'int8', got {self.quantization!r}"
-            )
+            raise InvalidParameterError("quantization", f"must be 'auto', 'none' or 'int8', got {self.quantization!r}")
 
     @property
     def on_cuda(self) -> bool:
@@ -206,6 +201,8 @@ class SamplingParams:
     def uses_token_history(self) -> bool:
         """Whether sampling looks at the tokens so far (penalties, min_tokens)."""
         return (
-            self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
             or self.min_tokens > 0
         )

@@ -67,8 +67,16 @@ class DecodeGraphs:
     """Captured decode graphs and their static input buffers, for one model and KV cache."""
 
     def __init__(
-        self, model: DecoderModel, backend: AttentionBackend, kv_cache: torch.Tensor, block_size: int,
-        max_num_seqs: int, max_model_len: int, pad_block: int, device: torch.device, num_sms: int,
+        self,
+        model: DecoderModel,
+        backend: AttentionBackend,
+        kv_cache: torch.Tensor,
+        block_size: int,
+        max_num_seqs: int,
+        max_model_len: int,
+        pad_block: int,
+        device: torch.device,
+        num_sms: int,
     ) -> None:
         if not backend.supports_cuda_graphs:
             raise ValueError(f"the {backend.name!r} attention backend does not run under CUDA graphs")
@@ -93,7 +101,9 @@ class DecodeGraphs:
         self.tables = tables.to(device, copy=True)
         self._metas = {
             size: backend.graph_metadata(
-                GraphBuffers(size, self.slots, self.tables, self.context_lens, max_context=max_model_len, num_sms=num_sms)
+                GraphBuffers(
+                    size, self.slots, self.tables, self.context_lens, max_context=max_model_len, num_sms=num_sms
+                )
             )
             for size in self.sizes
         }

@@ -19,4 +19,3 @@ def upload(values: Sequence | torch.Tensor, dtype: torch.dtype, device: torch.de
         return host.to(device)
     # The caching host allocator keeps the pinned block alive until the copy has run.
     return host.pin_memory().to(device, non_blocking=True)
-

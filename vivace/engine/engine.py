@@ -37,7 +37,9 @@ class LLMEngine:
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
         self.kernels = loaded.kernels
-        self.max_model_len = min(config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings)
+        self.max_model_len = min(
+            config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
+        )
         self.kv_dtype = DTYPES[config.resolved_kv_cache_dtype]
         num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(self.kv_dtype), self.max_model_len)
         self.eos_token_ids = list(self.model_config.eos_token_ids)
@@ -50,8 +52,16 @@ class LLMEngine:
             enable_prefix_caching=config.enable_prefix_caching,
         )
         self.runner = ModelRunner(
-            self.model, self.kernels, num_blocks, config.block_size, config.device, self.eos_token_ids, self.kv_dtype,
-            cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs, max_model_len=self.max_model_len,
+            self.model,
+            self.kernels,
+            num_blocks,
+            config.block_size,
+            config.device,
+            self.eos_token_ids,
+            self.kv_dtype,
+            cuda_graphs=config.cuda_graphs,
+            max_num_seqs=config.max_num_seqs,
+            max_model_len=self.max_model_len,
         )
         self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len, self.scheduler.finish)
         self._seq_ids = itertools.count()
@@ -117,7 +127,9 @@ class LLMEngine:
                 )
             )
         text = prompt if isinstance(prompt, str) else None
-        self.outputs.add_request(request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None)
+        self.outputs.add_request(
+            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None
+        )
         for seq in seqs:
             self.scheduler.add(seq)
 
@@ -167,4 +179,3 @@ class LLMEngine:
             "preemptions": s.stats.preemptions,
             "steps": self.num_steps,
         }
-

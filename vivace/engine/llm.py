@@ -30,7 +30,9 @@ class LLM:
         return f"llm-{next(self._ids)}"
 
     @staticmethod
-    def _params_for(count: int, sampling_params: SamplingParams | Sequence[SamplingParams] | None) -> list[SamplingParams]:
+    def _params_for(
+        count: int, sampling_params: SamplingParams | Sequence[SamplingParams] | None
+    ) -> list[SamplingParams]:
         if sampling_params is None:
             return [SamplingParams()] * count
         if isinstance(sampling_params, SamplingParams):
@@ -53,7 +55,7 @@ class LLM:
         params = self._params_for(len(prompts), sampling_params)
         index_of: dict[str, int] = {}
         try:
-            for i, (prompt, p) in enumerate(zip(prompts, params)):
+            for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
                 request_id = self._next_id()
                 self.engine.add_request(request_id, prompt, p, stream=False)
                 index_of[request_id] = i
@@ -77,8 +79,12 @@ class LLM:
         results: list[RequestOutput | None] = [None] * len(prompts)
         show = use_tqdm and len(prompts) >= _PROGRESS_MIN_REQUESTS
         with Progress(
-            TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            disable=not show, transient=True,
+            TextColumn("generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not show,
+            transient=True,
         ) as progress:
             task = progress.add_task("generate", total=len(prompts))
             for i, out in self.generate_unordered(prompts, sampling_params):  # type: ignore[arg-type]
@@ -123,7 +129,13 @@ class LLM:
         ids = []
         for prompt_ids, score_from in requests:
             request_id = self._next_id()
-            self.engine.add_request(request_id, prompt_ids, SamplingParams(max_tokens=1, temperature=0.0), stream=False, score_from=score_from)
+            self.engine.add_request(
+                request_id,
+                prompt_ids,
+                SamplingParams(max_tokens=1, temperature=0.0),
+                stream=False,
+                score_from=score_from,
+            )
             ids.append(request_id)
         done: dict[str, RequestOutput] = {}
         while len(done) < len(ids):

@@ -34,8 +34,7 @@ def kv_cache_blocks(config: EngineConfig, kv_bytes_per_token: int, max_model_len
     if blocks < 1:
         raise InvalidParameterError(
             "kv_cache_memory_bytes",
-            f"KV budget of {budget:,} bytes is below one block ({block_bytes:,} bytes for "
-            f"{config.block_size} tokens)",
+            f"KV budget of {budget:,} bytes is below one block ({block_bytes:,} bytes for {config.block_size} tokens)",
         )
     enough = config.max_num_seqs * -(-max_model_len // config.block_size) + 1
     return int(min(blocks, enough))

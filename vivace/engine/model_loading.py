@@ -54,9 +54,12 @@ def check_device(device: str) -> None:
         return
     if not torch.cuda.is_available():
         raise InvalidParameterError(
-            "device", f"{device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU (a CPU-only build of "
-            "torch, or no NVIDIA driver); install a CUDA build of torch, or run on 'cpu'"
+            "device",
+            f"{device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU (a CPU-only build of "
+            "torch, or no NVIDIA driver); install a CUDA build of torch, or run on 'cpu'",
         )
     index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
-        raise InvalidParameterError("device", f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InvalidParameterError(
+            "device", f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )

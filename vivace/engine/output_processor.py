@@ -62,7 +62,11 @@ class OutputProcessor:
     """Turns each step's sampled tokens into RequestOutputs; owns every unfinished request's output state."""
 
     def __init__(
-        self, tokenizer: Tokenizer, eos_token_ids: list[int], max_model_len: int, finish_seq: Callable[[Sequence, str], None]
+        self,
+        tokenizer: Tokenizer,
+        eos_token_ids: list[int],
+        max_model_len: int,
+        finish_seq: Callable[[Sequence, str], None],
     ) -> None:
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
@@ -83,8 +87,15 @@ class OutputProcessor:
         return list(self._requests)
 
     def add_request(
-        self, request_id: str, prompt: str | None, prompt_ids: list[int], params: SamplingParams, seqs: list[Sequence],
-        *, stream: bool, scores_prompt: bool,
+        self,
+        request_id: str,
+        prompt: str | None,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        seqs: list[Sequence],
+        *,
+        stream: bool,
+        scores_prompt: bool,
     ) -> None:
         """Start tracking a request's sequences (already queued in the scheduler by the caller)."""
         request = _Request(request_id, prompt, prompt_ids, params, seqs, stream)
@@ -93,7 +104,9 @@ class OutputProcessor:
         for seq in seqs:
             state = _SeqOutput(
                 detok=IncrementalDetokenizer(
-                    self.tokenizer, skip_special_tokens=params.skip_special_tokens, deferred=not stream and not params.stop
+                    self.tokenizer,
+                    skip_special_tokens=params.skip_special_tokens,
+                    deferred=not stream and not params.stop,
                 ),
                 stops=StopStringMatcher(params.stop) if params.stop else None,
                 logprobs=[] if params.logprobs is not None else None,
@@ -176,7 +189,9 @@ class OutputProcessor:
                 return
         else:
             state.emit(delta)
-        if (params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens) or seq.num_tokens >= self.max_model_len:
+        if (
+            params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens
+        ) or seq.num_tokens >= self.max_model_len:
             self._finish(seq, "length")
 
     def _finish(self, seq: Sequence, reason: str, flush: bool = True) -> None:
@@ -202,7 +217,7 @@ class OutputProcessor:
 
     def _output(self, request: _Request, finished: bool) -> RequestOutput:
         completions = []
-        for seq, state in zip(request.seqs, request.states):
+        for seq, state in zip(request.seqs, request.states, strict=True):
             completions.append(
                 CompletionOutput(
                     index=seq.index,

@@ -53,9 +53,17 @@ class ModelRunner:
     """Owns the KV cache tensor and runs the model on scheduled batches."""
 
     def __init__(
-        self, model: DecoderModel, kernels: Kernels, num_blocks: int, block_size: int, device: str,
-        eos_token_ids: list[int], kv_dtype: torch.dtype | None = None,
-        cuda_graphs: bool = False, max_num_seqs: int = 1, max_model_len: int = 1,
+        self,
+        model: DecoderModel,
+        kernels: Kernels,
+        num_blocks: int,
+        block_size: int,
+        device: str,
+        eos_token_ids: list[int],
+        kv_dtype: torch.dtype | None = None,
+        cuda_graphs: bool = False,
+        max_num_seqs: int = 1,
+        max_model_len: int = 1,
     ) -> None:
         self.model = model
         self.kernels = kernels
@@ -68,14 +76,26 @@ class ModelRunner:
         # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
         # block, which the scheduler never hands out, takes the padding rows' K/V.
         self.kv_cache = torch.zeros(
-            cfg.num_layers, 2, (num_blocks + use_graphs) * block_size, cfg.num_kv_heads, cfg.head_dim,
-            dtype=kv_dtype or model.dtype, device=self.device,
+            cfg.num_layers,
+            2,
+            (num_blocks + use_graphs) * block_size,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            dtype=kv_dtype or model.dtype,
+            device=self.device,
         )
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
             self.graphs = DecodeGraphs(
-                model, self.backend, self.kv_cache, block_size, max_num_seqs, max_model_len, pad_block=num_blocks,
-                device=self.device, num_sms=torch.cuda.get_device_properties(self.device).multi_processor_count,
+                model,
+                self.backend,
+                self.kv_cache,
+                block_size,
+                max_num_seqs,
+                max_model_len,
+                pad_block=num_blocks,
+                device=self.device,
+                num_sms=torch.cuda.get_device_properties(self.device).multi_processor_count,
             )
             self.graphs.capture()
 
@@ -148,8 +168,8 @@ class ModelRunner:
         prompt_ids = output_ids = [[]] * len(seqs)
         if any(p.uses_token_history for p in {id(p): p for p in params}.values()):
             history = [p.uses_token_history for p in params]
-            prompt_ids = [s.token_ids[: s.num_prompt_tokens] if h else [] for s, h in zip(seqs, history)]
-            output_ids = [s.token_ids[s.num_prompt_tokens :] if h else [] for s, h in zip(seqs, history)]
+            prompt_ids = [s.token_ids[: s.num_prompt_tokens] if h else [] for s, h in zip(seqs, history, strict=True)]
+            output_ids = [s.token_ids[s.num_prompt_tokens :] if h else [] for s, h in zip(seqs, history, strict=True)]
         sampling = SamplingBatch.build(
             params=params,
             prompt_ids=prompt_ids,

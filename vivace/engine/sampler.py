@@ -132,7 +132,9 @@ def _filtered_logits(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     return x
 
 
-def processed_logprobs(logits: torch.Tensor, batch: SamplingBatch, argmax_rows: Argmax = torch_argmax_rows) -> torch.Tensor:
+def processed_logprobs(
+    logits: torch.Tensor, batch: SamplingBatch, argmax_rows: Argmax = torch_argmax_rows
+) -> torch.Tensor:
     """The [B, V] log-probabilities each row is finally drawn from; greedy rows are one-hot."""
     x = adjusted_logits(logits, batch)
     out = torch.full_like(x, _NEG_INF)
@@ -195,5 +197,7 @@ def sample(logits: torch.Tensor, batch: SamplingBatch, argmax_rows: Argmax = tor
     top_lists: list[list[tuple[int, float]]] = [[] for _ in range(batch.batch_size)]
     for i, want in enumerate(batch.logprobs_k):
         if want:
-            top_lists[i] = [(int(t), v) for t, v in zip(rows[i][2 + k : 2 + k + want], rows[i][2 : 2 + want])]
+            top_lists[i] = [
+                (int(t), v) for t, v in zip(rows[i][2 + k : 2 + k + want], rows[i][2 : 2 + want], strict=True)
+            ]
     return SamplerOutput(token_ids=token_ids, logprobs=chosen, top_logprobs=top_lists)

@@ -158,7 +158,9 @@ class SamplingBatch:
                 for t, b in (p.logit_bias or {}).items():
                     rows.append(i), cols.append(int(t)), vals.append(float(b))
             bias = torch.zeros(B, V, dtype=torch.float32, device=device)
-            bias[upload(rows, torch.long, device), upload(cols, torch.long, device)] = upload(vals, torch.float32, device)
+            bias[upload(rows, torch.long, device), upload(cols, torch.long, device)] = upload(
+                vals, torch.float32, device
+            )
 
         min_tokens_mask = None
         mask_rows, mask_cols = [], []

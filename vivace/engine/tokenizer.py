@@ -30,9 +30,15 @@ class Tokenizer:
         self._special = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token}
         self._chat_template = chat_template
         self._special_ids = sorted(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
-        self._byte_ids = frozenset(
-            i for token, i in backend.get_vocab(with_added_tokens=False).items() if _BYTE_FALLBACK_TOKEN.match(token)
-        ) if getattr(backend.model, "byte_fallback", False) else frozenset()
+        self._byte_ids = (
+            frozenset(
+                i
+                for token, i in backend.get_vocab(with_added_tokens=False).items()
+                if _BYTE_FALLBACK_TOKEN.match(token)
+            )
+            if getattr(backend.model, "byte_fallback", False)
+            else frozenset()
+        )
 
     @property
     def backend(self) -> BackendTokenizer:
@@ -103,11 +109,16 @@ class Tokenizer:
         """Render `messages` to a prompt string exactly as transformers' `apply_chat_template(tokenize=False)`."""
         specials = {key: value for key, value in self._special.items() if value is not None}
         return render_chat_template(
-            self._chat_template, messages, add_generation_prompt=add_generation_prompt,
-            special_tokens=specials, **kwargs,
+            self._chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            special_tokens=specials,
+            **kwargs,
         )
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> list[int]:
         """Token ids of a conversation: the rendered template, whose text already places any BOS, as in HF."""
         text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **kwargs)
         return self.encode(text, add_special_tokens=False)

@@ -161,7 +161,15 @@ def _run_engine_steps(cfg: ModelConfig, dtype: torch.dtype, recorder: _Recorder)
         model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, runner.kv_cache)
     recorder.step = "graph decode"
     graphs = DecodeGraphs(
-        model, kernels.attention, runner.kv_cache, block_size, 4, max_len, pad_block=0, device=torch.device("cpu"), num_sms=132
+        model,
+        kernels.attention,
+        runner.kv_cache,
+        block_size,
+        4,
+        max_len,
+        pad_block=0,
+        device=torch.device("cpu"),
+        num_sms=132,
     )
     graphs._forward(4)  # what a captured graph runs: static buffers, splits sized for max_len
 

@@ -42,10 +42,10 @@ def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype)
     q = torch.randn(num_seqs, heads, head_dim)
     k_new = torch.randn(num_seqs, kv_heads, head_dim)
     v_new = torch.randn(num_seqs, kv_heads, head_dim)
-    slot_mapping = torch.tensor([t[(n - 1) // bs] * bs + (n - 1) % bs for t, n in zip(tables, lens)])
+    slot_mapping = torch.tensor([t[(n - 1) // bs] * bs + (n - 1) % bs for t, n in zip(tables, lens, strict=True)])
     scale = head_dim**-0.5
     batch = ScheduledBatch()
-    for i, (table, n) in enumerate(zip(tables, lens)):
+    for i, (table, n) in enumerate(zip(tables, lens, strict=True)):
         seq = Sequence(i, f"r{i}", 0, list(range(n)), n - 1, SamplingParams(), i, block_table=table)
         batch.decodes.append(ScheduledSeq(seq, n - 1, 1))
     cpu = torch.device("cpu")
@@ -86,7 +86,9 @@ def test_small_batch_kernel_gives_onednns_exact_sums(shape: tuple[int, int]) -> 
 
     in_features, out_features = shape
     gen = torch.Generator().manual_seed(in_features)
-    layer = Int8DynamicLinear(torch.randn(out_features, in_features, generator=gen), torch.randn(out_features, generator=gen), kernels)
+    layer = Int8DynamicLinear(
+        torch.randn(out_features, in_features, generator=gen), torch.randn(out_features, generator=gen), kernels
+    )
     packed, col_sums = kernels.pack_int8_weight(layer.weight_t)
     if packed.numel():  # built with AVX512-VNNI: the packing covers every weight once
         assert torch.equal(col_sums[:out_features], layer.weight_t.sum(0, dtype=torch.int32))

@@ -32,8 +32,16 @@ def hf_reference(smollm, smollm_path: str):
 
     cfg = smollm.config
     # The skeleton only tells transformers which parameter names exist; meta tensors cost no memory.
-    names = LlamaConfig(num_hidden_layers=cfg.num_layers, vocab_size=16, hidden_size=16, intermediate_size=16,
-                        num_attention_heads=1, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True)
+    names = LlamaConfig(
+        num_hidden_layers=cfg.num_layers,
+        vocab_size=16,
+        hidden_size=16,
+        intermediate_size=16,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         skeleton = LlamaForCausalLM(names)
     parsed = load_gguf_checkpoint(smollm_path, return_tensors=True, model_to_load=skeleton)
@@ -112,8 +120,16 @@ def test_bfloat16_dtype(tiny_gguf) -> None:
 # Dequantization per tensor type, on tiny files written here.
 
 # Worst-case error of each type, as a fraction of the largest magnitude in the tensor.
-QUANTIZABLE = {Q.F32: 0.0, Q.F16: 1e-3, Q.BF16: 8e-3, Q.Q8_0: 1 / 127, Q.Q5_0: 1 / 15, Q.Q5_1: 1 / 31,
-               Q.Q4_0: 1 / 7, Q.Q4_1: 1 / 15}
+QUANTIZABLE = {
+    Q.F32: 0.0,
+    Q.F16: 1e-3,
+    Q.BF16: 8e-3,
+    Q.Q8_0: 1 / 127,
+    Q.Q5_0: 1 / 15,
+    Q.Q5_1: 1 / 31,
+    Q.Q4_0: 1 / 7,
+    Q.Q4_1: 1 / 15,
+}
 
 
 @pytest.mark.parametrize("qtype", list(QUANTIZABLE), ids=lambda t: t.name)
@@ -216,7 +232,9 @@ def test_qwen2_is_not_unpermuted_and_keeps_biases(tiny_gguf, tiny_weights) -> No
     }
     model = load_gguf(str(tiny_gguf(arch="qwen2", weights={**tiny_weights, **biases})))
     assert model.config.architecture == "qwen2" and model.config.attention_bias
-    np.testing.assert_array_equal(model.weights["model.layers.0.self_attn.q_proj.weight"], tiny_weights["blk.0.attn_q.weight"])
+    np.testing.assert_array_equal(
+        model.weights["model.layers.0.self_attn.q_proj.weight"], tiny_weights["blk.0.attn_q.weight"]
+    )
     np.testing.assert_array_equal(model.weights["model.layers.1.self_attn.k_proj.bias"], biases["blk.1.attn_k.bias"])
 
 

@@ -17,7 +17,7 @@ def _assert_same_as_reader(path: str) -> None:
     expected = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
     assert ours.metadata == expected
     assert [t.name for t in ours.tensors] == [t.name for t in reader.tensors]
-    for info, tensor in zip(ours.tensors, reader.tensors):
+    for info, tensor in zip(ours.tensors, reader.tensors, strict=True):
         assert info.tensor_type == tensor.tensor_type
         assert info.shape == tuple(reversed(tensor.shape.tolist()))
         assert (info.offset, info.n_bytes) == (tensor.data_offset, tensor.n_bytes)

@@ -47,20 +47,37 @@ def _weights(config: dict, bias: bool = False) -> dict[str, torch.Tensor]:
     shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (ffn, h), p + "mlp.up_proj.weight": (ffn, h), p + "mlp.down_proj.weight": (h, ffn),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (q, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, q),
+                p + "mlp.gate_proj.weight": (ffn, h),
+                p + "mlp.up_proj.weight": (ffn, h),
+                p + "mlp.down_proj.weight": (h, ffn),
+            }
+        )
         if bias:
-            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
-                           p + "self_attn.v_proj.bias": (kv,)})
+            shapes.update(
+                {
+                    p + "self_attn.q_proj.bias": (q,),
+                    p + "self_attn.k_proj.bias": (kv,),
+                    p + "self_attn.v_proj.bias": (kv,),
+                }
+            )
     return {name: torch.randn(shape, generator=gen).to(torch.bfloat16) for name, shape in shapes.items()}
 
 
-def _write_dir(path: Path, smollm: LoadedModel, config: dict, weights: dict[str, torch.Tensor],
-               tokenizer_config: dict | None = None) -> Path:
+def _write_dir(
+    path: Path,
+    smollm: LoadedModel,
+    config: dict,
+    weights: dict[str, torch.Tensor],
+    tokenizer_config: dict | None = None,
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
     names = sorted(weights)
@@ -142,8 +159,13 @@ def test_bfloat16_stays_bfloat16(llama_dir) -> None:
 
 
 def test_qwen2_tied_with_bias_and_rope_scaling(tmp_path: Path, smollm: LoadedModel) -> None:
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8192}
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     config = _config(model_type="qwen2", tie_word_embeddings=True, rope_scaling=scaling, eos_token_id=2)
     config.pop("head_dim")
     weights = _weights(config | {"head_dim": 16}, bias=True)
@@ -166,9 +188,18 @@ def test_transformers5_rope_parameters(tmp_path: Path, smollm: LoadedModel) -> N
 
 def test_chat_template_file_wins_and_bos_is_added(tmp_path: Path, smollm: LoadedModel) -> None:
     config = _config()
-    path = _write_dir(tmp_path / "m", smollm, config, _weights(config), tokenizer_config={
-        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": True, "chat_template": "unused",
-    })
+    path = _write_dir(
+        tmp_path / "m",
+        smollm,
+        config,
+        _weights(config),
+        tokenizer_config={
+            "bos_token": "<|im_start|>",
+            "eos_token": "<|im_end|>",
+            "add_bos_token": True,
+            "chat_template": "unused",
+        },
+    )
     (path / "chat_template.jinja").write_text("{{ bos_token }}{{ messages[0].content }}")
     tokenizer = load_hf_dir(str(path), torch.float32).tokenizer
     assert tokenizer.apply_chat_template([{"role": "user", "content": "x"}]) == "<|im_start|>x"
@@ -178,10 +209,16 @@ def test_chat_template_file_wins_and_bos_is_added(tmp_path: Path, smollm: Loaded
 
 def test_list_form_chat_template(tmp_path: Path, smollm: LoadedModel) -> None:
     config = _config()
-    path = _write_dir(tmp_path / "m", smollm, config, _weights(config), tokenizer_config={
-        "eos_token": "<|im_end|>",
-        "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
-    })
+    path = _write_dir(
+        tmp_path / "m",
+        smollm,
+        config,
+        _weights(config),
+        tokenizer_config={
+            "eos_token": "<|im_end|>",
+            "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+        },
+    )
     assert load_hf_dir(str(path), torch.float32).tokenizer.chat_template == "D"
 
 

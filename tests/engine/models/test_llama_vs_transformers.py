@@ -16,15 +16,34 @@ from vivace.engine.loaders.gguf import load_gguf
 pytestmark = pytest.mark.slow
 
 COMMON = dict(
-    vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+    vocab_size=49152,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    bos_token_id=1,
+    eos_token_id=2,
 )
 CASES = {
-    "llama3-rope": ("LlamaConfig", "LlamaForCausalLM", dict(
-        rope_theta=500000.0, tie_word_embeddings=False,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 64},
-    )),
+    "llama3-rope": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            rope_theta=500000.0,
+            tie_word_embeddings=False,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
+    ),
     "qwen2-bias-tied": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_theta=1000000.0, tie_word_embeddings=True)),
 }
 
@@ -42,10 +61,16 @@ def write_model(path: Path, case: str, model_path: str) -> torch.nn.Module:
     model.save_pretrained(path, safe_serialization=True)
     tokenizer = load_gguf(model_path).tokenizer
     tokenizer.backend.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": False,
-        "chat_template": tokenizer.chat_template,
-    }))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+                "add_bos_token": False,
+                "chat_template": tokenizer.chat_template,
+            }
+        )
+    )
     return model
 
 
@@ -59,9 +84,13 @@ def test_prefill_and_greedy_match_transformers(tmp_path: Path, case: str, model_
     out = llm.generate([ids], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, logprobs=1))[0]
     with torch.inference_mode():
         expected = reference.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            do_sample=False, max_new_tokens=12, eos_token_id=None, pad_token_id=0,
-        )[0, len(ids):].tolist()
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=12,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, len(ids) :].tolist()
         full = torch.tensor([ids + out.outputs[0].token_ids])
         ref_logprobs = torch.log_softmax(reference(full).logits[0, len(ids) - 1 : -1].float(), dim=-1)
     assert out.outputs[0].token_ids == expected

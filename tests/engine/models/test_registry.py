@@ -26,9 +26,20 @@ from vivace.engine.models.registry import model_class, register_model, supported
 
 ARCH = "toy-parallel"
 CONFIG = dict(
-    model_type=ARCH, vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-5,
-    rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+    model_type=ARCH,
+    vocab_size=49152,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
 )
 
 
@@ -64,8 +75,15 @@ def toy_family():
 
 def _weights(seed: int = 0) -> dict[str, torch.Tensor]:
     cfg = ModelConfig(
-        architecture=ARCH, vocab_size=CONFIG["vocab_size"], hidden_size=64, intermediate_size=96, num_layers=2,
-        num_heads=4, num_kv_heads=2, head_dim=16, tie_word_embeddings=True,
+        architecture=ARCH,
+        vocab_size=CONFIG["vocab_size"],
+        hidden_size=64,
+        intermediate_size=96,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        tie_word_embeddings=True,
     )
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -91,7 +109,10 @@ def _dense_logits(w: dict[str, torch.Tensor], ids: list[int]) -> torch.Tensor:
     T, H, KVH, D, eps = len(ids), 4, 2, 16, CONFIG["rms_norm_eps"]
     inv_freq = 1.0 / (CONFIG["rope_theta"] ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
-    cos, sin = torch.cat([freqs, freqs], -1).cos().float()[:, None], torch.cat([freqs, freqs], -1).sin().float()[:, None]
+    cos, sin = (
+        torch.cat([freqs, freqs], -1).cos().float()[:, None],
+        torch.cat([freqs, freqs], -1).sin().float()[:, None],
+    )
 
     def rotate(t: torch.Tensor) -> torch.Tensor:
         return t * cos + torch.cat([-t[..., D // 2 :], t[..., : D // 2]], -1) * sin
@@ -105,11 +126,17 @@ def _dense_logits(w: dict[str, torch.Tensor], ids: list[int]) -> torch.Tensor:
         p = f"model.layers.{i}."
         n = norm(x, w[p + "input_layernorm.weight"])
         q = rotate((n @ w[p + "self_attn.q_proj.weight"].T).view(T, H, D)).transpose(0, 1)
-        k = rotate((n @ w[p + "self_attn.k_proj.weight"].T).view(T, KVH, D)).repeat_interleave(H // KVH, 1).transpose(0, 1)
+        k = (
+            rotate((n @ w[p + "self_attn.k_proj.weight"].T).view(T, KVH, D))
+            .repeat_interleave(H // KVH, 1)
+            .transpose(0, 1)
+        )
         v = (n @ w[p + "self_attn.v_proj.weight"].T).view(T, KVH, D).repeat_interleave(H // KVH, 1).transpose(0, 1)
         scores = (q @ k.transpose(1, 2) / D**0.5).masked_fill(~causal, float("-inf"))
         attn = (scores.softmax(-1) @ v).transpose(0, 1).reshape(T, H * D) @ w[p + "self_attn.o_proj.weight"].T
-        mlp = (torch.nn.functional.silu(n @ w[p + "mlp.gate_proj.weight"].T) * (n @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+        mlp = (torch.nn.functional.silu(n @ w[p + "mlp.gate_proj.weight"].T) * (n @ w[p + "mlp.up_proj.weight"].T)) @ w[
+            p + "mlp.down_proj.weight"
+        ].T
         x = x + attn + mlp
     return norm(x, w["model.norm.weight"]) @ w["model.embed_tokens.weight"].T
 
@@ -120,16 +147,22 @@ def test_a_registered_family_runs_through_the_engine(tmp_path: Path, toy_family:
         pytest.skip("the C++ CPU ops are not built here")
     weights = _weights()
     llm = LLM(
-        str(_write_dir(tmp_path / "toy", weights)), quantization="none", attention_backend=kernels,
-        kv_cache_memory_bytes=8 << 20, block_size=16, max_num_batched_tokens=24,  # 40-token prompts: chunked
+        str(_write_dir(tmp_path / "toy", weights)),
+        quantization="none",
+        attention_backend=kernels,
+        kv_cache_memory_bytes=8 << 20,
+        block_size=16,
+        max_num_batched_tokens=24,  # 40-token prompts: chunked
     )
     assert isinstance(llm.engine.model, ToyParallelModel) and llm.engine.kernels.name == kernels
-    prompts = [[int(t) for t in torch.randint(3, 49000, (40,), generator=torch.Generator().manual_seed(s))] for s in (1, 2)]
+    prompts = [
+        [int(t) for t in torch.randint(3, 49000, (40,), generator=torch.Generator().manual_seed(s))] for s in (1, 2)
+    ]
     prompts.append(prompts[0][:32] + [7, 8, 9])  # its first two blocks come from the prefix cache
     params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, logprobs=0)
     outs = llm.generate(prompts, params)
     assert outs[2].num_cached_tokens == 32
-    for ids, out in zip(prompts, outs):
+    for ids, out in zip(prompts, outs, strict=True):
         seq = list(ids)
         for lp in out.outputs[0].logprobs:
             with torch.inference_mode():
@@ -141,7 +174,9 @@ def test_a_registered_family_runs_through_the_engine(tmp_path: Path, toy_family:
 
 
 def test_unknown_architectures_are_named_with_the_supported_ones() -> None:
-    with pytest.raises(UnsupportedModelError, match=r"architecture 'nope' is not supported; supported: llama, mistral, qwen2"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"architecture 'nope' is not supported; supported: llama, mistral, qwen2"
+    ):
         model_class("nope")
     assert {"llama", "mistral", "qwen2"} <= set(supported_architectures())
     assert model_class("qwen2") is LlamaModel

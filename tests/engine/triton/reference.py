@@ -29,7 +29,7 @@ def make_paged_cache(
     v = torch.randn(total * block_size, kv_heads, head_dim, generator=gen).to(dtype)
     width = max(blocks_each)
     tables, keys, values = [], [], []
-    for n, count in zip(lengths, blocks_each):
+    for n, count in zip(lengths, blocks_each, strict=True):
         pages = [order.pop() for _ in range(count)]
         tables.append(pages + [0] * (width - count))
         slots = torch.tensor([pages[p // block_size] * block_size + p % block_size for p in range(n)], dtype=torch.long)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 import torch
 
 from vivace.engine.config import EngineConfig, InvalidParameterError
@@ -13,7 +12,11 @@ from vivace.engine.kernels.select import resolve_backend
 
 def test_cpu_defaults_are_unchanged() -> None:
     cfg = EngineConfig()
-    assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == ("float32", "int8", "bfloat16")
+    assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == (
+        "float32",
+        "int8",
+        "bfloat16",
+    )
     assert resolve_backend(cfg, torch.float32) == ("cpu" if load_cpu_ops() is not None else "torch")
     assert resolve_backend(cfg, torch.bfloat16) == "torch"  # the C++ ops are float32
     assert cfg.resolved_kv_cache_memory_fraction == 0.10
@@ -21,7 +24,11 @@ def test_cpu_defaults_are_unchanged() -> None:
 
 def test_cuda_defaults_are_bf16_triton_and_most_free_memory() -> None:
     cfg = EngineConfig(device="cuda:0")
-    assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == ("bfloat16", "none", "bfloat16")
+    assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == (
+        "bfloat16",
+        "none",
+        "bfloat16",
+    )
     assert resolve_backend(cfg, torch.bfloat16) == "triton"
     assert cfg.resolved_kv_cache_memory_fraction == 0.85
     assert cfg.cuda_graphs
@@ -29,11 +36,18 @@ def test_cuda_defaults_are_bf16_triton_and_most_free_memory() -> None:
 
 def test_explicit_choices_win() -> None:
     cfg = EngineConfig(device="cuda", dtype="float32", attention_backend="torch", kv_cache_memory_fraction=0.5)
-    assert (cfg.resolved_dtype, resolve_backend(cfg, torch.float32), cfg.resolved_kv_cache_memory_fraction) == ("float32", "torch", 0.5)
+    assert (cfg.resolved_dtype, resolve_backend(cfg, torch.float32), cfg.resolved_kv_cache_memory_fraction) == (
+        "float32",
+        "torch",
+        0.5,
+    )
 
 
 def test_the_cpu_set_is_float32_on_the_cpu_only() -> None:
-    for cfg, dtype in ((EngineConfig(device="cuda", attention_backend="cpu"), torch.float32), (EngineConfig(attention_backend="cpu"), torch.bfloat16)):
+    for cfg, dtype in (
+        (EngineConfig(device="cuda", attention_backend="cpu"), torch.float32),
+        (EngineConfig(attention_backend="cpu"), torch.bfloat16),
+    ):
         with pytest.raises(InvalidParameterError, match="attention_backend: 'cpu' runs float32 on the CPU only"):
             resolve_backend(cfg, dtype)
 

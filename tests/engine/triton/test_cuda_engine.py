@@ -15,7 +15,7 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CHECK = r'''
+CHECK = r"""
 import os
 import torch
 from vivace.engine.config import SamplingParams
@@ -65,7 +65,7 @@ for graphs in (True, False):
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == steps, (graphs, steps, [f"{w.filename}:{w.lineno}" for w in syncs])
 print("cuda engine matches")
-'''
+"""
 
 
 @pytest.mark.slow

@@ -51,7 +51,9 @@ def test_rejects_unknown_presets(gpu_bench: ModuleType, capsys: pytest.CaptureFi
 
 
 @pytest.mark.slow
-def test_tiny_cpu_run_measures_both_engines(gpu_bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiny_cpu_run_measures_both_engines(
+    gpu_bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from vivace.engine.loaders.default_model import default_model_path
     from vivace.engine.loaders.tokenizer_file import write_tokenizer_gguf
 

@@ -16,8 +16,14 @@ PROMPTS = [[1, 2, 3, 4, 5], list(range(10, 60)), [7] * 20, [42]]
 
 def _engine(backend: str, **kwargs) -> LLM:
     return LLM(
-        "random:tiny@3", kv_cache_memory_bytes=8 << 20, max_model_len=256, quantization="none",
-        attention_backend=backend, block_size=16, max_num_batched_tokens=48, **kwargs,
+        "random:tiny@3",
+        kv_cache_memory_bytes=8 << 20,
+        max_model_len=256,
+        quantization="none",
+        attention_backend=backend,
+        block_size=16,
+        max_num_batched_tokens=48,
+        **kwargs,
     )
 
 
@@ -36,7 +42,7 @@ def test_greedy_tokens_and_logprobs_match_the_torch_path(reference: LLM, triton_
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=3)
     ours = triton_llm.generate(PROMPTS, params)
     ref = reference.generate(PROMPTS, params)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
         got = torch.tensor([lp.logprob for lp in a.outputs[0].logprobs])
         want = torch.tensor([lp.logprob for lp in b.outputs[0].logprobs])
@@ -57,7 +63,10 @@ def test_prompt_scores_match(reference: LLM, triton_llm: LLM) -> None:
     """Classification scores every prompt token: the prefill kernel's rows, not only the last one."""
     prompt = list(range(100, 170))
     params = SamplingParams(max_tokens=1, temperature=0)
-    scores = [torch.tensor(_run(llm, "score", prompt, params, score_from=1).prompt_logprobs) for llm in (reference, triton_llm)]
+    scores = [
+        torch.tensor(_run(llm, "score", prompt, params, score_from=1).prompt_logprobs)
+        for llm in (reference, triton_llm)
+    ]
     assert scores[0].numel() == len(prompt) - 1
     torch.testing.assert_close(scores[1], scores[0], atol=1e-4, rtol=1e-4)
 
@@ -97,7 +106,17 @@ def test_padded_graph_decode_matches_eager_decode(reference: LLM) -> None:
     cfg = runner.model.cfg
     bs = runner.block_size
     runner.kv_cache = torch.zeros(cfg.num_layers, 2, (pool.num_blocks + 1) * bs, cfg.num_kv_heads, cfg.head_dim)
-    graphs = DecodeGraphs(runner.model, runner.backend, runner.kv_cache, bs, 6, 256, pad_block=pool.num_blocks, device=torch.device("cpu"), num_sms=4)
+    graphs = DecodeGraphs(
+        runner.model,
+        runner.backend,
+        runner.kv_cache,
+        bs,
+        6,
+        256,
+        pad_block=pool.num_blocks,
+        device=torch.device("cpu"),
+        num_sms=4,
+    )
     assert graphs.sizes == [1, 2, 4, 6]
     graphs._graphs = {size: (replay := _EagerReplay(graphs, size), replay.logits) for size in graphs.sizes}
     runner.graphs = graphs
@@ -110,7 +129,7 @@ def test_padded_graph_decode_matches_eager_decode(reference: LLM) -> None:
     ours = llm.generate(prompts, params)
     ref = reference.generate(prompts, params)
     assert replays and set(replays) <= {1, 2, 3}
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
         got, want = ([lp.logprob for lp in o.outputs[0].logprobs] for o in (a, b))
         torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=1e-4)

@@ -7,9 +7,8 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
 
-from vivace.engine.attention.triton_decode import BLOCK_N, num_decode_splits, paged_decode  # noqa: E402
-
 from tests.engine.triton.reference import make_paged_cache, reference_attention  # noqa: E402
+from vivace.engine.attention.triton_decode import BLOCK_N, num_decode_splits, paged_decode  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -55,7 +54,9 @@ def test_strided_query_view_is_read_in_place():
 def test_rejects_heads_that_do_not_group():
     cache = make_paged_cache([4], 3, 16, 16, torch.float32, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="5 query heads do not split into 3 KV heads"):
-        paged_decode(torch.zeros(1, 5, 16), cache.k, cache.v, cache.tables, torch.tensor([4], dtype=torch.int32), 16, 1.0, 1, 4)
+        paged_decode(
+            torch.zeros(1, 5, 16), cache.k, cache.v, cache.tables, torch.tensor([4], dtype=torch.int32), 16, 1.0, 1, 4
+        )
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,8 @@ def test_rotary_matches_torch(heads, head_dim, dtype):
     wide = torch.randn(6, heads + 2, head_dim, generator=gen).to(dtype)
     x = wide[:, :heads]  # a strided view, as the model passes q/k out of the fused qkv output
     positions = torch.tensor([0, 1, 17, 63, 64, 255])
-    expected = rope.apply(x.float(), (rope.cos[positions].unsqueeze(1).float(), rope.signed_sin[positions].unsqueeze(1).float()))
+    expected = rope.apply(
+        x.float(), (rope.cos[positions].unsqueeze(1).float(), rope.signed_sin[positions].unsqueeze(1).float())
+    )
     got = triton_rope.apply(x, triton_rope.tables(positions))
     torch.testing.assert_close(got.float(), expected, atol=TOL[dtype], rtol=TOL[dtype])

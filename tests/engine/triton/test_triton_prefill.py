@@ -7,12 +7,19 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
 
+from tests.engine.triton.reference import make_paged_cache, reference_attention  # noqa: E402
 from vivace.engine.attention.triton_prefill import BLOCK_M, paged_prefill  # noqa: E402
 
-from tests.engine.triton.reference import make_paged_cache, reference_attention  # noqa: E402
 
-
-def _run(chunks: list[tuple[int, int]], heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, seed: int) -> None:
+def _run(
+    chunks: list[tuple[int, int]],
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    block_size: int,
+    dtype: torch.dtype,
+    seed: int,
+) -> None:
     """chunks: (start, num_new) per sequence; keys 0..start+num_new-1 are in the cache."""
     gen = torch.Generator().manual_seed(seed)
     cache = make_paged_cache([s + n for s, n in chunks], kv_heads, head_dim, block_size, dtype, gen)
@@ -23,7 +30,7 @@ def _run(chunks: list[tuple[int, int]], heads: int, kv_heads: int, head_dim: int
     scale = head_dim**-0.5
     out = paged_prefill(q, cache.k, cache.v, cache.tables, cu, starts, max(n for _, n in chunks), block_size, scale)
     tol = 1e-5 if dtype is torch.float32 else 2e-2
-    for b, (start, n) in enumerate(chunks):
+    for b, (start, _n) in enumerate(chunks):
         rows = slice(int(cu[b]), int(cu[b + 1]))
         ref = reference_attention(q[rows], cache.keys[b], cache.values[b], scale, first_position=start)
         torch.testing.assert_close(out[rows].float(), ref, atol=tol, rtol=tol)
@@ -48,6 +55,13 @@ def test_rejects_mismatched_offsets():
     cache = make_paged_cache([4, 4], 1, 16, 16, torch.float32, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="2 block-table rows need 3 query offsets and 2 starts, got 2 and 2"):
         paged_prefill(
-            torch.zeros(8, 1, 16), cache.k, cache.v, cache.tables,
-            torch.tensor([0, 4], dtype=torch.int32), torch.tensor([0, 0], dtype=torch.int32), 4, 16, 1.0,
+            torch.zeros(8, 1, 16),
+            cache.k,
+            cache.v,
+            cache.tables,
+            torch.tensor([0, 4], dtype=torch.int32),
+            torch.tensor([0, 0], dtype=torch.int32),
+            4,
+            16,
+            1.0,
         )

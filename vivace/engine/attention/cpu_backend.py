@@ -47,8 +47,14 @@ class CpuAttentionBackend(AttentionBackend):
         return CpuAttentionMetadata(slot_mapping, block_table_array(tables), torch.tensor(lens, dtype=torch.int32))
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-        meta: CpuAttentionMetadata, scale: float,
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: CpuAttentionMetadata,
+        scale: float,
     ) -> torch.Tensor:
         """One compiled call writes the step's K/V, one attends every row over the cache."""
         self.ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)

@@ -51,17 +51,24 @@ class TorchAttentionBackend(AttentionBackend):
         """Padded decode gathers and one causal span per prefill chunk."""
         bs, dev = self.block_size, self.device
         decodes = batch.decodes
-        meta = TorchAttentionMetadata(slot_mapping=upload(slot_mapping, torch.long, dev), num_decode_tokens=len(decodes))
+        meta = TorchAttentionMetadata(
+            slot_mapping=upload(slot_mapping, torch.long, dev), num_decode_tokens=len(decodes)
+        )
         if decodes:
             max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
             tables = torch.tensor(
-                [item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for item in decodes],
+                [
+                    item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks]))
+                    for item in decodes
+                ],
                 dtype=torch.long,
             )
             offsets = torch.arange(bs, dtype=torch.long)
             decode_slots = (tables.unsqueeze(-1) * bs + offsets).view(len(decodes), max_blocks * bs)
             lengths = torch.tensor([item.start + 1 for item in decodes], dtype=torch.long)
-            decode_mask = (torch.arange(max_blocks * bs).unsqueeze(0) < lengths.unsqueeze(1)).view(len(decodes), 1, 1, max_blocks * bs)
+            decode_mask = (torch.arange(max_blocks * bs).unsqueeze(0) < lengths.unsqueeze(1)).view(
+                len(decodes), 1, 1, max_blocks * bs
+            )
             meta.decode_slots = upload(decode_slots, torch.long, dev)
             meta.decode_mask = upload(decode_mask, torch.bool, dev)
         row = len(decodes)
@@ -78,8 +85,14 @@ class TorchAttentionBackend(AttentionBackend):
         return meta
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-        meta: TorchAttentionMetadata, scale: float,
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: TorchAttentionMetadata,
+        scale: float,
     ) -> torch.Tensor:
         """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
         k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)

@@ -42,7 +42,9 @@ class TritonAttentionBackend(AttentionBackend):
     name = "triton"
     supports_cuda_graphs = True
 
-    def __init__(self, block_size: int, device: torch.device, num_kv_heads: int, num_sms: int = DEFAULT_NUM_SMS) -> None:
+    def __init__(
+        self, block_size: int, device: torch.device, num_kv_heads: int, num_sms: int = DEFAULT_NUM_SMS
+    ) -> None:
         super().__init__(block_size, device)
         self.num_kv_heads = num_kv_heads
         self.num_sms = num_sms
@@ -56,12 +58,16 @@ class TritonAttentionBackend(AttentionBackend):
             lens = [item.start + 1 for item in decodes]
             max_len = max(lens)
             meta.num_decode_tokens = len(decodes)
-            meta.decode_block_tables = upload(block_table_array([item.seq.block_table for item in decodes]), torch.int32, dev)
+            meta.decode_block_tables = upload(
+                block_table_array([item.seq.block_table for item in decodes]), torch.int32, dev
+            )
             meta.decode_context_lens = upload(lens, torch.int32, dev)
             meta.decode_max_context = max_len
             meta.decode_num_splits = num_decode_splits(max_len, len(decodes), self.num_kv_heads, self.num_sms)
         if prefills:
-            meta.prefill_block_tables = upload(block_table_array([item.seq.block_table for item in prefills]), torch.int32, dev)
+            meta.prefill_block_tables = upload(
+                block_table_array([item.seq.block_table for item in prefills]), torch.int32, dev
+            )
             offsets = [0]
             for item in prefills:
                 offsets.append(offsets[-1] + item.num_tokens)
@@ -74,15 +80,23 @@ class TritonAttentionBackend(AttentionBackend):
         """Decode-only metadata over a graph's static buffers, split for the longest possible context."""
         size = buffers.size
         return TritonAttentionMetadata(
-            slot_mapping=buffers.slots[:size], num_decode_tokens=size,
-            decode_block_tables=buffers.block_tables[:size], decode_context_lens=buffers.context_lens[:size],
+            slot_mapping=buffers.slots[:size],
+            num_decode_tokens=size,
+            decode_block_tables=buffers.block_tables[:size],
+            decode_context_lens=buffers.context_lens[:size],
             decode_num_splits=num_decode_splits(buffers.max_context, size, self.num_kv_heads, buffers.num_sms),
             decode_max_context=buffers.max_context,
         )
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-        meta: TritonAttentionMetadata, scale: float,
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: TritonAttentionMetadata,
+        scale: float,
     ) -> torch.Tensor:
         """q [T, H, D], new k, v [T, KVH, D] -> [T, H, D]."""
         k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
@@ -91,12 +105,28 @@ class TritonAttentionBackend(AttentionBackend):
         num_decodes = meta.num_decode_tokens
         if num_decodes:
             paged_decode(
-                q[:num_decodes], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                self.block_size, scale, meta.decode_num_splits, meta.decode_max_context, out=out[:num_decodes],
+                q[:num_decodes],
+                k_cache,
+                v_cache,
+                meta.decode_block_tables,
+                meta.decode_context_lens,
+                self.block_size,
+                scale,
+                meta.decode_num_splits,
+                meta.decode_max_context,
+                out=out[:num_decodes],
             )
         if meta.prefill_cu_query is not None:
             paged_prefill(
-                q[num_decodes:], k_cache, v_cache, meta.prefill_block_tables, meta.prefill_cu_query,
-                meta.prefill_starts, meta.prefill_max_query_len, self.block_size, scale, out=out[num_decodes:],
+                q[num_decodes:],
+                k_cache,
+                v_cache,
+                meta.prefill_block_tables,
+                meta.prefill_cu_query,
+                meta.prefill_starts,
+                meta.prefill_max_query_len,
+                self.block_size,
+                scale,
+                out=out[num_decodes:],
             )
         return out

@@ -22,16 +22,35 @@ MAX_SPLITS = 32
 
 @triton.jit
 def _decode_partial_kernel(
-    q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, part_out_ptr, part_lse_ptr,
-    scale, split_len,
-    stride_qt, stride_qh,
-    stride_ks, stride_kh,
-    stride_vs, stride_vh,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    tables_ptr,
+    lens_ptr,
+    part_out_ptr,
+    part_lse_ptr,
+    scale,
+    split_len,
+    stride_qt,
+    stride_qh,
+    stride_ks,
+    stride_kh,
+    stride_vs,
+    stride_vh,
     stride_tb,
-    stride_ob, stride_oh, stride_os,
-    stride_lb, stride_lh,
-    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    PAGE: tl.constexpr, BLOCK: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    stride_lb,
+    stride_lh,
+    GROUP: tl.constexpr,
+    GROUP_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+    PAGE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -47,26 +66,40 @@ def _decode_partial_kernel(
     dmask = d < HEAD_DIM
     q = tl.load(
         q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
-        mask=gmask[:, None] & dmask[None, :], other=0.0,
+        mask=gmask[:, None] & dmask[None, :],
+        other=0.0,
     ).to(DOT)
     m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-    l = tl.zeros([GROUP_PAD], tl.float32)
+    denom = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, DIM_PAD], tl.float32)
     k_head, v_head, table_row = k_ptr + kvh * stride_kh, v_ptr + kvh * stride_vh, tables_ptr + seq * stride_tb
     for t0 in range(start, end, BLOCK):
         t = t0 + tl.arange(0, BLOCK)
         tmask = t < end
         # Every row sees every key and key t0 < end, as attend_key_tile needs.
-        m, l, acc = attend_key_tile(
-            q, m, l, acc,
-            k_head, v_head, table_row,
-            t, tmask, tmask[None, :], d, dmask, scale,
-            stride_ks, stride_vs,
-            PAGE, DOT, PRECISION,
+        m, denom, acc = attend_key_tile(
+            q,
+            m,
+            denom,
+            acc,
+            k_head,
+            v_head,
+            table_row,
+            t,
+            tmask,
+            tmask[None, :],
+            d,
+            dmask,
+            scale,
+            stride_ks,
+            stride_vs,
+            PAGE,
+            DOT,
+            PRECISION,
         )
-    nonempty = l > 0.0
-    out = acc / tl.where(nonempty, l, 1.0)[:, None]
-    lse = tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), float("-inf"))
+    nonempty = denom > 0.0
+    out = acc / tl.where(nonempty, denom, 1.0)[:, None]
+    lse = tl.where(nonempty, m + tl.log(tl.where(nonempty, denom, 1.0)), float("-inf"))
     out_base = part_out_ptr + seq * stride_ob + split * stride_os
     tl.store(out_base + heads[:, None] * stride_oh + d[None, :], out, mask=gmask[:, None] & dmask[None, :])
     tl.store(part_lse_ptr + seq * stride_lb + heads * stride_lh + split, lse, mask=gmask)
@@ -74,11 +107,20 @@ def _decode_partial_kernel(
 
 @triton.jit
 def _decode_reduce_kernel(
-    part_out_ptr, part_lse_ptr, out_ptr, num_splits,
-    stride_ob, stride_oh, stride_os,
-    stride_lb, stride_lh,
-    stride_yt, stride_yh,
-    HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    part_out_ptr,
+    part_lse_ptr,
+    out_ptr,
+    num_splits,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    stride_lb,
+    stride_lh,
+    stride_yt,
+    stride_yh,
+    HEAD_DIM: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+    SPLITS_PAD: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -89,7 +131,8 @@ def _decode_reduce_kernel(
     w = tl.exp(lse - tl.max(lse, 0))
     parts = tl.load(
         part_out_ptr + seq * stride_ob + head * stride_oh + s[:, None] * stride_os + d[None, :],
-        mask=smask[:, None] & (d < HEAD_DIM)[None, :], other=0.0,
+        mask=smask[:, None] & (d < HEAD_DIM)[None, :],
+        other=0.0,
     )
     out = tl.sum(parts * w[:, None], 0) / tl.sum(w, 0)
     tl.store(out_ptr + seq * stride_yt + head * stride_yh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
@@ -133,22 +176,49 @@ def paged_decode(
     part_lse = torch.empty(num_seqs, num_heads, num_splits, dtype=torch.float32, device=q.device)
     dim_pad = triton.next_power_of_2(head_dim)
     _decode_partial_kernel[(num_seqs, kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, part_out, part_lse,
-        scale, split_len,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1),
-        v_cache.stride(0), v_cache.stride(1),
+        q,
+        k_cache,
+        v_cache,
+        block_tables,
+        context_lens,
+        part_out,
+        part_lse,
+        scale,
+        split_len,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        v_cache.stride(0),
+        v_cache.stride(1),
         block_tables.stride(0),
-        part_out.stride(0), part_out.stride(1), part_out.stride(2),
-        part_lse.stride(0), part_lse.stride(1),
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, DIM_PAD=dim_pad,
-        PAGE=block_size, BLOCK=BLOCK_N, **dot_options(q.dtype),
+        part_out.stride(0),
+        part_out.stride(1),
+        part_out.stride(2),
+        part_lse.stride(0),
+        part_lse.stride(1),
+        GROUP=group,
+        GROUP_PAD=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim,
+        DIM_PAD=dim_pad,
+        PAGE=block_size,
+        BLOCK=BLOCK_N,
+        **dot_options(q.dtype),
     )
     _decode_reduce_kernel[(num_seqs, num_heads)](
-        part_out, part_lse, out, num_splits,
-        part_out.stride(0), part_out.stride(1), part_out.stride(2),
-        part_lse.stride(0), part_lse.stride(1),
-        out.stride(0), out.stride(1),
-        HEAD_DIM=head_dim, DIM_PAD=dim_pad, SPLITS_PAD=max(2, triton.next_power_of_2(num_splits)),
+        part_out,
+        part_lse,
+        out,
+        num_splits,
+        part_out.stride(0),
+        part_out.stride(1),
+        part_out.stride(2),
+        part_lse.stride(0),
+        part_lse.stride(1),
+        out.stride(0),
+        out.stride(1),
+        HEAD_DIM=head_dim,
+        DIM_PAD=dim_pad,
+        SPLITS_PAD=max(2, triton.next_power_of_2(num_splits)),
     )
     return out

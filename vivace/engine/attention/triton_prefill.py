@@ -22,15 +22,31 @@ BLOCK_N = 32
 
 @triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, cu_query_ptr, starts_ptr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    out_ptr,
+    tables_ptr,
+    cu_query_ptr,
+    starts_ptr,
     scale,
-    stride_qt, stride_qh,
-    stride_ks, stride_kh,
-    stride_vs, stride_vh,
-    stride_ot, stride_oh,
+    stride_qt,
+    stride_qh,
+    stride_ks,
+    stride_kh,
+    stride_vs,
+    stride_vh,
+    stride_ot,
+    stride_oh,
     stride_tb,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, PAGE: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+    PAGE: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    DOT: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     seq = tl.program_id(1)
@@ -47,29 +63,44 @@ def _prefill_kernel(
     dmask = d < HEAD_DIM
     q = tl.load(
         q_ptr + (row0 + r)[:, None] * stride_qt + head * stride_qh + d[None, :],
-        mask=rmask[:, None] & dmask[None, :], other=0.0,
+        mask=rmask[:, None] & dmask[None, :],
+        other=0.0,
     ).to(DOT)
     q_pos = first_pos + r
     key_end = first_pos + tl.minimum((tile + 1) * BM, num_rows)  # last row's position + 1
     m = tl.full([BM], float("-inf"), tl.float32)
-    l = tl.zeros([BM], tl.float32)
+    denom = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, DIM_PAD], tl.float32)
     k_head, v_head, table_row = k_ptr + kvh * stride_kh, v_ptr + kvh * stride_vh, tables_ptr + seq * stride_tb
     for t0 in range(0, key_end, BN):
         t = t0 + tl.arange(0, BN)
         tmask = t < key_end
         # Key 0 is in every row's first tile, as attend_key_tile needs.
-        m, l, acc = attend_key_tile(
-            q, m, l, acc,
-            k_head, v_head, table_row,
-            t, tmask, (t[None, :] <= q_pos[:, None]) & tmask[None, :], d, dmask, scale,
-            stride_ks, stride_vs,
-            PAGE, DOT, PRECISION,
+        m, denom, acc = attend_key_tile(
+            q,
+            m,
+            denom,
+            acc,
+            k_head,
+            v_head,
+            table_row,
+            t,
+            tmask,
+            (t[None, :] <= q_pos[:, None]) & tmask[None, :],
+            d,
+            dmask,
+            scale,
+            stride_ks,
+            stride_vs,
+            PAGE,
+            DOT,
+            PRECISION,
         )
-    out = acc / l[:, None]
+    out = acc / denom[:, None]
     tl.store(
         out_ptr + (row0 + r)[:, None] * stride_ot + head * stride_oh + d[None, :],
-        out.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & dmask[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=rmask[:, None] & dmask[None, :],
     )
 
 
@@ -107,14 +138,29 @@ def paged_prefill(
         return out
     grid = (triton.cdiv(max_query_len, BLOCK_M), num_seqs, num_heads)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, block_tables, cu_query, starts,
+        q,
+        k_cache,
+        v_cache,
+        out,
+        block_tables,
+        cu_query,
+        starts,
         scale,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1),
-        v_cache.stride(0), v_cache.stride(1),
-        out.stride(0), out.stride(1),
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        out.stride(0),
+        out.stride(1),
         block_tables.stride(0),
-        GROUP=num_heads // kv_heads, HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
-        PAGE=block_size, BM=BLOCK_M, BN=BLOCK_N, **dot_options(q.dtype),
+        GROUP=num_heads // kv_heads,
+        HEAD_DIM=head_dim,
+        DIM_PAD=triton.next_power_of_2(head_dim),
+        PAGE=block_size,
+        BM=BLOCK_M,
+        BN=BLOCK_N,
+        **dot_options(q.dtype),
     )
     return out

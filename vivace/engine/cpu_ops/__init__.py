@@ -12,7 +12,10 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-_SOURCES = [os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp", "store_kv.cpp")]
+_SOURCES = [
+    os.path.join(os.path.dirname(__file__), "csrc", name)
+    for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp", "store_kv.cpp")
+]
 
 
 @functools.cache

@@ -55,7 +55,9 @@ def resolve_backend(config: EngineConfig, dtype: torch.dtype) -> str:
         if config.on_cuda or dtype is not torch.float32:
             raise InvalidParameterError("attention_backend", "'cpu' runs float32 on the CPU only")
         if load_cpu_ops() is None:
-            raise InvalidParameterError("attention_backend", "'cpu': the C++ CPU ops could not be built here (see the log)")
+            raise InvalidParameterError(
+                "attention_backend", "'cpu': the C++ CPU ops could not be built here (see the log)"
+            )
     return asked
 
 
@@ -73,8 +75,12 @@ def select_kernels(config: EngineConfig, model_config: ModelConfig, dtype: torch
 def torch_kernels(block_size: int, device: torch.device) -> Kernels:
     """The reference set."""
     return Kernels(
-        attention=TorchAttentionBackend(block_size, device), rms_norm=torch_ops.rms_norm, add_rms_norm=None,
-        silu_mul=torch_ops.silu_mul, rotary=lambda rope: rope, argmax_rows=torch_ops.argmax_rows,
+        attention=TorchAttentionBackend(block_size, device),
+        rms_norm=torch_ops.rms_norm,
+        add_rms_norm=None,
+        silu_mul=torch_ops.silu_mul,
+        rotary=lambda rope: rope,
+        argmax_rows=torch_ops.argmax_rows,
     )
 
 
@@ -88,8 +94,13 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
         return ops.argmax_rows(x)
 
     return Kernels(
-        attention=CpuAttentionBackend(block_size, device, ops), rms_norm=ops.rms_norm, add_rms_norm=ops.add_rms_norm,
-        silu_mul=ops.silu_mul, rotary=lambda rope: CompiledRotary(rope, ops), argmax_rows=argmax_rows, int8_ops=ops,
+        attention=CpuAttentionBackend(block_size, device, ops),
+        rms_norm=ops.rms_norm,
+        add_rms_norm=ops.add_rms_norm,
+        silu_mul=ops.silu_mul,
+        rotary=lambda rope: CompiledRotary(rope, ops),
+        argmax_rows=argmax_rows,
+        int8_ops=ops,
     )
 
 
@@ -104,7 +115,10 @@ def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) ->
     if device.type == "cuda":
         num_sms = torch.cuda.get_device_properties(device).multi_processor_count
     return Kernels(
-        attention=TritonAttentionBackend(block_size, device, num_kv_heads, num_sms), rms_norm=rms_norm,
-        add_rms_norm=add_rms_norm, silu_mul=torch_ops.silu_mul,
-        rotary=lambda rope: TritonRotary(rope.cos, rope.signed_sin), argmax_rows=torch_ops.argmax_rows,
+        attention=TritonAttentionBackend(block_size, device, num_kv_heads, num_sms),
+        rms_norm=rms_norm,
+        add_rms_norm=add_rms_norm,
+        silu_mul=torch_ops.silu_mul,
+        rotary=lambda rope: TritonRotary(rope.cos, rope.signed_sin),
+        argmax_rows=torch_ops.argmax_rows,
     )

@@ -9,8 +9,19 @@ import triton.language as tl
 
 @triton.jit
 def _rms_norm_kernel(
-    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, eps, stride_x, stride_r, stride_o, stride_ro,
-    N: tl.constexpr, N_PAD: tl.constexpr, ADD: tl.constexpr,
+    x_ptr,
+    res_ptr,
+    w_ptr,
+    out_ptr,
+    res_out_ptr,
+    eps,
+    stride_x,
+    stride_r,
+    stride_o,
+    stride_ro,
+    N: tl.constexpr,
+    N_PAD: tl.constexpr,
+    ADD: tl.constexpr,
 ):
     row = tl.program_id(0)
     c = tl.arange(0, N_PAD)
@@ -39,13 +50,26 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = torch.empty_like(x)
     n = x.shape[1]
     _rms_norm_kernel[(x.shape[0],)](
-        x, x, weight, out, out, eps, x.stride(0), x.stride(0), out.stride(0), out.stride(0),
-        N=n, N_PAD=triton.next_power_of_2(n), ADD=False,
+        x,
+        x,
+        weight,
+        out,
+        out,
+        eps,
+        x.stride(0),
+        x.stride(0),
+        out.stride(0),
+        out.stride(0),
+        N=n,
+        N_PAD=triton.next_power_of_2(n),
+        ADD=False,
     )
     return out
 
 
-def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(residual + x), residual + x) in one pass over the rows."""
     _check(x, weight)
     if residual.shape != x.shape or residual.stride(-1) != 1:
@@ -54,7 +78,18 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, 
     summed = torch.empty_like(x)
     n = x.shape[1]
     _rms_norm_kernel[(x.shape[0],)](
-        x, residual, weight, out, summed, eps, x.stride(0), residual.stride(0), out.stride(0), summed.stride(0),
-        N=n, N_PAD=triton.next_power_of_2(n), ADD=True,
+        x,
+        residual,
+        weight,
+        out,
+        summed,
+        eps,
+        x.stride(0),
+        residual.stride(0),
+        out.stride(0),
+        summed.stride(0),
+        N=n,
+        N_PAD=triton.next_power_of_2(n),
+        ADD=True,
     )
     return out, summed

@@ -13,9 +13,20 @@ import triton.language as tl
 
 @triton.jit
 def _rotary_kernel(
-    x_ptr, out_ptr, cos_ptr, sin_ptr, pos_ptr, num_heads,
-    stride_xt, stride_xh, stride_ot, stride_oh, stride_c,
-    HALF: tl.constexpr, HALF_PAD: tl.constexpr, HEADS_PAD: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    cos_ptr,
+    sin_ptr,
+    pos_ptr,
+    num_heads,
+    stride_xt,
+    stride_xh,
+    stride_ot,
+    stride_oh,
+    stride_c,
+    HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
 ):
     tok = tl.program_id(0)
     pos = tl.load(pos_ptr + tok).to(tl.int64)
@@ -59,8 +70,19 @@ class TritonRotary:
             return out
         half = head_dim // 2
         _rotary_kernel[(num_tokens,)](
-            x, out, self.cos, self.signed_sin, positions, num_heads,
-            x.stride(0), x.stride(1), out.stride(0), out.stride(1), self.cos.stride(0),
-            HALF=half, HALF_PAD=triton.next_power_of_2(half), HEADS_PAD=triton.next_power_of_2(num_heads),
+            x,
+            out,
+            self.cos,
+            self.signed_sin,
+            positions,
+            num_heads,
+            x.stride(0),
+            x.stride(1),
+            out.stride(0),
+            out.stride(1),
+            self.cos.stride(0),
+            HALF=half,
+            HALF_PAD=triton.next_power_of_2(half),
+            HEADS_PAD=triton.next_power_of_2(num_heads),
         )
         return out

@@ -14,17 +14,27 @@ from gguf import GGMLQuantizationType as GGMLType
 from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
 from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
-from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
+from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 # llama.cpp's converter permutes Q/K rows for its interleaved ("NORM") RoPE on these; qwen2 uses NEOX
 # RoPE (HF's rotate_half layout) and is stored unpermuted.
 _PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
 SUPPORTED_TENSOR_TYPES = (
-    GGMLType.F32, GGMLType.F16, GGMLType.BF16,
-    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
-    GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
+    GGMLType.Q2_K,
+    GGMLType.Q3_K,
+    GGMLType.Q4_K,
+    GGMLType.Q5_K,
+    GGMLType.Q6_K,
 )
 # llama3 RoPE frequency divisors: moved into ModelConfig.rope_scaling, not kept as a weight.
 _ROPE_FREQS = "rope_freqs.weight"

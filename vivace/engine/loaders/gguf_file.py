@@ -22,8 +22,17 @@ KV_START = 24  # magic, version (u32), tensor count (u64), key-value count (u64)
 _DEFAULT_ALIGNMENT = 32
 # GGUF value type id -> (struct format, numpy dtype) for scalars; 8 = string, 9 = array.
 _SCALARS: dict[int, tuple[str, str]] = {
-    0: ("<B", "<u1"), 1: ("<b", "<i1"), 2: ("<H", "<u2"), 3: ("<h", "<i2"), 4: ("<I", "<u4"), 5: ("<i", "<i4"),
-    6: ("<f", "<f4"), 7: ("<?", "?"), 10: ("<Q", "<u8"), 11: ("<q", "<i8"), 12: ("<d", "<f8"),
+    0: ("<B", "<u1"),
+    1: ("<b", "<i1"),
+    2: ("<H", "<u2"),
+    3: ("<h", "<i2"),
+    4: ("<I", "<u4"),
+    5: ("<i", "<i4"),
+    6: ("<f", "<f4"),
+    7: ("<?", "?"),
+    10: ("<Q", "<u8"),
+    11: ("<q", "<i8"),
+    12: ("<d", "<f8"),
 }
 _STRING, _ARRAY = 8, 9
 
@@ -100,7 +109,9 @@ class GGUFFile:
             infos.append((name, dims, type_id, offset))
         alignment = int(metadata.get("general.alignment", _DEFAULT_ALIGNMENT))
         data_start = -(-self._pos // alignment) * alignment
-        return metadata, [self._tensor_info(name, dims, type_id, data_start + offset) for name, dims, type_id, offset in infos]
+        return metadata, [
+            self._tensor_info(name, dims, type_id, data_start + offset) for name, dims, type_id, offset in infos
+        ]
 
     def _tensor_info(self, name: str, dims: list[int], type_id: int, offset: int) -> GGUFTensorInfo:
         try:

@@ -12,8 +12,8 @@ from safetensors import SafetensorError, safe_open
 from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
 from vivace.engine.loaders.json_file import read_json_object
-from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_hf_dir
+from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 from vivace.engine.models.registry import supported_architectures
 
 
@@ -40,7 +40,9 @@ def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
     model_type = raw.get("model_type")
     supported = supported_architectures()
     if model_type not in supported:
-        raise UnsupportedModelError(f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(supported)}")
+        raise UnsupportedModelError(
+            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(supported)}"
+        )
     try:
         hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
         rope_theta, rope_scaling = _rope(raw)

@@ -78,7 +78,7 @@ def _merges_from_scores(tokens: list[str], scores: list[float], vocab: dict[str,
     Ranked best score first, then longer left and right pieces, as transformers' `generate_merges` does.
     """
     ranked: list[tuple[float, int, int, int, int, int, str, str]] = []
-    for position, (token, score) in enumerate(zip(tokens, scores)):
+    for position, (token, score) in enumerate(zip(tokens, scores, strict=False)):
         for cut in range(1, len(token)):
             left, right = token[:cut], token[cut:]
             if left in vocab and right in vocab:
@@ -154,14 +154,20 @@ def tokenizer_from_gguf_metadata(meta: Mapping[str, Any]) -> Tokenizer:
         index = meta.get(f"tokenizer.ggml.{key}")
         return tokens[index] if index is not None and 0 <= index < len(tokens) else None
 
-    named = {"bos_token": token_of("bos_token_id"), "eos_token": token_of("eos_token_id"),
-             "unk_token": token_of("unknown_token_id"), "pad_token": token_of("padding_token_id")}
+    named = {
+        "bos_token": token_of("bos_token_id"),
+        "eos_token": token_of("eos_token_id"),
+        "unk_token": token_of("unknown_token_id"),
+        "pad_token": token_of("padding_token_id"),
+    }
     # A byte-level "control" token spelled outside the byte alphabet is a converter mislabel (as transformers).
-    special = [t for t, k in zip(tokens, types) if k == TOKEN_CONTROL and (not byte_level or set(t) <= alphabet)]
+    special = [
+        t for t, k in zip(tokens, types, strict=False) if k == TOKEN_CONTROL and (not byte_level or set(t) <= alphabet)
+    ]
     special += [t for t in named.values() if t is not None and t not in special]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     # User-defined tokens (e.g. `<think>`) are matched whole but are ordinary text when decoding.
-    user = [t for t, k in zip(tokens, types) if k == TOKEN_USER_DEFINED]
+    user = [t for t, k in zip(tokens, types, strict=False) if k == TOKEN_USER_DEFINED]
     if user:
         backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", default_bos))
@@ -185,8 +191,11 @@ def tokenizer_from_hf_dir(directory: str) -> Tokenizer:
     named = {key: _token_content(config.get(key)) for key in ("bos_token", "eos_token", "unk_token", "pad_token")}
     if "add_bos_token" in config or "add_eos_token" in config:
         _set_bos_eos_post_processor(
-            backend, named["bos_token"], named["eos_token"],
-            bool(config.get("add_bos_token")), bool(config.get("add_eos_token")),
+            backend,
+            named["bos_token"],
+            named["eos_token"],
+            bool(config.get("add_bos_token")),
+            bool(config.get("add_eos_token")),
         )
     return Tokenizer(backend, chat_template=_hf_chat_template(directory, config), **named)
 

@@ -23,7 +23,9 @@ from vivace.engine.models.rope import RotaryEmbedding
 class Weights:
     """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels) -> None:
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels
+    ) -> None:
         self.tensors = {name: t.to(dtype) for name, t in tensors.items()}
         self.quantization = quantization
         self.kernels = kernels
@@ -57,11 +59,15 @@ class PagedAttention:
         self.backend = weights.kernels.attention
         self.scale = cfg.head_dim**-0.5 if scale is None else scale
 
-    def __call__(self, x: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor
+    ) -> torch.Tensor:
         num_tokens = x.shape[0]
         qkv = self.qkv(x)
         qk_end = self.q_size + self.kv_size
-        qk = rope.apply(qkv[:, :qk_end].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), rope_tables)
+        qk = rope.apply(
+            qkv[:, :qk_end].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), rope_tables
+        )
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
         attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale)
@@ -87,7 +93,12 @@ class DecoderModel:
     """
 
     def __init__(
-        self, cfg: ModelConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels
+        self,
+        cfg: ModelConfig,
+        tensors: dict[str, torch.Tensor],
+        dtype: torch.dtype,
+        quantization: str,
+        kernels: Kernels,
     ) -> None:
         self.cfg = cfg
         self.dtype = dtype
@@ -111,7 +122,11 @@ class DecoderModel:
     @classmethod
     def weight_shapes(cls, config: ModelConfig) -> dict[str, tuple[int, ...]]:
         """Every weight a model of this config needs (Llama's layout; biases and lm_head only when configured)."""
-        hidden, q_dim, kv_dim = config.hidden_size, config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+        hidden, q_dim, kv_dim = (
+            config.hidden_size,
+            config.num_heads * config.head_dim,
+            config.num_kv_heads * config.head_dim,
+        )
         shapes: dict[str, tuple[int, ...]] = {
             "model.embed_tokens.weight": (config.vocab_size, hidden),
             "model.norm.weight": (hidden,),
@@ -120,23 +135,27 @@ class DecoderModel:
             shapes["lm_head.weight"] = (config.vocab_size, hidden)
         for i in range(config.num_layers):
             prefix = f"model.layers.{i}."
-            shapes.update({
-                prefix + "input_layernorm.weight": (hidden,),
-                prefix + "post_attention_layernorm.weight": (hidden,),
-                prefix + "self_attn.q_proj.weight": (q_dim, hidden),
-                prefix + "self_attn.k_proj.weight": (kv_dim, hidden),
-                prefix + "self_attn.v_proj.weight": (kv_dim, hidden),
-                prefix + "self_attn.o_proj.weight": (hidden, q_dim),
-                prefix + "mlp.gate_proj.weight": (config.intermediate_size, hidden),
-                prefix + "mlp.up_proj.weight": (config.intermediate_size, hidden),
-                prefix + "mlp.down_proj.weight": (hidden, config.intermediate_size),
-            })
+            shapes.update(
+                {
+                    prefix + "input_layernorm.weight": (hidden,),
+                    prefix + "post_attention_layernorm.weight": (hidden,),
+                    prefix + "self_attn.q_proj.weight": (q_dim, hidden),
+                    prefix + "self_attn.k_proj.weight": (kv_dim, hidden),
+                    prefix + "self_attn.v_proj.weight": (kv_dim, hidden),
+                    prefix + "self_attn.o_proj.weight": (hidden, q_dim),
+                    prefix + "mlp.gate_proj.weight": (config.intermediate_size, hidden),
+                    prefix + "mlp.up_proj.weight": (config.intermediate_size, hidden),
+                    prefix + "mlp.down_proj.weight": (hidden, config.intermediate_size),
+                }
+            )
             if config.attention_bias:
-                shapes.update({
-                    prefix + "self_attn.q_proj.bias": (q_dim,),
-                    prefix + "self_attn.k_proj.bias": (kv_dim,),
-                    prefix + "self_attn.v_proj.bias": (kv_dim,),
-                })
+                shapes.update(
+                    {
+                        prefix + "self_attn.q_proj.bias": (q_dim,),
+                        prefix + "self_attn.k_proj.bias": (kv_dim,),
+                        prefix + "self_attn.v_proj.bias": (kv_dim,),
+                    }
+                )
         return shapes
 
     def make_layer(self, weights: Weights, prefix: str) -> Callable[..., torch.Tensor]:
@@ -152,7 +171,9 @@ class DecoderModel:
         """Input embeddings [T, hidden] (families that scale them override this)."""
         return F.embedding(input_ids, self.embed)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: Any, kv_cache: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: Any, kv_cache: torch.Tensor
+    ) -> torch.Tensor:
         """Final hidden states [T, hidden] for a flat batch of tokens; kv_cache is [layers, 2, slots, KVH, D]."""
         hidden = self.embed_tokens(input_ids)
         rope_tables = self.rope.tables(positions)

@@ -56,7 +56,9 @@ class Int8DynamicLinear:
 Linear = FloatLinear | Int8DynamicLinear
 
 
-def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quantization: str, int8_ops: ModuleType | None = None) -> Linear:
+def make_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, quantization: str, int8_ops: ModuleType | None = None
+) -> Linear:
     """Build a linear layer in the requested format ("none" or "int8"; int8 computed by `int8_ops` if given)."""
     if quantization == "int8":
         return Int8DynamicLinear(weight, bias, int8_ops)

@@ -24,28 +24,63 @@ INIT_STD = 0.02  # HF's initializer_range for Llama
 PIECE = 1 << 22  # values per independently seeded piece of a tensor
 
 _LLAMA3_SCALING = {
-    "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "rope_type": "llama3",
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
     "original_max_position_embeddings": 8192,
 }
 
 PRESETS: dict[str, ModelConfig] = {
     # A few-layer toy for tests: the packaged tokenizer's vocabulary, tiny everything else.
     "tiny": ModelConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-        head_dim=16, rope_theta=10000.0, max_position_embeddings=1024, tie_word_embeddings=True,
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        rope_theta=10000.0,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
     ),
     "smollm2-135m": ModelConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
-        head_dim=64, rope_theta=100000.0, max_position_embeddings=8192, tie_word_embeddings=True,
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
     ),
     "llama-3.2-1b": ModelConfig(
-        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8,
-        head_dim=64, rope_theta=500000.0, rope_scaling=_LLAMA3_SCALING, max_position_embeddings=131072,
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA3_SCALING,
+        max_position_embeddings=131072,
         tie_word_embeddings=True,
     ),
     "llama-3-8b": ModelConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
-        head_dim=128, rope_theta=500000.0, max_position_embeddings=8192, tie_word_embeddings=False,
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
     ),
 }
 
@@ -57,7 +92,7 @@ def is_random_spec(model: str | None) -> bool:
 
 def parse_random_spec(spec: str) -> tuple[str, int]:
     """("llama-3.2-1b", 0) from "random:llama-3.2-1b"; "random:tiny@7" gives seed 7."""
-    body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    body = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
     name, _, seed_text = body.partition("@")
     if name not in PRESETS:
         raise InvalidParameterError("model", f"unknown random-weight preset {name!r}; presets: {', '.join(PRESETS)}")
@@ -109,7 +144,10 @@ def _fill_uniform(flat: torch.Tensor, bound: float, key: tuple[int, int], pool: 
 
 
 def load_random_model(
-    spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", tokenizer_path: str | None = None,
+    spec: str,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    tokenizer_path: str | None = None,
 ) -> LoadedModel:
     """A LoadedModel for "random:NAME[@SEED]" with the tokenizer at tokenizer_path (default: the packaged one)."""
     from vivace.engine.loaders.tokenizer_file import load_tokenizer

@@ -39,7 +39,9 @@ def inverse_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any
 class RotaryEmbedding:
     """Precomputed cos/sin tables indexed by absolute position."""
 
-    def __init__(self, head_dim: int, max_positions: int, theta: float, rope_scaling: dict[str, Any] | None, dtype: torch.dtype) -> None:
+    def __init__(
+        self, head_dim: int, max_positions: int, theta: float, rope_scaling: dict[str, Any] | None, dtype: torch.dtype
+    ) -> None:
         inv_freq = inverse_frequencies(head_dim, theta, rope_scaling)
         t = torch.arange(max_positions, dtype=torch.float64)
         freqs = torch.outer(t, inv_freq)
