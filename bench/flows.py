@@ -103,18 +103,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     """The result as a Markdown table."""
     ok = lambda ratio, target: "yes" if ratio <= target else "NO"  # noqa: E731
-    return "\n".join([
-        f"Recipe flow on the local engine ({r['model_calls']} model calls, tokens per run {r['tokens']}, "
-        f"same texts every run: {r['same_texts_every_run']}; median of {r['repeats']}):",
-        "",
-        "| measure | seconds | ratio | target | met |",
-        "|---|---|---|---|---|",
-        f"| concurrent (as served) wall | {r['concurrent_wall_s']:.2f} | | | |",
-        f"| sequential (one call at a time) wall | {r['sequential_wall_s']:.2f} | "
-        f"{r['vs_sequential']:.2f}x | <= {TARGET_VS_SEQUENTIAL}x | {ok(r['vs_sequential'], TARGET_VS_SEQUENTIAL)} |",
-        f"| critical path ({' -> '.join(r['critical_path'])}, uncontended) | {r['critical_path_s']:.2f} | "
-        f"{r['vs_critical_path']:.2f}x | <= {TARGET_VS_CRITICAL}x | {ok(r['vs_critical_path'], TARGET_VS_CRITICAL)} |",
-    ])
+    return "\n".join(
+        [
+            f"Recipe flow on the local engine ({r['model_calls']} model calls, tokens per run {r['tokens']}, "
+            f"same texts every run: {r['same_texts_every_run']}; median of {r['repeats']}):",
+            "",
+            "| measure | seconds | ratio | target | met |",
+            "|---|---|---|---|---|",
+            f"| concurrent (as served) wall | {r['concurrent_wall_s']:.2f} | | | |",
+            f"| sequential (one call at a time) wall | {r['sequential_wall_s']:.2f} | "
+            f"{r['vs_sequential']:.2f}x | <= {TARGET_VS_SEQUENTIAL}x | {ok(r['vs_sequential'], TARGET_VS_SEQUENTIAL)} |",
+            f"| critical path ({' -> '.join(r['critical_path'])}, uncontended) | {r['critical_path_s']:.2f} | "
+            f"{r['vs_critical_path']:.2f}x | <= {TARGET_VS_CRITICAL}x | {ok(r['vs_critical_path'], TARGET_VS_CRITICAL)} |",
+        ]
+    )
 
 
 def main() -> None:
@@ -126,8 +128,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     result = asyncio.run(run(args))
-    result.update(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version(),
-                  date=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
+    result.update(
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        date=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+    )
     print(markdown(result))
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"flows-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"

@@ -58,8 +58,17 @@ class Plan:
 
     @classmethod
     def tiny(cls, device: str) -> Plan:
-        return cls(device, ["tiny"], prompt_tokens=8, new_tokens=8, num_requests=6, min_len=4, max_len=24,
-                   copy_bytes=1 << 20, matmul_n=128)
+        return cls(
+            device,
+            ["tiny"],
+            prompt_tokens=8,
+            new_tokens=8,
+            num_requests=6,
+            min_len=4,
+            max_len=24,
+            copy_bytes=1 << 20,
+            matmul_n=128,
+        )
 
     def requests_for(self, shape: str) -> int:
         return self.num_requests_8b if shape == "llama-3-8b" else self.num_requests
@@ -118,14 +127,22 @@ def measure_ceilings(plan: Plan) -> dict[str, float]:
 class VivaceBench:
     """vivace's offline engine on a random-weight preset."""
 
-    def __init__(self, shape: str, plan: Plan, max_num_seqs: int, max_batched_tokens: int, tokenizer: str | None) -> None:
+    def __init__(
+        self, shape: str, plan: Plan, max_num_seqs: int, max_batched_tokens: int, tokenizer: str | None
+    ) -> None:
         from vivace.engine.llm import LLM
 
         dtype = "bfloat16" if plan.device.startswith("cuda") else "float32"
         self.llm = LLM(
-            f"random:{shape}@{plan.seed}", device=plan.device, dtype=dtype, quantization="none",
-            max_model_len=plan.max_len * 2, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_batched_tokens,
-            enable_prefix_caching=False, tokenizer=tokenizer,
+            f"random:{shape}@{plan.seed}",
+            device=plan.device,
+            dtype=dtype,
+            quantization="none",
+            max_model_len=plan.max_len * 2,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_batched_tokens,
+            enable_prefix_caching=False,
+            tokenizer=tokenizer,
         )
         self.device = plan.device
 
@@ -165,11 +182,21 @@ class HFBench:
         cfg = PRESETS[shape]
         dtype = torch.bfloat16 if plan.device.startswith("cuda") else torch.float32
         hf_cfg = LlamaConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-            head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta,
-            rope_scaling=cfg.rope_scaling, max_position_embeddings=cfg.max_position_embeddings,
-            tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+            rms_norm_eps=cfg.rms_norm_eps,
+            rope_theta=cfg.rope_theta,
+            rope_scaling=cfg.rope_scaling,
+            max_position_embeddings=cfg.max_position_embeddings,
+            tie_word_embeddings=cfg.tie_word_embeddings,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
         )
         with torch.device("meta"):
             model = LlamaForCausalLM(hf_cfg)
@@ -190,7 +217,11 @@ class HFBench:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=self.device)
         with torch.inference_mode():
             self.model.generate(
-                ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
                 pad_token_id=0,
             )
         _sync(self.device)
@@ -219,8 +250,12 @@ class HFBench:
 
 def _throughput(work: list[Request], produced: int, wall: float) -> dict[str, float]:
     prompt = sum(len(r.prompt_ids) for r in work)
-    return {"wall_s": wall, "output_tokens": produced, "output_tok_s": produced / wall,
-            "total_tok_s": (prompt + produced) / wall}
+    return {
+        "wall_s": wall,
+        "output_tokens": produced,
+        "output_tok_s": produced / wall,
+        "total_tok_s": (prompt + produced) / wall,
+    }
 
 
 def _fmt(x: float | None) -> str:
@@ -246,32 +281,48 @@ def markdown_table(results: dict[str, Any]) -> str:
         if "single" in v or "single" in h:
             vs, hs = v.get("single", {}).get("decode_tok_s"), h.get("single", {}).get("decode_tok_s")
             floor = r.get("floor_tok_s")
-            lines.append(f"| {shape} | single stream | decode tok/s | {_fmt(vs)} | {_fmt(hs)} | {_ratio(vs, hs)} "
-                         f"| {_fmt(floor)} | {_ratio(vs, floor)} |")
+            lines.append(
+                f"| {shape} | single stream | decode tok/s | {_fmt(vs)} | {_fmt(hs)} | {_ratio(vs, hs)} "
+                f"| {_fmt(floor)} | {_ratio(vs, floor)} |"
+            )
         if "offline" in v or "offline" in h:
             for metric in ("output_tok_s", "total_tok_s"):
                 vo, ho = v.get("offline", {}).get(metric), h.get("offline", {}).get(metric)
-                lines.append(f"| {shape} | {r['num_requests']} requests | {metric.replace('_tok_s', ' tok/s')} "
-                             f"| {_fmt(vo)} | {_fmt(ho)} | {_ratio(vo, ho)} | - | - |")
+                lines.append(
+                    f"| {shape} | {r['num_requests']} requests | {metric.replace('_tok_s', ' tok/s')} "
+                    f"| {_fmt(vo)} | {_fmt(ho)} | {_ratio(vo, ho)} | - | - |"
+                )
     return "\n".join(lines)
 
 
 def describe_plan(plan: Plan) -> str:
     """The dry run's report: what would be measured, with each shape's weight bytes and workload size."""
-    lines = [f"device {plan.device}; single stream: prompt {plan.prompt_tokens}, {plan.new_tokens} new tokens; "
-             f"offline: lengths uniform {plan.min_len}..{plan.max_len}, seed {plan.seed}", ""]
-    lines += ["| shape | parameters | weight bytes (bf16) | offline requests | prompt tokens | output tokens |",
-              "|---|---|---|---|---|---|"]
+    lines = [
+        f"device {plan.device}; single stream: prompt {plan.prompt_tokens}, {plan.new_tokens} new tokens; "
+        f"offline: lengths uniform {plan.min_len}..{plan.max_len}, seed {plan.seed}",
+        "",
+    ]
+    lines += [
+        "| shape | parameters | weight bytes (bf16) | offline requests | prompt tokens | output tokens |",
+        "|---|---|---|---|---|---|",
+    ]
     for shape in plan.shapes:
         cfg = PRESETS[shape]
         work = make_workload(plan.requests_for(shape), plan.seed, plan.min_len, plan.max_len)
-        lines.append(f"| {shape} | {num_parameters(cfg):,} | {weight_bytes(cfg):,} | {len(work)} "
-                     f"| {sum(len(r.prompt_ids) for r in work):,} | {sum(r.output_len for r in work):,} |")
+        lines.append(
+            f"| {shape} | {num_parameters(cfg):,} | {weight_bytes(cfg):,} | {len(work)} "
+            f"| {sum(len(r.prompt_ids) for r in work):,} | {sum(r.output_len for r in work):,} |"
+        )
     return "\n".join(lines)
 
 
 def run(
-    plan: Plan, parts: set[str], engines: set[str], hf_batch: int, max_num_seqs: int, max_batched: int,
+    plan: Plan,
+    parts: set[str],
+    engines: set[str],
+    hf_batch: int,
+    max_num_seqs: int,
+    max_batched: int,
     tokenizer: str | None = None,
 ) -> dict[str, Any]:
     """Measure everything the plan and flags ask for; returns the JSON-able results."""
@@ -288,8 +339,11 @@ def run(
         for engine in ("vivace", "transformers"):
             if engine not in engines:
                 continue
-            bench = (VivaceBench(shape, plan, max_num_seqs, max_batched, tokenizer) if engine == "vivace"
-                     else HFBench(shape, plan, hf_batch))
+            bench = (
+                VivaceBench(shape, plan, max_num_seqs, max_batched, tokenizer)
+                if engine == "vivace"
+                else HFBench(shape, plan, hf_batch)
+            )
             entry[engine] = {}
             if "single" in parts:
                 entry[engine]["single"] = bench.single(prompt, plan.new_tokens)
@@ -312,8 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers' static batch size")
     ap.add_argument("--max-num-seqs", type=int, default=128, help="vivace: sequences running at once")
     ap.add_argument("--max-batched-tokens", type=int, default=4096, help="vivace: token budget per step")
-    ap.add_argument("--tokenizer", help="vivace's tokenizer (.gguf or HF dir; default: the packaged model's), e.g. a "
-                    "tensor-less GGUF from `python -m vivace.engine.loaders.tokenizer_file` where the model is not installed")
+    ap.add_argument(
+        "--tokenizer",
+        help="vivace's tokenizer (.gguf or HF dir; default: the packaged model's), e.g. a "
+        "tensor-less GGUF from `python -m vivace.engine.loaders.tokenizer_file` where the model is not installed",
+    )
     ap.add_argument("--tiny", action="store_true", help="the tiny preset and small workloads (smoke run)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit; needs no GPU")
     ap.add_argument("--out", type=Path, help="JSON output (default: bench/results/gpu-<time>.json)")
@@ -326,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_plan(plan))
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"bench/gpu.py measures a CUDA GPU, and torch {torch.__version__} sees none here. "
-              "Run it on a machine with an NVIDIA GPU and a CUDA build of torch (pip install -e '.[cuda]'); "
-              "--dry-run prints the plan, --device cpu --tiny smoke-tests the pipeline on CPU.", file=sys.stderr)
+        print(
+            f"bench/gpu.py measures a CUDA GPU, and torch {torch.__version__} sees none here. "
+            "Run it on a machine with an NVIDIA GPU and a CUDA build of torch (pip install -e '.[cuda]'); "
+            "--dry-run prints the plan, --device cpu --tiny smoke-tests the pipeline on CPU.",
+            file=sys.stderr,
+        )
         return 2
     if args.device == "cpu" and not args.tiny:
         ap.error("--device cpu runs only with --tiny (the real shapes would take hours on a CPU)")

@@ -42,8 +42,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def workload(args: argparse.Namespace) -> list[WorkItem]:
     """The requests both sides run: greedy, exact prompt lengths, output lengths with ignore_eos."""
-    items = random_workload(load_tokenizer(), args.requests, args.input_len, args.output_len, dist="uniform",
-                            spread=args.spread, seed=0)
+    items = random_workload(
+        load_tokenizer(), args.requests, args.input_len, args.output_len, dist="uniform", spread=args.spread, seed=0
+    )
     return [replace(item, request=replace(item.request, temperature=0.0)) for item in items]
 
 
@@ -74,9 +75,11 @@ def _free_port() -> int:
 def start_server(port: int, max_model_len: int, log_path: Path) -> subprocess.Popen:
     """`vivace serve` on `port`, returned once /health answers."""
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "vivace.cli", "serve", "--port", str(port),
-                                "--max-model-len", str(max_model_len)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vivace.cli", "serve", "--port", str(port), "--max-model-len", str(max_model_len)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -96,14 +99,23 @@ async def run_serving(base_url: str, items: list[WorkItem], concurrency: int) ->
     provider = open_target(base_url)
     try:
         await warm_up(provider, items, count=concurrency, concurrency=concurrency)
-        level = await run_level(provider, items, Load(concurrency=concurrency, num_requests=len(items)),
-                                tokenizer=load_tokenizer())
+        level = await run_level(
+            provider, items, Load(concurrency=concurrency, num_requests=len(items)), tokenizer=load_tokenizer()
+        )
     finally:
         await provider.aclose()
     s = summarize(level)
-    return {"wall_s": s.duration, "output_tokens": s.output_tokens, "output_tok_s": s.output_throughput,
-            "completed": s.completed, "failed": s.failed, "ttft": s.ttft.to_dict(), "itl": s.itl.to_dict(),
-            "tpot": s.tpot.to_dict(), "errors": sorted({r.error for r in level.records if r.error})}
+    return {
+        "wall_s": s.duration,
+        "output_tokens": s.output_tokens,
+        "output_tok_s": s.output_throughput,
+        "completed": s.completed,
+        "failed": s.failed,
+        "ttft": s.ttft.to_dict(),
+        "itl": s.itl.to_dict(),
+        "tpot": s.tpot.to_dict(),
+        "errors": sorted({r.error for r in level.records if r.error}),
+    }
 
 
 def main() -> None:
@@ -134,20 +146,36 @@ def main() -> None:
     ratio = serving["output_tok_s"] / offline["output_tok_s"]
     print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
-    print(f"\n{args.requests} requests, prompt/output tokens uniform around {args.input_len}/{args.output_len} "
-          f"(spread {args.spread}), greedy, ignore_eos; {args.concurrency} concurrent streaming clients; "
-          f"{os.cpu_count()} CPU cores\n")
+    print(
+        f"\n{args.requests} requests, prompt/output tokens uniform around {args.input_len}/{args.output_len} "
+        f"(spread {args.spread}), greedy, ignore_eos; {args.concurrency} concurrent streaming clients; "
+        f"{os.cpu_count()} CPU cores\n"
+    )
     print("| | output tok/s | wall s | TTFT p50 / p99 ms | ITL p50 / p99 ms |")
     print("|---|---|---|---|---|")
-    print(f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
-          f"{offline['wall_s']:.1f} | | |")
-    print(f"| `vivace serve`, {args.concurrency} SSE clients | {serving['output_tok_s']:.1f} | {serving['wall_s']:.1f} | "
-          f"{ms(serving['ttft']['p50'])} / {ms(serving['ttft']['p99'])} | "
-          f"{ms(serving['itl']['p50'])} / {ms(serving['itl']['p99'])} |")
+    print(
+        f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
+        f"{offline['wall_s']:.1f} | | |"
+    )
+    print(
+        f"| `vivace serve`, {args.concurrency} SSE clients | {serving['output_tok_s']:.1f} | {serving['wall_s']:.1f} | "
+        f"{ms(serving['ttft']['p50'])} / {ms(serving['ttft']['p99'])} | "
+        f"{ms(serving['itl']['p50'])} / {ms(serving['itl']['p99'])} |"
+    )
     print(f"\nserving / offline throughput: {ratio:.3f} (target >= 0.9)")
     out = RESULTS_DIR / "serving.json"
-    out.write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "offline": offline,
-                               "serving": serving, "ratio": ratio}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "machine": platform.platform(),
+                "offline": offline,
+                "serving": serving,
+                "ratio": ratio,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -131,8 +131,13 @@ def test_writer_appends_one_line_per_record_unicode(tmp_path):
         w.write(error_record(1, None, "bad"))
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == [
-        {"index": 0, "id": "é", "text": "naïve ☃", "finish_reason": "stop",
-         "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+        {
+            "index": 0,
+            "id": "é",
+            "text": "naïve ☃",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+        },
         {"index": 1, "id": None, "error": "bad"},
     ]
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["LLM", "AsyncEngine", "EngineConfig", "LLMEngine", "SamplingParams"]
+__all__ = ["LLM", "AsyncEngine", "EngineConfig", "LLMEngine", "SamplingParams", "__version__"]
+
+try:
+    __version__ = version("vivace")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

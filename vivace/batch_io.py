@@ -6,15 +6,17 @@ Kept free of the engine so resume and validation can be tested without a model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.request_params import SAMPLING_FIELDS as _PARAMS_FIELDS
+from vivace.engine.request_params import sampling_params_from_fields
 
 # Per-line sampling overrides a request may carry; `n` is left out because an output line holds one text.
-SAMPLING_FIELDS: frozenset[str] = frozenset(f.name for f in fields(SamplingParams)) - {"n"}
+SAMPLING_FIELDS: frozenset[str] = _PARAMS_FIELDS - {"n"}
 _REQUEST_FIELDS = frozenset({"id", "prompt", "messages"})
 
 
@@ -43,7 +45,7 @@ class BatchError:
 
 
 def parse_line(index: int, line: str, defaults: dict[str, Any] | None = None) -> BatchRequest | BatchError:
-    """Parse one input line; per-line sampling fields override `defaults` (SamplingParams kwargs)."""
+    """Parse one input line; its sampling fields override `defaults` (both as sampling_params_from_fields takes them)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -54,8 +56,10 @@ def parse_line(index: int, line: str, defaults: dict[str, Any] | None = None) ->
     unknown = sorted(set(obj) - _REQUEST_FIELDS - SAMPLING_FIELDS)
     if unknown:
         return BatchError(
-            index, rid, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: id, prompt, messages, "
-            f"and sampling fields {', '.join(sorted(SAMPLING_FIELDS))}"
+            index,
+            rid,
+            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: id, prompt, messages, "
+            f"and sampling fields {', '.join(sorted(SAMPLING_FIELDS))}",
         )
     has_prompt, has_messages = "prompt" in obj, "messages" in obj
     if has_prompt == has_messages:
@@ -64,22 +68,14 @@ def parse_line(index: int, line: str, defaults: dict[str, Any] | None = None) ->
     if has_prompt and not _is_prompt(prompt):
         return BatchError(index, rid, "'prompt' must be a non-empty string or a non-empty list of token ids")
     if has_messages and not _is_messages(messages):
-        return BatchError(
-            index, rid, "'messages' must be a non-empty list of objects with string 'role' and 'content'"
-        )
-    kwargs = dict(defaults or {})
-    kwargs.update({k: v for k, v in obj.items() if k in SAMPLING_FIELDS})
-    if isinstance(kwargs.get("logit_bias"), dict):  # JSON object keys are strings; token ids are ints
-        try:
-            kwargs["logit_bias"] = {int(k): float(v) for k, v in kwargs["logit_bias"].items()}
-        except (TypeError, ValueError):
-            return BatchError(index, rid, "logit_bias: keys must be token ids and values numbers")
+        return BatchError(index, rid, "'messages' must be a non-empty list of objects with string 'role' and 'content'")
+    fields = {**(defaults or {}), **{k: v for k, v in obj.items() if k in SAMPLING_FIELDS}}
     try:
-        params = SamplingParams(**kwargs)
+        params = sampling_params_from_fields(fields)
+    except TypeError as e:  # SamplingFieldTypeError: a value of the wrong JSON type
+        return BatchError(index, rid, f"invalid sampling field: {e}")
     except InvalidParameterError as e:
         return BatchError(index, rid, str(e))
-    except TypeError as e:  # e.g. a comparison against a value of the wrong JSON type
-        return BatchError(index, rid, f"invalid sampling field: {e}")
     return BatchRequest(index, rid, params, prompt=prompt, messages=messages)
 
 
@@ -180,7 +176,6 @@ def _is_messages(value: Any) -> bool:
         isinstance(value, list)
         and bool(value)
         and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in value
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
         )
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.server.conftest import _start
+from tests.live_server import start_uvicorn, stop_uvicorn
 
 MODEL = "smollm2-bench"
 
@@ -18,16 +18,10 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live():
-    """The packaged model (cheap deterministic configuration) served over HTTP for the session."""
-    from vivace.engine.async_engine import AsyncEngine
-    from vivace.engine.llm import LLM
+def live(serving_engine):
+    """The session's serving engine served over HTTP."""
     from vivace.server.app import create_app
 
-    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=512, quantization="none")
-    engine = AsyncEngine(llm.engine)
-    server, thread, url = _start(create_app(engine, MODEL))
-    yield Live(url, engine)
-    server.should_exit = True
-    thread.join(timeout=10)
-    engine.shutdown()
+    server, thread, url = start_uvicorn(create_app(serving_engine.engine, MODEL))
+    yield Live(url, serving_engine.engine)
+    stop_uvicorn(server, thread)

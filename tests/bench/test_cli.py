@@ -19,7 +19,8 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(url + "/metrics", timeout=10).text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
@@ -37,9 +38,27 @@ def run(*args: str) -> str:
 def test_bench_run_matches_the_servers_metrics(live, tmp_path):
     json_path, html_path, md_path = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "r.md"
     before = scrape(live.url)
-    output = run(live.url, "--workload", "random", "--input-len", "12", "--output-len", "6", "-n", "3",
-                 "-c", "1,2", "--warmup", "1", "--json", str(json_path), "--html", str(html_path),
-                 "--markdown", str(md_path))
+    output = run(
+        live.url,
+        "--workload",
+        "random",
+        "--input-len",
+        "12",
+        "--output-len",
+        "6",
+        "-n",
+        "3",
+        "-c",
+        "1,2",
+        "--warmup",
+        "1",
+        "--json",
+        str(json_path),
+        "--html",
+        str(html_path),
+        "--markdown",
+        str(md_path),
+    )
     after = scrape(live.url)
     result = read_json(json_path)
     assert result.target == f"openai-compatible:{MODEL}@{live.url}/v1"
@@ -66,8 +85,17 @@ def test_bench_run_matches_the_servers_metrics(live, tmp_path):
 def test_failed_requests_are_counted_and_listed(live, tmp_path):
     json_path = tmp_path / "r.json"
     before = scrape(live.url)
-    output = run(f"openai-compatible:no-such-model@{live.url}/v1", "-n", "2", "--warmup", "0", "--max-tokens", "4",
-                 "--json", str(json_path))
+    output = run(
+        f"openai-compatible:no-such-model@{live.url}/v1",
+        "-n",
+        "2",
+        "--warmup",
+        "0",
+        "--max-tokens",
+        "4",
+        "--json",
+        str(json_path),
+    )
     after = scrape(live.url)
     result = read_json(json_path)
     (level,) = result.levels

@@ -14,8 +14,14 @@ from vivace.cli import app
 
 def _result(target: str, ttft: float, tokens: int, duration: float) -> BenchResult:
     """One level of one request: first token at `ttft`, `tokens` output tokens, `duration` s of wall time."""
-    record = RequestRecord(index=0, send=0.0, end=duration, prompt_tokens=3, output_tokens=tokens,
-                           chunks=[Chunk(ttft, "x", 1), Chunk(duration, "y", tokens - 1)])
+    record = RequestRecord(
+        index=0,
+        send=0.0,
+        end=duration,
+        prompt_tokens=3,
+        output_tokens=tokens,
+        chunks=[Chunk(ttft, "x", 1), Chunk(duration, "y", tokens - 1)],
+    )
     result = BenchResult(target=target, workload={}, settings={}, created="2026-11-25T00:00:00+00:00")
     result.levels.append(level_report(LevelResult("concurrency", 1, duration, [record]), None, None))
     result.levels.append(level_report(LevelResult("concurrency", 4, duration / 2, [record]), None, None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from vivace.bench.load import Load, LoadError, run_level
@@ -14,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 def max_in_flight(records: list[RequestRecord]) -> int:
     """The most requests whose [send, send + end] intervals overlap at once."""
-    events = sorted([(r.send, 1) for r in records] + [(r.send + (r.end or 0), -1) for r in records],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(r.send, 1) for r in records] + [(r.send + (r.end or 0), -1) for r in records], key=lambda e: (e[0], e[1])
+    )
     level = peak = 0
     for _, step in events:
         level += step
@@ -42,7 +45,7 @@ async def test_constant_rate_spaces_the_sends(live):
     finally:
         await provider.aclose()
     sends = [r.send for r in level.records]
-    assert all(later - earlier >= 0.1 - 0.005 for earlier, later in zip(sends, sends[1:]))
+    assert all(later - earlier >= 0.1 - 0.005 for earlier, later in pairwise(sends))
     assert level.label == "rate=10/s" and len(level.records) == 4
 
 

@@ -67,13 +67,16 @@ def test_summary_of_a_level():
     assert s.e2e.max == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(("slo", "good"), [
-    ({"ttft": 0.3}, 1),  # A (0.25) meets it, B (0.5) does not
-    ({"tpot": 0.2}, 1),  # A (0.117) meets it, B (0.5) does not
-    ({"e2e": 2.0}, 2),
-    ({"ttft": 0.6, "e2e": 0.7}, 1),  # every target must hold: B's e2e is 1.0
-    ({"ttft": 0.1}, 0),
-])
+@pytest.mark.parametrize(
+    ("slo", "good"),
+    [
+        ({"ttft": 0.3}, 1),  # A (0.25) meets it, B (0.5) does not
+        ({"tpot": 0.2}, 1),  # A (0.117) meets it, B (0.5) does not
+        ({"e2e": 2.0}, 2),
+        ({"ttft": 0.6, "e2e": 0.7}, 1),  # every target must hold: B's e2e is 1.0
+        ({"ttft": 0.1}, 0),
+    ],
+)
 def test_goodput_counts_requests_meeting_every_slo(slo, good):
     assert metrics.summarize(level(), slo).goodput == pytest.approx(good / 2.0)
 
@@ -90,8 +93,10 @@ def test_empty_level_has_empty_stats():
     assert s.completed == 0 and s.ttft.count == 0 and s.ttft.p50 is None and s.output_throughput == 0.0
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=50),
-       st.sampled_from([0, 1, 50, 90, 95, 99, 100]))
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=50),
+    st.sampled_from([0, 1, 50, 90, 95, 99, 100]),
+)
 def test_percentile_matches_numpy_linear(values, q):
     assert metrics.percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-9, abs=1e-9)
 

@@ -12,8 +12,12 @@ from vivace.bench.result import BenchResult, level_report
 
 
 def _result(target: str = "openai-compatible:m@http://127.0.0.1:8000/v1") -> BenchResult:
-    result = BenchResult(target=target, workload={"kind": "chat", "max_tokens": 8},
-                         settings={"warmup": 1, "loads": [{"rate": float("inf")}]}, created="2026-11-25T00:00:00+00:00")
+    result = BenchResult(
+        target=target,
+        workload={"kind": "chat", "max_tokens": 8},
+        settings={"warmup": 1, "loads": [{"rate": float("inf")}]},
+        created="2026-11-25T00:00:00+00:00",
+    )
     result.levels.append(level_report(level(), {"ttft": 0.3}, None))
     result.levels.append(level_report(level(mode="rate", value=float("inf")), None, {"ttft": 1.0}))
     return result

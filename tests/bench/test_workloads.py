@@ -63,8 +63,10 @@ def test_chat_workload_cycles_the_builtin_prompts():
 def test_jsonl_workload(tmp_path):
     path = tmp_path / "w.jsonl"
     path.write_text(
-        json.dumps({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}) + "\n\n"
-        + json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n"
+        json.dumps({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0})
+        + "\n\n"
+        + json.dumps({"messages": [{"role": "user", "content": "Hi"}]})
+        + "\n"
     )
     items = jsonl_workload(path, default_max_tokens=11)
     assert [i.request.prompt for i in items] == ["Once upon a time", None]
@@ -72,12 +74,15 @@ def test_jsonl_workload(tmp_path):
     assert items[1].request.messages == [{"role": "user", "content": "Hi"}] and items[1].request.max_tokens == 11
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", r"w.jsonl:2: invalid JSON"),
-    ('{"max_tokens": 3}', r"w.jsonl:2: needs exactly one of 'prompt'"),
-    ('{"prompt": "a", "max_tokens": 0}', r"w.jsonl:2: 'max_tokens' must be a positive integer"),
-    ('["a"]', r"w.jsonl:2: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"w.jsonl:2: invalid JSON"),
+        ('{"max_tokens": 3}', r"w.jsonl:2: needs exactly one of 'prompt'"),
+        ('{"prompt": "a", "max_tokens": 0}', r"w.jsonl:2: 'max_tokens' must be a positive integer"),
+        ('["a"]', r"w.jsonl:2: expected a JSON object"),
+    ],
+)
 def test_jsonl_errors_name_the_line(tmp_path, line, message):
     path = tmp_path / "w.jsonl"
     path.write_text('{"prompt": "ok"}\n' + line + "\n")

@@ -1,4 +1,4 @@
-"""One cheap deterministic engine for the flow tests, and a real uvicorn server serving flows over it."""
+"""The session's serving engine for the flow tests, and a real uvicorn server serving flows over it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.live_server import start_uvicorn as _start
+from tests.live_server import stop_uvicorn
 from vivace.flows.loader import loads_flow
 from vivace.flows.model import Flow
 
@@ -37,15 +38,9 @@ class Served:
 
 
 @pytest.fixture(scope="session")
-def engine():
-    """The packaged model, float32 (results independent of batching), small KV pool."""
-    from vivace.engine.async_engine import AsyncEngine
-    from vivace.engine.llm import LLM
-
-    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=512, quantization="none")
-    async_engine = AsyncEngine(llm.engine)
-    yield async_engine
-    async_engine.shutdown()
+def engine(serving_engine):
+    """The session's serving engine: float32 (results independent of batching), small KV pool."""
+    return serving_engine.engine
 
 
 @pytest.fixture
@@ -71,8 +66,7 @@ def served(engine):
     flows = {**load_flows(examples_dir()), "fanout": loads_flow(FANOUT_YAML)}
     server, thread, url = _start(create_app(engine, MODEL, flows=flows))
     yield Served(url, engine, flows)
-    server.should_exit = True
-    thread.join(timeout=10)
+    stop_uvicorn(server, thread)
 
 
 def wait_for_free_blocks(engine, timeout: float = 10.0) -> int:

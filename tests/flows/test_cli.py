@@ -33,9 +33,12 @@ def test_parse_inputs():
 def test_live_panels_follow_the_events():
     flow = loads_flow(SMALL)
     panels = LivePanels(flow)
-    for event in [StepStarted("first"), StepDelta("first", "Sun\nshine"),
-                  StepFinished("first", "Sun\nshine", "Sun\nshine", tokens=2, started_at=0, finished_at=0.5),
-                  StepFailed("second", "step 'second' timed out after 1s", "timeout")]:
+    for event in [
+        StepStarted("first"),
+        StepDelta("first", "Sun\nshine"),
+        StepFinished("first", "Sun\nshine", "Sun\nshine", tokens=2, started_at=0, finished_at=0.5),
+        StepFailed("second", "step 'second' timed out after 1s", "timeout"),
+    ]:
         panels.update(event)
     assert panels.panes["first"].state == "done" and panels.panes["first"].text == "Sun\nshine"
     assert "2 tokens in 0.50s" in panels.panes["first"].note
@@ -68,8 +71,10 @@ def test_run_prints_events_as_json_lines(tmp_path):
     assert kinds[0] == "step_started" and kinds[-1] == "flow_finished"
     finished = {e["step"]: e for e in events if e["event"] == "step_finished"}
     assert set(finished) == {"first", "second"} and all(0 < e["tokens"] <= 4 for e in finished.values())
-    assert kinds.index("step_finished") < [i for i, e in enumerate(events)
-                                           if e["event"] == "step_started" and e["step"] == "second"][0]
+    assert (
+        kinds.index("step_finished")
+        < [i for i, e in enumerate(events) if e["event"] == "step_started" and e["step"] == "second"][0]
+    )
 
 
 @pytest.mark.slow

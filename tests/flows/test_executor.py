@@ -8,12 +8,11 @@ from contextlib import aclosing
 
 import pytest
 
+from tests.flows.conftest import wait_for_free_blocks
 from vivace.flows.events import FlowFinished, StepDelta, StepFailed, StepFinished, StepStarted
 from vivace.flows.executor import StepError, collect, run_flow
 from vivace.flows.loader import FlowBuilder
 from vivace.flows.model import FlowError
-
-from tests.flows.conftest import wait_for_free_blocks
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +58,9 @@ async def test_fanout_flow_events_and_values(fanout, pool, engine):
     assert sorted(e.index for e in items) == [0, 1, 2]
     assert [e for e in events if isinstance(e, StepStarted) and e.step == "each" and e.index is None][0].items == 3
     # b, c and the three items ran at the same time: their spans overlap
-    spans = [(result.steps[n].started_at, result.steps[n].finished_at) for n in ("b", "c")] + \
-            [(e.started_at, e.finished_at) for e in items]
+    spans = [(result.steps[n].started_at, result.steps[n].finished_at) for n in ("b", "c")] + [
+        (e.started_at, e.finished_at) for e in items
+    ]
     assert max(s for s, _ in spans) < min(f for _, f in spans)
     f = result.finished
     assert f.critical_path[0] == "a" and f.critical_path[-1] in ("d", "each")
@@ -84,15 +84,17 @@ def _closed_port() -> int:
 
 async def test_failed_steps_fail_their_dependents_and_others_finish(pool, engine):
     dead = f"openai-compatible:m@http://127.0.0.1:{_closed_port()}/v1"
-    flow = (FlowBuilder("failing", max_tokens=4, seed=1)
-            .input("word", default="x")
-            .step("remote", "{{ word }}", provider=dead)
-            .step("after_remote", "{{ remote }}")
-            .step("broken", "{{ word[5] }}")  # renders to an undefined value: a template error
-            .step("after_broken", "{{ broken }} and {{ fine }}")
-            .step("fine", "Say {{ word }}.")
-            .step("after_fine", "Then {{ fine }}.")
-            .build())
+    flow = (
+        FlowBuilder("failing", max_tokens=4, seed=1)
+        .input("word", default="x")
+        .step("remote", "{{ word }}", provider=dead)
+        .step("after_remote", "{{ remote }}")
+        .step("broken", "{{ word[5] }}")  # renders to an undefined value: a template error
+        .step("after_broken", "{{ broken }} and {{ fine }}")
+        .step("fine", "Say {{ word }}.")
+        .step("after_fine", "Then {{ fine }}.")
+        .build()
+    )
     result = await collect(flow, {}, pool)
     check_event_order(result.events)
     assert result.finished.ok is False
@@ -110,11 +112,13 @@ async def test_failed_steps_fail_their_dependents_and_others_finish(pool, engine
 
 
 async def test_parse_failure_fails_without_default_and_uses_default_with_one(pool):
-    flow = (FlowBuilder("parsing", max_tokens=3, seed=1, temperature=0.0)
-            .step("strict", "Say hi.", parser="json")
-            .step("lenient", "Say hi.", parser="json", default={"fallback": True})
-            .step("uses", "{{ lenient.fallback }}")
-            .build())
+    flow = (
+        FlowBuilder("parsing", max_tokens=3, seed=1, temperature=0.0)
+        .step("strict", "Say hi.", parser="json")
+        .step("lenient", "Say hi.", parser="json", default={"fallback": True})
+        .step("uses", "{{ lenient.fallback }}")
+        .build()
+    )
     result = await collect(flow, {}, pool)
     strict, lenient = result.steps["strict"], result.steps["lenient"]
     if isinstance(strict, StepFinished):  # the model happened to emit JSON: nothing to check
@@ -125,11 +129,13 @@ async def test_parse_failure_fails_without_default_and_uses_default_with_one(poo
 
 
 async def test_timeout_fails_the_step_and_frees_its_blocks(pool, engine):
-    flow = (FlowBuilder("slow", seed=1)
-            .step("long", "Write a long story.", max_tokens=400, timeout=0.3, temperature=1.0)
-            .step("next", "{{ long }}", max_tokens=2)
-            .step("short", "Hi", max_tokens=2)
-            .build())
+    flow = (
+        FlowBuilder("slow", seed=1)
+        .step("long", "Write a long story.", max_tokens=400, timeout=0.3, temperature=1.0)
+        .step("next", "{{ long }}", max_tokens=2)
+        .step("short", "Hi", max_tokens=2)
+        .build()
+    )
     result = await collect(flow, {}, pool)
     long = result.steps["long"]
     assert isinstance(long, StepFailed) and long.reason == "timeout"
@@ -140,11 +146,13 @@ async def test_timeout_fails_the_step_and_frees_its_blocks(pool, engine):
 
 
 async def test_cancelling_the_flow_aborts_running_steps(pool, engine):
-    flow = (FlowBuilder("cancel", seed=1, temperature=1.0, max_tokens=400)
-            .step("one", "Write a long story about the sea.")
-            .step("two", "Write a long story about the sky.")
-            .step("later", "{{ one }}")
-            .build())
+    flow = (
+        FlowBuilder("cancel", seed=1, temperature=1.0, max_tokens=400)
+        .step("one", "Write a long story about the sea.")
+        .step("two", "Write a long story about the sky.")
+        .step("later", "{{ one }}")
+        .build()
+    )
     seen = []
     async with aclosing(run_flow(flow, {}, pool)) as events:
         async for event in events:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.flows.conftest import FANOUT_YAML
 from vivace.flows.loader import FlowBuilder, examples_dir, find_flow, load_flow, load_flows, loads_flow
 from vivace.flows.model import FlowError
-
-from tests.flows.conftest import FANOUT_YAML
 
 
 def test_yaml_flow_loads_with_defaults_and_dependencies():
@@ -21,14 +20,17 @@ def test_yaml_flow_loads_with_defaults_and_dependencies():
 
 
 def test_builder_makes_the_same_flow_as_yaml():
-    built = (FlowBuilder("fanout", max_tokens=6, temperature=0.8, seed=3)
-             .input("topic", default="tea").input("things", default="apples, pears, plums")
-             .step("a", "Say one word about {{ topic }}.")
-             .step("b", "Expand on: {{ a }}")
-             .step("c", "Contradict: {{ a }}")
-             .step("each", "Describe {{ item }} (number {{ index }}) with {{ a }}.", for_each="things | items")
-             .step("d", "Summarise {{ b }} and {{ c }}.")
-             .build())
+    built = (
+        FlowBuilder("fanout", max_tokens=6, temperature=0.8, seed=3)
+        .input("topic", default="tea")
+        .input("things", default="apples, pears, plums")
+        .step("a", "Say one word about {{ topic }}.")
+        .step("b", "Expand on: {{ a }}")
+        .step("c", "Contradict: {{ a }}")
+        .step("each", "Describe {{ item }} (number {{ index }}) with {{ a }}.", for_each="things | items")
+        .step("d", "Summarise {{ b }} and {{ c }}.")
+        .build()
+    )
     assert built == loads_flow(FANOUT_YAML)
 
 
@@ -46,19 +48,22 @@ def test_bad_yaml_names_file_and_line(tmp_path):
         load_flow(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("- a\n- b", "a flow must be a mapping with 'steps'"),
-    ("name: f\nsteps: {}", "'steps' must be a mapping"),
-    ("name: f\nsteeps: {}", "unknown key\\(s\\) steeps"),
-    ("name: f\nsteps:\n  a: {prompt: hi, tokens: 3}", "step 'a': unknown option\\(s\\) tokens"),
-    ("name: f\nsteps:\n  a: {max_tokens: 3}", "step 'a' has no prompt"),
-    ("name: f\nsteps:\n  a: {prompt: hi, max_tokens: many}", "max_tokens must be int, got 'many'"),
-    ("name: f\nsteps:\n  a: {prompt: hi, chat: 1}", "chat must be bool"),
-    ("name: f\nsteps:\n  a: {prompt: hi, stop: [1]}", "stop must be a list of strings"),
-    ("name: f\ninputs: {x: [1]}\nsteps:\n  a: hi", "input 'x' takes only description and default"),
-    ("name: f\nsteps:\n  a: '{{ b }}'\n  b: '{{ a }}'", "<string>: flow 'f' has a cycle"),
-    ("name: f\nsteps:\n  a: '{{ ghost }}'", "step 'a' references 'ghost'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- a\n- b", "a flow must be a mapping with 'steps'"),
+        ("name: f\nsteps: {}", "'steps' must be a mapping"),
+        ("name: f\nsteeps: {}", "unknown key\\(s\\) steeps"),
+        ("name: f\nsteps:\n  a: {prompt: hi, tokens: 3}", "step 'a': unknown option\\(s\\) tokens"),
+        ("name: f\nsteps:\n  a: {max_tokens: 3}", "step 'a' has no prompt"),
+        ("name: f\nsteps:\n  a: {prompt: hi, max_tokens: many}", "max_tokens must be int, got 'many'"),
+        ("name: f\nsteps:\n  a: {prompt: hi, chat: 1}", "chat must be bool"),
+        ("name: f\nsteps:\n  a: {prompt: hi, stop: [1]}", "stop must be a list of strings"),
+        ("name: f\ninputs: {x: [1]}\nsteps:\n  a: hi", "input 'x' takes only description and default"),
+        ("name: f\nsteps:\n  a: '{{ b }}'\n  b: '{{ a }}'", "<string>: flow 'f' has a cycle"),
+        ("name: f\nsteps:\n  a: '{{ ghost }}'", "step 'a' references 'ghost'"),
+    ],
+)
 def test_invalid_flows(text, message):
     with pytest.raises(FlowError, match=message):
         loads_flow(text)
@@ -87,8 +92,13 @@ def test_packaged_recipe_example():
     assert (examples_dir() / "recipe.yaml").is_file()
     assert list(flow.steps) == ["ideas", "pick", "ingredients", "intro", "nutrition", "sides", "steps"]
     assert {n: set(s.depends_on) for n, s in flow.steps.items()} == {
-        "ideas": set(), "pick": {"ideas"}, "ingredients": {"pick"}, "intro": {"pick"}, "nutrition": {"pick"},
-        "sides": {"pick"}, "steps": {"pick", "ingredients"},
+        "ideas": set(),
+        "pick": {"ideas"},
+        "ingredients": {"pick"},
+        "intro": {"pick"},
+        "nutrition": {"pick"},
+        "sides": {"pick"},
+        "steps": {"pick", "ingredients"},
     }
     assert flow.steps["nutrition"].for_each is not None
     assert flow.provider == "local:"

@@ -19,14 +19,19 @@ def test_dependencies_come_from_template_references():
         Step("d", "{% set local = 3 %}{{ local }} {{ b }}{{ c }}"),
     )
     assert {n: set(s.depends_on) for n, s in flow.steps.items()} == {
-        "a": set(), "b": {"a"}, "c": {"a", "b"}, "d": {"b", "c"},
+        "a": set(),
+        "b": {"a"},
+        "c": {"a", "b"},
+        "d": {"b", "c"},
     }
     assert flow.order() == ["a", "b", "c", "d"]
     assert flow.dependents("a") == ["b", "c"]
 
 
 def test_a_cycle_is_an_error_naming_its_steps():
-    with pytest.raises(FlowError, match=r"cycle: (a -> c -> b -> a|c -> b -> a -> c|b -> a -> c -> b) \(each step uses"):
+    with pytest.raises(
+        FlowError, match=r"cycle: (a -> c -> b -> a|c -> b -> a -> c|b -> a -> c -> b) \(each step uses"
+    ):
         build(Step("a", "{{ c }}"), Step("b", "{{ a }}"), Step("c", "{{ b }}"))
 
 
@@ -57,16 +62,19 @@ def test_template_syntax_errors_name_step_and_line():
         build(Step("a", "fine\n{% for %}"))
 
 
-@pytest.mark.parametrize("steps, message", [
-    ([Step("a", "1"), Step("a", "2")], "step 'a' is declared twice"),
-    ([Step("x", "1")], "'x' is both an input and a step"),
-    ([Step("bad-name", "1")], "must be an identifier"),
-    ([Step("item", "1")], "'item' is reserved"),
-    ([Step("a", "1", parser="yaml")], "unknown parser 'yaml'; use one of json, line, lines, list"),
-    ([Step("a", "1", max_tokens=0)], "max_tokens must be a positive integer"),
-    ([Step("a", "1", timeout=0)], "timeout must be positive"),
-    ([], "has no steps"),
-])
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([Step("a", "1"), Step("a", "2")], "step 'a' is declared twice"),
+        ([Step("x", "1")], "'x' is both an input and a step"),
+        ([Step("bad-name", "1")], "must be an identifier"),
+        ([Step("item", "1")], "'item' is reserved"),
+        ([Step("a", "1", parser="yaml")], "unknown parser 'yaml'; use one of json, line, lines, list"),
+        ([Step("a", "1", max_tokens=0)], "max_tokens must be a positive integer"),
+        ([Step("a", "1", timeout=0)], "timeout must be positive"),
+        ([], "has no steps"),
+    ],
+)
 def test_invalid_steps(steps, message):
     with pytest.raises(FlowError, match=message):
         build(*steps)
@@ -85,6 +93,11 @@ def test_describe_lists_inputs_and_dependencies():
     flow = build(Step("a", "{{ x }}"), Step("b", "{{ a }}", provider="openai:gpt-4o-mini", parser="json"))
     described = flow.describe()
     assert described["inputs"] == [{"name": "x", "description": "", "default": None, "required": True}]
-    assert described["steps"][1] == {"name": "b", "depends_on": ["a"], "for_each": None, "parser": "json",
-                                     "provider": "openai:gpt-4o-mini"}
+    assert described["steps"][1] == {
+        "name": "b",
+        "depends_on": ["a"],
+        "for_each": None,
+        "parser": "json",
+        "provider": "openai:gpt-4o-mini",
+    }
     assert described["steps"][0]["provider"] == "local:"

@@ -23,9 +23,9 @@ def read_events(lines):
                 yield name, json.loads(data[0])
             name, data = None, []
         elif line.startswith("event: "):
-            name = line[len("event: "):]
+            name = line[len("event: ") :]
         elif line.startswith("data: "):
-            data.append(line[len("data: "):])
+            data.append(line[len("data: ") :])
         else:
             raise AssertionError(f"unexpected SSE line {line!r}")
 
@@ -39,8 +39,9 @@ def test_list_flows(served):
 
 
 def test_run_streams_named_events_with_json_payloads(served):
-    with httpx.stream("POST", f"{served.base_url}/v1/flows/fanout", json={"inputs": {"topic": "rivers\nand lakes"}},
-                      timeout=120) as response:
+    with httpx.stream(
+        "POST", f"{served.base_url}/v1/flows/fanout", json={"inputs": {"topic": "rivers\nand lakes"}}, timeout=120
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(read_events(response.iter_lines()))
@@ -52,8 +53,10 @@ def test_run_streams_named_events_with_json_payloads(served):
     for step, data in finished.items():  # deltas joined == the finished text, newlines and all
         if served.flows["fanout"].steps[step].for_each is None:
             assert "".join(d["text"] for n, d in events if n == "delta" and d["step"] == step) == data["text"]
-    items = sorted((d for n, d in events if n == "step_finished" and d["step"] == "each" and d["index"] is not None),
-                   key=lambda d: d["index"])
+    items = sorted(
+        (d for n, d in events if n == "step_finished" and d["step"] == "each" and d["index"] is not None),
+        key=lambda d: d["index"],
+    )
     assert [d["index"] for d in items] == [0, 1, 2]
     assert finished["each"]["value"] == [d["value"] for d in items]
     assert "\n" in finished["each"]["text"]  # the items' texts joined by newlines, decoded intact
@@ -68,16 +71,19 @@ def test_text_with_newlines_survives_the_wire(served):
     for block in raw.strip().split("\n\n"):
         lines = block.split("\n")
         assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: ")
-        json.loads(lines[1][len("data: "):])
+        json.loads(lines[1][len("data: ") :])
 
 
-@pytest.mark.parametrize("path, body, status, message", [
-    ("/v1/flows/nope", {"inputs": {}}, 404, "flow 'nope' not found"),
-    ("/v1/flows/fanout", {"inputs": {"bogus": "1"}}, 400, "has no input 'bogus'"),
-    ("/v1/flows/fanout", {"inputs": {"topic": ["a"]}}, 400, "input 'topic' must be a string or number"),
-    ("/v1/flows/fanout", {"inputs": "x"}, 400, "'inputs' must be an object"),
-    ("/v1/flows/fanout", {"input": {}}, 400, 'the body must be {"inputs"'),
-])
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/v1/flows/nope", {"inputs": {}}, 404, "flow 'nope' not found"),
+        ("/v1/flows/fanout", {"inputs": {"bogus": "1"}}, 400, "has no input 'bogus'"),
+        ("/v1/flows/fanout", {"inputs": {"topic": ["a"]}}, 400, "input 'topic' must be a string or number"),
+        ("/v1/flows/fanout", {"inputs": "x"}, 400, "'inputs' must be an object"),
+        ("/v1/flows/fanout", {"input": {}}, 400, 'the body must be {"inputs"'),
+    ],
+)
 def test_bad_requests(served, path, body, status, message):
     response = httpx.post(f"{served.base_url}{path}", json=body)
     assert response.status_code == status
@@ -85,7 +91,9 @@ def test_bad_requests(served, path, body, status, message):
 
 
 def test_invalid_json_body(served):
-    response = httpx.post(f"{served.base_url}/v1/flows/fanout", content=b"{nope", headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{served.base_url}/v1/flows/fanout", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 
@@ -148,7 +156,9 @@ def test_a_flow_run_is_an_admitted_request(served):
 
         state.max_in_flight = 0
         full = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
-        assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full" and "retry-after" in full.headers
+        assert (
+            full.status_code == 429 and full.json()["error"]["code"] == "queue_full" and "retry-after" in full.headers
+        )
         state.max_in_flight, state.draining = None, True
         draining = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
         assert draining.status_code == 503 and draining.json()["error"]["code"] == "server_shutdown"

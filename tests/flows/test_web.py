@@ -37,7 +37,8 @@ def test_recipe_page_fills_each_section_live(served):
         page.fill("#input-prep_time", "15 minutes")
         cards = page.locator("#steps .step")
         assert cards.evaluate_all("cs => cs.map(c => c.id)") == [
-            f"step-{s}" for s in ("ideas", "pick", "ingredients", "intro", "nutrition", "sides", "steps")]
+            f"step-{s}" for s in ("ideas", "pick", "ingredients", "intro", "nutrition", "sides", "steps")
+        ]
         with page.expect_response(lambda r: r.url.endswith("/v1/flows/recipe")) as response_info:
             page.click("#run")
             # live: a card shows text while it is still running and the flow has not finished

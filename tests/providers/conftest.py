@@ -7,14 +7,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+# Re-exported: the provider tests import them from here.
+from tests.conftest import GREEDY_MESSAGES, GREEDY_PROMPT, GREEDY_TOKENS  # noqa: F401
 from tests.live_server import start_uvicorn, stop_uvicorn
-from vivace.engine.config import SamplingParams
 
 MODEL = "smollm2-test"
-MAX_MODEL_LEN = 512
-GREEDY_PROMPT = "The capital of France is"
-GREEDY_MESSAGES = [{"role": "user", "content": "Name three colours."}]
-GREEDY_TOKENS = 12
 
 
 @dataclass
@@ -26,23 +23,13 @@ class Served:
 
 
 @pytest.fixture(scope="session")
-def served():
-    """The packaged model served by vivace (float32: greedy text stays comparable with the offline engine)."""
-    from vivace.engine.async_engine import AsyncEngine
-    from vivace.engine.llm import LLM
+def served(serving_engine):
+    """The session's serving engine (float32: greedy text stays comparable with the offline engine) over HTTP."""
     from vivace.server.app import create_app
 
-    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=MAX_MODEL_LEN, quantization="none")
-    greedy = SamplingParams(temperature=0.0, max_tokens=GREEDY_TOKENS)
-    offline = {
-        "completion": llm.generate(GREEDY_PROMPT, greedy, use_tqdm=False)[0],
-        "chat": llm.chat(GREEDY_MESSAGES, greedy, use_tqdm=False)[0],
-    }
-    engine = AsyncEngine(llm.engine)
-    server, thread, url = start_uvicorn(create_app(engine, MODEL))
-    yield Served(url + "/v1", engine, llm.tokenizer, offline)
+    server, thread, url = start_uvicorn(create_app(serving_engine.engine, MODEL))
+    yield Served(url + "/v1", serving_engine.engine, serving_engine.tokenizer, serving_engine.offline)
     stop_uvicorn(server, thread)
-    engine.shutdown()
 
 
 @dataclass
@@ -66,16 +53,25 @@ def _peer_app(peer: Peer):
 
     async def handle(request: Request, kind: str):
         body = await request.json()
-        peer.requests.append({"time": time.monotonic(), "path": request.url.path, "body": body,
-                              "authorization": request.headers.get("authorization")})
+        peer.requests.append(
+            {
+                "time": time.monotonic(),
+                "path": request.url.path,
+                "body": body,
+                "authorization": request.headers.get("authorization"),
+            }
+        )
         step = peer.script.pop(0) if peer.script else {"do": "ok"}
         if step["do"] == "status":
             headers = {"Retry-After": step["retry_after"]} if "retry_after" in step else {}
             message = step.get("message", f"scripted {step['status']}")
             if step.get("echo_auth"):
                 message += f" (you sent {request.headers.get('authorization')})"
-            return JSONResponse({"error": {"message": message, "type": "scripted", "code": None}},
-                                status_code=step["status"], headers=headers)
+            return JSONResponse(
+                {"error": {"message": message, "type": "scripted", "code": None}},
+                status_code=step["status"],
+                headers=headers,
+            )
 
         async def events():
             if step["do"] == "sleep":

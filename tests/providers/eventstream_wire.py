@@ -26,22 +26,37 @@ def frame(headers: dict[str, str], payload: bytes) -> bytes:
 
 def event(event_type: str, payload: dict) -> bytes:
     """An event frame, e.g. event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}})."""
-    return frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
-                 json.dumps(payload).encode())
+    return frame(
+        {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
+        json.dumps(payload).encode(),
+    )
 
 
 def exception(exception_type: str, message: str) -> bytes:
     """A modelled exception frame sent mid-stream, e.g. exception("throttlingException", "slow down")."""
-    return frame({":exception-type": exception_type, ":content-type": "application/json",
-                  ":message-type": "exception"}, json.dumps({"message": message}).encode())
+    return frame(
+        {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"},
+        json.dumps({"message": message}).encode(),
+    )
 
 
 def converse_stream(words: list[str], stop_reason: str = "end_turn", input_tokens: int = 7) -> list[bytes]:
     """The frames of a complete ConverseStream answer, in Bedrock's order."""
     frames = [event("messageStart", {"role": "assistant"})]
     frames += [event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}}) for w in words]
-    frames += [event("contentBlockStop", {"contentBlockIndex": 0}), event("messageStop", {"stopReason": stop_reason}),
-               event("metadata", {"usage": {"inputTokens": input_tokens, "outputTokens": len(words),
-                                            "totalTokens": input_tokens + len(words)},
-                                  "metrics": {"latencyMs": 12}})]
+    frames += [
+        event("contentBlockStop", {"contentBlockIndex": 0}),
+        event("messageStop", {"stopReason": stop_reason}),
+        event(
+            "metadata",
+            {
+                "usage": {
+                    "inputTokens": input_tokens,
+                    "outputTokens": len(words),
+                    "totalTokens": input_tokens + len(words),
+                },
+                "metrics": {"latencyMs": 12},
+            },
+        ),
+    ]
     return frames

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.providers import eventstream_wire as wire
 from tests.live_server import start_uvicorn, stop_uvicorn
+from tests.providers import eventstream_wire as wire
 from vivace.providers import GenerationRequest, ProviderError, get_provider
 from vivace.providers.base import Usage
 
@@ -24,15 +24,28 @@ CREDS = {"aws_access_key_id": "AKIATEST", "aws_secret_access_key": "not-a-real-s
 def _client(endpoint_url: str | None = None):
     from botocore.config import Config
 
-    return boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=endpoint_url,
-                        config=Config(retries={"total_max_attempts": 1}), **CREDS)
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"total_max_attempts": 1}),
+        **CREDS,
+    )
 
 
 def test_request_shape_from_chat_messages():
-    request = GenerationRequest(messages=[{"role": "system", "content": "Be brief."},
-                                          {"role": "user", "content": "Hi"},
-                                          {"role": "user", "content": [{"type": "text", "text": "there"}]}],
-                                max_tokens=20, temperature=0.0, top_p=0.5, top_k=4, stop=["\n"])
+    request = GenerationRequest(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "user", "content": [{"type": "text", "text": "there"}]},
+        ],
+        max_tokens=20,
+        temperature=0.0,
+        top_p=0.5,
+        top_k=4,
+        stop=["\n"],
+    )
     assert converse_kwargs(MODEL_ID, request) == {
         "modelId": MODEL_ID,
         "system": [{"text": "Be brief."}],
@@ -48,17 +61,27 @@ def test_bad_role_is_a_400():
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize("code, status, retryable", [
-    ("ThrottlingException", 429, True), ("ServiceUnavailableException", 503, True),
-    ("ValidationException", 400, False), ("AccessDeniedException", 403, False),
-])
+@pytest.mark.parametrize(
+    "code, status, retryable",
+    [
+        ("ThrottlingException", 429, True),
+        ("ServiceUnavailableException", 503, True),
+        ("ValidationException", 400, False),
+        ("AccessDeniedException", 403, False),
+    ],
+)
 async def test_stubbed_client_errors_map_to_provider_errors(code, status, retryable):
     client = _client()
     provider = BedrockProvider(MODEL_ID, client=client)
     request = GenerationRequest(prompt="Hello", max_tokens=5)
     with Stubber(client) as stub:  # expected_params: the stub also checks the request we send
-        stub.add_client_error("converse_stream", service_error_code=code, service_message="scripted",
-                              http_status_code=status, expected_params=converse_kwargs(MODEL_ID, request))
+        stub.add_client_error(
+            "converse_stream",
+            service_error_code=code,
+            service_message="scripted",
+            http_status_code=status,
+            expected_params=converse_kwargs(MODEL_ID, request),
+        )
         with pytest.raises(ProviderError, match=f"{code}: scripted") as err:
             await provider.complete(request)
         stub.assert_no_pending_responses()
@@ -88,12 +111,19 @@ class BedrockPeer:
 
         @app.post("/model/{model_id}/converse-stream")
         async def converse_stream(model_id: str, request: Request):
-            self.requests.append({"time": time.monotonic(), "model": model_id, "body": await request.json(),
-                                  "signed": request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")})
+            self.requests.append(
+                {
+                    "time": time.monotonic(),
+                    "model": model_id,
+                    "body": await request.json(),
+                    "signed": request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"),
+                }
+            )
             step = self.script.pop(0) if self.script else {"frames": wire.converse_stream(["Hello", " there"])}
             if "status" in step:
-                return JSONResponse({"message": step["message"]}, status_code=step["status"],
-                                    headers={"x-amzn-ErrorType": step["code"]})
+                return JSONResponse(
+                    {"message": step["message"]}, status_code=step["status"], headers={"x-amzn-ErrorType": step["code"]}
+                )
 
             async def body():
                 for frame in step["frames"]:
@@ -124,8 +154,12 @@ def peer(bedrock_peer):
 async def test_streams_content_block_deltas_then_stop_reason_and_usage(peer):
     peer.script.append({"frames": wire.converse_stream(["The", " sky", " is", " blue"], "max_tokens", 9)})
     provider = BedrockProvider(MODEL_ID, client=_client(peer.url))
-    deltas = [d async for d in provider.stream(GenerationRequest(
-        messages=[{"role": "user", "content": "Sky colour?"}], max_tokens=4))]
+    deltas = [
+        d
+        async for d in provider.stream(
+            GenerationRequest(messages=[{"role": "user", "content": "Sky colour?"}], max_tokens=4)
+        )
+    ]
     assert [d.text for d in deltas] == ["The", " sky", " is", " blue", ""]
     assert deltas[-1].finish_reason == "length" and deltas[-1].usage == Usage(9, 4)
     sent = peer.requests[0]
@@ -135,11 +169,21 @@ async def test_streams_content_block_deltas_then_stop_reason_and_usage(peer):
 
 
 async def test_exception_event_mid_stream_is_a_provider_error_without_retry(peer, monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIATEST",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
-    peer.script.append({"frames": [wire.event("messageStart", {"role": "assistant"}),
-                                   wire.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "A"}}),
-                                   wire.exception("modelStreamErrorException", "model fell over")]})
+    peer.script.append(
+        {
+            "frames": [
+                wire.event("messageStart", {"role": "assistant"}),
+                wire.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "A"}}),
+                wire.exception("modelStreamErrorException", "model fell over"),
+            ]
+        }
+    )
     provider = get_provider(f"bedrock:{MODEL_ID}", endpoint_url=peer.url, retries=3, backoff=0.01)
     texts = []
     with pytest.raises(ProviderError, match="model fell over") as err:
@@ -150,7 +194,11 @@ async def test_exception_event_mid_stream_is_a_provider_error_without_retry(peer
 
 
 async def test_throttling_before_the_stream_is_retried(peer, monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIATEST",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     peer.script.append({"status": 429, "code": "ThrottlingException", "message": "Too many requests"})
     provider = get_provider(f"bedrock:{MODEL_ID}", endpoint_url=peer.url, retries=2, backoff=0.01)

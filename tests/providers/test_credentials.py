@@ -3,21 +3,33 @@
 import pytest
 
 from vivace.providers import get_provider
-from vivace.providers.credentials import (MissingAPIKeyError, ProviderConfigError, Secret, find_api_key,
-                                          require_api_key)
+from vivace.providers.credentials import MissingAPIKeyError, ProviderConfigError, Secret, find_api_key, require_api_key
 
 
 @pytest.fixture(autouse=True)
 def no_keys(monkeypatch, tmp_path):
     """No provider keys in the environment; the config file points into an empty temp dir."""
-    for name in ("OPENAI_API_KEY", "FIREWORKS_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENAI_COMPATIBLE_API_KEY"):
+    for name in (
+        "OPENAI_API_KEY",
+        "FIREWORKS_API_KEY",
+        "GROQ_API_KEY",
+        "TOGETHER_API_KEY",
+        "OPENAI_COMPATIBLE_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VIVACE_PROVIDERS_CONFIG", str(tmp_path / "providers.toml"))
     return tmp_path / "providers.toml"
 
 
-@pytest.mark.parametrize("kind, variable", [("openai", "OPENAI_API_KEY"), ("fireworks", "FIREWORKS_API_KEY"),
-                                            ("groq", "GROQ_API_KEY"), ("together", "TOGETHER_API_KEY")])
+@pytest.mark.parametrize(
+    "kind, variable",
+    [
+        ("openai", "OPENAI_API_KEY"),
+        ("fireworks", "FIREWORKS_API_KEY"),
+        ("groq", "GROQ_API_KEY"),
+        ("together", "TOGETHER_API_KEY"),
+    ],
+)
 def test_missing_key_names_the_variable_and_the_config_file(kind, variable, no_keys):
     with pytest.raises(MissingAPIKeyError) as err:
         get_provider(f"{kind}:some-model")

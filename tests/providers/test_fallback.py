@@ -24,8 +24,12 @@ async def test_moves_on_when_the_first_provider_cannot_connect(peer):
 
 async def test_moves_on_after_an_http_error(peer):
     peer.plan({"do": "status", "status": 500}, {"do": "ok", "words": ["second"]})
-    provider = FallbackProvider([get_provider(f"openai-compatible:a@{peer.base_url}", retries=0),
-                                 get_provider(f"openai-compatible:b@{peer.base_url}", retries=0)])
+    provider = FallbackProvider(
+        [
+            get_provider(f"openai-compatible:a@{peer.base_url}", retries=0),
+            get_provider(f"openai-compatible:b@{peer.base_url}", retries=0),
+        ]
+    )
     text, _ = await provider.complete(REQUEST)
     await provider.aclose()
     assert text == "second" and [r["body"]["model"] for r in peer.requests] == ["a", "b"]

@@ -39,8 +39,10 @@ async def test_greedy_text_equals_vivace_offline(provider, served, kind):
 
 async def test_stop_string_and_ignore_eos(provider):
     full, _ = await provider.complete(GenerationRequest(prompt=GREEDY_PROMPT, max_tokens=8, temperature=0))
-    cut, last = await provider.complete(GenerationRequest(prompt=GREEDY_PROMPT, max_tokens=8, temperature=0, stop=["."]))
-    assert "." in full and cut == full[:full.index(".")] and last.finish_reason == "stop"
+    cut, last = await provider.complete(
+        GenerationRequest(prompt=GREEDY_PROMPT, max_tokens=8, temperature=0, stop=["."])
+    )
+    assert "." in full and cut == full[: full.index(".")] and last.finish_reason == "stop"
     _, last = await provider.complete(GenerationRequest(prompt="Hi", max_tokens=20, temperature=0, ignore_eos=True))
     assert (last.finish_reason, last.usage.completion_tokens) == ("length", 20)
 

@@ -31,7 +31,9 @@ async def test_greedy_text_equals_the_offline_engine(local, served, kind):
     last = deltas[-1]
     assert last.finish_reason == reference.outputs[0].finish_reason
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
-        len(reference.prompt_token_ids), len(reference.outputs[0].token_ids))
+        len(reference.prompt_token_ids),
+        len(reference.outputs[0].token_ids),
+    )
     assert all(d.finish_reason is None and d.usage is None for d in deltas[:-1])
 
 

@@ -88,16 +88,34 @@ async def test_error_event_in_the_stream_is_a_provider_error(peer):
 
 async def test_request_body_carries_sampling_fields_and_include_usage(peer):
     provider = OpenAICompatibleProvider("m", peer.base_url, api_key="sk-abc")
-    request = GenerationRequest(prompt="p", max_tokens=5, temperature=0.5, top_p=0.9, stop=["\n"], seed=3,
-                                ignore_eos=True, extra={"min_tokens": 2})
+    request = GenerationRequest(
+        prompt="p",
+        max_tokens=5,
+        temperature=0.5,
+        top_p=0.9,
+        stop=["\n"],
+        seed=3,
+        ignore_eos=True,
+        extra={"min_tokens": 2},
+    )
     text, last = await provider.complete(request)
     await provider.aclose()
     sent = peer.requests[0]
     assert sent["path"] == "/v1/completions"
     assert sent["authorization"] == "Bearer sk-abc"
-    assert sent["body"] == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "prompt": "p",
-                            "max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "stop": ["\n"], "seed": 3,
-                            "ignore_eos": True, "min_tokens": 2}
+    assert sent["body"] == {
+        "model": "m",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "prompt": "p",
+        "max_tokens": 5,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": ["\n"],
+        "seed": 3,
+        "ignore_eos": True,
+        "min_tokens": 2,
+    }
     assert (text, last.finish_reason, last.usage.completion_tokens) == ("Hello world", "stop", 2)
 
 

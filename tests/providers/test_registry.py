@@ -15,10 +15,16 @@ def test_parse_spec_splits_at_the_first_colon():
     assert parse_spec(" hf:/models/x.gguf ") == ("hf", "/models/x.gguf")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("gpt-4o", "has no ':'"), ("azure:gpt", "unknown provider 'azure'"), ("groq:", "names no model"),
-    ("", "empty provider id"), ("openai-compatible:model-only", "needs MODEL@BASE_URL"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gpt-4o", "has no ':'"),
+        ("azure:gpt", "unknown provider 'azure'"),
+        ("groq:", "names no model"),
+        ("", "empty provider id"),
+        ("openai-compatible:model-only", "needs MODEL@BASE_URL"),
+    ],
+)
 def test_bad_ids_are_specific_errors(spec, message):
     with pytest.raises(UnknownProviderError, match=message):
         get_provider(spec)
@@ -40,8 +46,10 @@ def test_model_names_may_contain_at_signs():
 def test_comma_list_is_a_fallback_in_order():
     provider = get_provider("openai-compatible:a@http://127.0.0.1:1/v1, openai-compatible:b@http://127.0.0.1:2/v1")
     assert isinstance(provider, FallbackProvider)
-    assert [p.id for p in provider.providers] == ["openai-compatible:a@http://127.0.0.1:1/v1",
-                                                 "openai-compatible:b@http://127.0.0.1:2/v1"]
+    assert [p.id for p in provider.providers] == [
+        "openai-compatible:a@http://127.0.0.1:1/v1",
+        "openai-compatible:b@http://127.0.0.1:2/v1",
+    ]
 
 
 def test_bad_base_url_is_named():

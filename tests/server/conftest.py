@@ -1,4 +1,4 @@
-"""One real uvicorn server on a free localhost port, shared by the server tests."""
+"""Two real uvicorn servers (open, and with an API key) on free localhost ports, shared by the server tests."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
+# GREEDY_*: re-exported, the server tests import them from here.
+from tests.conftest import GREEDY_MESSAGES, GREEDY_PROMPT, GREEDY_TOKENS, SERVED_MAX_MODEL_LEN  # noqa: F401
 from tests.live_server import start_uvicorn as _start
-from vivace.engine.config import SamplingParams
+from tests.live_server import stop_uvicorn
 
 MODEL = "smollm2-test"
 API_KEY = "test-key"
-MAX_MODEL_LEN = 512
-GREEDY_PROMPT = "The capital of France is"
-GREEDY_MESSAGES = [{"role": "user", "content": "Name three colours."}]
-GREEDY_TOKENS = 12
+MAX_MODEL_LEN = SERVED_MAX_MODEL_LEN
 
 
 @dataclass
@@ -25,28 +24,17 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def served():
-    """The packaged model behind two apps (open, and with an API key) on one AsyncEngine."""
-    from vivace.engine.async_engine import AsyncEngine
-    from vivace.engine.llm import LLM
+def served(serving_engine):
+    """The session's serving engine behind two apps: open, and with an API key and a small body limit."""
     from vivace.server.app import create_app
 
-    # float32 weights: the int8 CPU mode's greedy output can change once a prompt's prefix is cached
-    # (the KV cache is stored in bfloat16), which would make server-vs-offline comparisons flaky.
-    llm = LLM(kv_cache_memory_bytes=64 << 20, max_model_len=MAX_MODEL_LEN, quantization="none")
-    greedy = SamplingParams(temperature=0.0, max_tokens=GREEDY_TOKENS)
-    offline = {
-        "completion": llm.generate(GREEDY_PROMPT, greedy, use_tqdm=False)[0].outputs[0].text,
-        "chat": llm.chat(GREEDY_MESSAGES, greedy, use_tqdm=False)[0].outputs[0].text,
-    }
-    engine = AsyncEngine(llm.engine)  # takes the engine over from here on
+    engine = serving_engine.engine
+    offline = {kind: out.outputs[0].text for kind, out in serving_engine.offline.items()}
     open_server, open_thread, open_url = _start(create_app(engine, MODEL))
     keyed_server, keyed_thread, keyed_url = _start(create_app(engine, MODEL, api_key=API_KEY, max_body_bytes=4096))
     yield Server(open_url, engine, offline), Server(keyed_url, engine, offline)
-    for server, thread in ((open_server, open_thread), (keyed_server, keyed_thread)):
-        server.should_exit = True
-        thread.join(timeout=10)
-    engine.shutdown()
+    stop_uvicorn(open_server, open_thread)
+    stop_uvicorn(keyed_server, keyed_thread)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,9 @@ def test_health_and_models(server, client):
 
 
 def test_chat_greedy_matches_offline_engine(server, client):
-    reply = client.chat.completions.create(model=MODEL, messages=GREEDY_MESSAGES, temperature=0, max_tokens=GREEDY_TOKENS)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=GREEDY_MESSAGES, temperature=0, max_tokens=GREEDY_TOKENS
+    )
     assert reply.object == "chat.completion"
     choice = reply.choices[0]
     assert choice.message.role == "assistant"
@@ -49,8 +51,12 @@ def test_completion_greedy_matches_offline_engine(server, client):
 
 def test_chat_stream_matches_non_stream(server, client):
     stream = client.chat.completions.create(
-        model=MODEL, messages=GREEDY_MESSAGES, temperature=0, max_tokens=GREEDY_TOKENS,
-        stream=True, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=GREEDY_MESSAGES,
+        temperature=0,
+        max_tokens=GREEDY_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
@@ -114,18 +120,22 @@ async def test_async_client_stream_and_not(server, aclient):
     )
     text = "".join([c.choices[0].text async for c in stream if c.choices])
     assert text == server.offline["completion"]
-    chat = await aclient.chat.completions.create(model=MODEL, messages=GREEDY_MESSAGES, temperature=0,
-                                                 max_tokens=GREEDY_TOKENS, stream=True)
+    chat = await aclient.chat.completions.create(
+        model=MODEL, messages=GREEDY_MESSAGES, temperature=0, max_tokens=GREEDY_TOKENS, stream=True
+    )
     assert "".join([c.choices[0].delta.content or "" async for c in chat if c.choices]) == server.offline["chat"]
 
 
 async def test_concurrent_requests_match_offline(server, aclient):
     async def one(stream: bool) -> str:
         if not stream:
-            reply = await aclient.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=GREEDY_TOKENS)
+            reply = await aclient.completions.create(
+                model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=GREEDY_TOKENS
+            )
             return reply.choices[0].text
-        chunks = await aclient.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0,
-                                                  max_tokens=GREEDY_TOKENS, stream=True)
+        chunks = await aclient.completions.create(
+            model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=GREEDY_TOKENS, stream=True
+        )
         return "".join([c.choices[0].text async for c in chunks if c.choices])
 
     texts = await asyncio.gather(*(one(i % 2 == 0) for i in range(6)))

@@ -24,7 +24,7 @@ def _read_stream(url: str, body: dict, events: list, first: threading.Event) -> 
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: "):
-                payload = line[len("data: "):]
+                payload = line[len("data: ") :]
                 events.append(payload if payload == "[DONE]" else json.loads(payload))
                 first.set()
 
@@ -36,9 +36,9 @@ def _read_flow(url: str, events: list, first: threading.Event) -> None:
         name = None
         for line in response.iter_lines():
             if line.startswith("event: "):
-                name = line[len("event: "):]
+                name = line[len("event: ") :]
             elif line.startswith("data: "):
-                events.append((name, json.loads(line[len("data: "):])))
+                events.append((name, json.loads(line[len("data: ") :])))
                 first.set()
 
 
@@ -48,9 +48,21 @@ def test_sigterm_drains_then_aborts(tmp_path):
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "serve.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vivace.cli", "serve", "--port", str(port), "--drain-timeout", str(DRAIN_SECONDS),
-         "--max-model-len", "4096"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        [
+            sys.executable,
+            "-m",
+            "vivace.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--drain-timeout",
+            str(DRAIN_SECONDS),
+            "--max-model-len",
+            "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )
     try:
         deadline = time.monotonic() + 180
@@ -68,8 +80,14 @@ def test_sigterm_drains_then_aborts(tmp_path):
         def start(max_tokens: int) -> tuple[list, threading.Thread]:
             events: list = []
             first = threading.Event()
-            body = {"model": model, "prompt": "Once upon a time", "max_tokens": max_tokens, "ignore_eos": True,
-                    "temperature": 0, "stream": True}
+            body = {
+                "model": model,
+                "prompt": "Once upon a time",
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "temperature": 0,
+                "stream": True,
+            }
             thread = threading.Thread(target=_read_stream, args=(base + "/v1/completions", body, events, first))
             thread.start()
             assert first.wait(120), "no first chunk"

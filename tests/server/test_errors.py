@@ -25,7 +25,9 @@ def error_of(response: httpx.Response, status: int) -> dict:
 
 
 def test_malformed_json(server):
-    error = error_of(post(server, "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}), 400)
+    error = error_of(
+        post(server, "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}), 400
+    )
     assert "malformed JSON" in error["message"]
 
 
@@ -35,8 +37,16 @@ def test_body_must_be_an_object(server):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", -1), ("max_tokens", 0), ("n", 1000), ("top_p", 0), ("presence_penalty", 5), ("logit_bias", {"x": 1}),
-     ("logit_bias", {"5": 101}), ("seed", 2**64)],
+    [
+        ("temperature", -1),
+        ("max_tokens", 0),
+        ("n", 1000),
+        ("top_p", 0),
+        ("presence_penalty", 5),
+        ("logit_bias", {"x": 1}),
+        ("logit_bias", {"5": 101}),
+        ("seed", 2**64),
+    ],
 )
 def test_out_of_range_values_name_the_field(server, field, value):
     error = error_of(post(server, "/v1/chat/completions", json={**CHAT, field: value}), 400)

@@ -38,11 +38,17 @@ def test_counters_follow_requests(server):
         response = httpx.post(server.base_url + "/v1/completions", json=body, timeout=60)
         assert response.status_code == 200
         usages.append(response.json()["usage"])
-    streamed = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
-                "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    streamed = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=streamed, timeout=60) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: {")]
-    usages.append(httpx.Response(200, content=lines[-1][len("data: "):]).json()["usage"])
+    usages.append(httpx.Response(200, content=lines[-1][len("data: ") :]).json()["usage"])
     bad = httpx.post(server.base_url + "/v1/completions", json={"model": MODEL, "prompt": "x", "temperature": -1})
     assert bad.status_code == 400
     after = _scrape(server.base_url)
@@ -80,8 +86,14 @@ def test_unknown_paths_share_one_label(server):
 
 class _FixedEngine:
     def stats(self) -> dict:
-        return {"num_waiting": 3, "num_running": 2, "blocks_in_use": 7, "num_blocks": 100,
-                "prompt_tokens_reused": 30, "prompt_tokens_computed": 90}
+        return {
+            "num_waiting": 3,
+            "num_running": 2,
+            "blocks_in_use": 7,
+            "num_blocks": 100,
+            "prompt_tokens_reused": 30,
+            "prompt_tokens_computed": 90,
+        }
 
 
 def _output(tokens: int, finished: bool) -> RequestOutput:
@@ -104,8 +116,12 @@ def test_latencies_on_a_hand_built_timeline(monkeypatch):
         return len([o async for o in metrics.observe(outputs(), admitted=10.0)])
 
     assert asyncio.run(drain()) == 3
-    samples = {s.name: s.value for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples
-               if not s.labels or "le" not in s.labels}
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(metrics.render().decode())
+        for s in f.samples
+        if not s.labels or "le" not in s.labels
+    }
     assert samples["vivace_time_to_first_token_seconds_sum"] == 1.0
     assert samples["vivace_inter_token_latency_seconds_count"] == 3
     assert samples["vivace_inter_token_latency_seconds_sum"] == 3.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -9,19 +11,32 @@ from typer.testing import CliRunner
 
 from vivace import cli
 from vivace.server import serve
-from vivace.server.app import ServerState
 from vivace.server.errors import APIError
+from vivace.server.state import ServerState
 
 
 def test_serve_passes_options(monkeypatch):
     calls = []
     monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append((args, kwargs)))
-    result = CliRunner().invoke(cli.app, ["serve", "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3",
-                                          "--max-model-len", "1024"])
+    result = CliRunner().invoke(
+        cli.app, ["serve", "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3", "--max-model-len", "1024"]
+    )
     assert result.exit_code == 0, result.output
-    assert calls == [(("m.gguf",), {"host": "127.0.0.1", "port": 9001, "api_key": "k", "max_queue": 3,
-                                      "max_model_len": 1024, "device": "cpu",
-                                      "drain_timeout": 30.0, "flows_dir": None})]
+    assert calls == [
+        (
+            ("m.gguf",),
+            {
+                "host": "127.0.0.1",
+                "port": 9001,
+                "api_key": "k",
+                "max_queue": 3,
+                "max_model_len": 1024,
+                "device": "cpu",
+                "drain_timeout": 30.0,
+                "flows_dir": None,
+            },
+        )
+    ]
 
 
 def test_serve_without_model_serves_the_default(monkeypatch):
@@ -29,6 +44,14 @@ def test_serve_without_model_serves_the_default(monkeypatch):
     monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append(args))
     assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
     assert calls == [(None,)]
+
+
+@pytest.mark.parametrize("first", ["vivace.server.app", "vivace.flows.server", "vivace.server.state"])
+def test_server_and_flows_import_in_any_order(first):
+    """No import cycle between the app and the flow routes (each imports ServerState from server.state)."""
+    code = f"import {first}, vivace.server.app, vivace.flows.server"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_model_name():

@@ -19,13 +19,19 @@ def _events(raw: bytes) -> list[bytes]:
     events = raw.split(b"\n\n")[:-1]
     for event in events:
         assert event.startswith(b"data: ") and b"\n" not in event
-    return [e[len(b"data: "):] for e in events]
+    return [e[len(b"data: ") :] for e in events]
 
 
 @pytest.mark.slow
 def test_completion_wire_format(server):
-    body = {"model": MODEL, "prompt": GREEDY_PROMPT, "max_tokens": GREEDY_TOKENS, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "prompt": GREEDY_PROMPT,
+        "max_tokens": GREEDY_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -49,7 +55,8 @@ def test_chat_wire_format_n2_without_usage(server):
     assert events[-1] == b"[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[0]["choices"] == [
-        {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None} for i in (0, 1)
+        {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        for i in (0, 1)
     ]
     finished = [ch["index"] for c in chunks for ch in c["choices"] if ch["finish_reason"]]
     assert sorted(finished) == [0, 1]
@@ -88,7 +95,10 @@ def _wait_for_free_blocks(server) -> int:
 @pytest.mark.slow
 def test_server_still_serves_after_disconnect(server):
     body = {"model": MODEL, "prompt": GREEDY_PROMPT, "max_tokens": GREEDY_TOKENS, "temperature": 0}
-    assert httpx.post(server.base_url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"] == server.offline["completion"]
+    assert (
+        httpx.post(server.base_url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+        == server.offline["completion"]
+    )
 
 
 # ---- without a model: the event generator over scripted engine outputs ---------------------------
@@ -112,9 +122,16 @@ async def _collect(meta, outputs: list[RequestOutput], include_usage: bool = Fal
 async def test_error_after_streaming_began_is_the_last_event():
     meta = ResponseMeta("cmpl-1", 0, MODEL, TEXT, 1)
     events = await _collect(meta, [_output("a", "a", None), _output("a", "", "error", error="RuntimeError: boom")])
-    assert events[0] == sse({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": MODEL,
-                             "choices": [{"index": 0, "text": "a", "logprobs": None, "finish_reason": None}]})
-    last = json.loads(events[-1][len(b"data: "):])
+    assert events[0] == sse(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "text": "a", "logprobs": None, "finish_reason": None}],
+        }
+    )
+    last = json.loads(events[-1][len(b"data: ") :])
     assert "boom" in last["error"]["message"] and last["error"]["type"] == "server_error"
     assert DONE not in events
 
@@ -122,9 +139,17 @@ async def test_error_after_streaming_began_is_the_last_event():
 async def test_chat_chunks_then_usage_then_done():
     meta = ResponseMeta("chatcmpl-1", 0, MODEL, CHAT, 1)
     events = await _collect(meta, [_output("He", "He", None), _output("Hello", "llo", "length")], include_usage=True)
-    bodies = [json.loads(e[len(b"data: "):]) for e in events[:-1]]
+    bodies = [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
     assert events[-1] == DONE
-    assert [b["choices"][0]["delta"] for b in bodies[:3]] == [{"role": "assistant", "content": ""}, {"content": "He"}, {"content": "llo"}]
+    assert [b["choices"][0]["delta"] for b in bodies[:3]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "He"},
+        {"content": "llo"},
+    ]
     assert bodies[2]["choices"][0]["finish_reason"] == "length"
-    assert bodies[3]["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7,
-                                  "prompt_tokens_details": {"cached_tokens": 0}}
+    assert bodies[3]["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 5,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }

@@ -146,8 +146,11 @@ def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
     assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
     assert page.evaluate("window.seen.size") > 2
-    expected = api(server, "/v1/chat/completions", {"model": MODEL, "messages": GREEDY_MESSAGES,
-                                                     "temperature": 0, "max_tokens": GREEDY_TOKENS})
+    expected = api(
+        server,
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": GREEDY_MESSAGES, "temperature": 0, "max_tokens": GREEDY_TOKENS},
+    )
     stats = stats_of(page, ".msg.assistant .stats")
     assert stats["tokens"] == expected["usage"]["completion_tokens"]
     assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
@@ -211,9 +214,15 @@ def stop_mid_stream(page, server, mode: str, field: str, prompt: str, streamed: 
 
 @pytest.mark.slow
 def test_completion_stop_button_aborts_and_frees_the_request(page, server):
-    stop_mid_stream(page, server, "completion", "#completion-prompt", "Once upon a time",
-                    "document.querySelector('#completion-output .generated').textContent.length > 0",
-                    "#completion-stats")
+    stop_mid_stream(
+        page,
+        server,
+        "completion",
+        "#completion-prompt",
+        "Once upon a time",
+        "document.querySelector('#completion-output .generated').textContent.length > 0",
+        "#completion-stats",
+    )
     assert "stopped" in page.inner_text("#completion-stats")
     assert stats_of(page, "#completion-stats")["tokens"] < 400
     wait_idle(server)  # the abort reached the engine and freed the request's KV blocks
@@ -222,9 +231,15 @@ def test_completion_stop_button_aborts_and_frees_the_request(page, server):
 
 @pytest.mark.slow
 def test_batch_stop_button_aborts_every_prompt(page, server):
-    stop_mid_stream(page, server, "batch", "#batch-prompts", "Once upon a time\nThe sea is",
-                    "[...document.querySelectorAll('.batch-panel .generated')].some(e => e.textContent.length > 0)",
-                    "#batch-summary")
+    stop_mid_stream(
+        page,
+        server,
+        "batch",
+        "#batch-prompts",
+        "Once upon a time\nThe sea is",
+        "[...document.querySelectorAll('.batch-panel .generated')].some(e => e.textContent.length > 0)",
+        "#batch-summary",
+    )
     assert "stopped" in page.inner_text("#batch-summary")
     for i in range(2):
         assert "stopped" in page.inner_text(f".batch-panel[data-index='{i}'] .stats")
@@ -276,7 +291,9 @@ def test_batch_of_four_streams_each_prompt_into_its_panel(page, server):
         assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
     summary = stats_of(page, "#batch-summary")
     assert summary["tokens"] == expected["usage"]["completion_tokens"] and summary["prompts"] == 4
-    assert sum(stats_of(page, f".batch-panel[data-index='{i}'] .stats")["tokens"] for i in range(4)) == summary["tokens"]
+    assert (
+        sum(stats_of(page, f".batch-panel[data-index='{i}'] .stats")["tokens"] for i in range(4)) == summary["tokens"]
+    )
 
 
 @pytest.mark.slow

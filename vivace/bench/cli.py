@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,8 +43,9 @@ def _named_seconds(text: str | None, option: str, known: tuple[str, ...]) -> dic
         name, eq, value = part.partition("=")
         name = name.strip()
         if not eq or name not in known:
-            raise typer.BadParameter(f"expected NAME=SECONDS with NAME one of {', '.join(known)}, got {part!r}",
-                                     param_hint=option)
+            raise typer.BadParameter(
+                f"expected NAME=SECONDS with NAME one of {', '.join(known)}, got {part!r}", param_hint=option
+            )
         try:
             out[name] = float(value)
         except ValueError:
@@ -54,51 +55,104 @@ def _named_seconds(text: str | None, option: str, known: tuple[str, ...]) -> dic
     return out
 
 
-def _workload(workload: str, num: int, max_tokens: int, input_len: int, output_len: int, dist: str,
-              spread: float, seed: int, tokenizer: Any) -> tuple[list, dict[str, Any]]:
+def _workload(
+    workload: str,
+    num: int,
+    max_tokens: int,
+    input_len: int,
+    output_len: int,
+    dist: str,
+    spread: float,
+    seed: int,
+    tokenizer: Any,
+) -> tuple[list, dict[str, Any]]:
     from vivace.bench.workloads import chat_workload, jsonl_workload, random_workload
 
     if workload == "chat":
         return chat_workload(num, max_tokens), {"kind": "chat", "max_tokens": max_tokens}
     if workload == "random":
         items = random_workload(tokenizer, num, input_len, output_len, dist, spread, seed)
-        return items, {"kind": "random", "input_len": input_len, "output_len": output_len, "dist": dist,
-                       "spread": spread, "seed": seed, "ignore_eos": True}
+        return items, {
+            "kind": "random",
+            "input_len": input_len,
+            "output_len": output_len,
+            "dist": dist,
+            "spread": spread,
+            "seed": seed,
+            "ignore_eos": True,
+        }
     return jsonl_workload(workload, max_tokens), {"kind": "jsonl", "file": workload}
 
 
 @bench_app.command("run")
 def run(
-    target: Annotated[str, typer.Argument(help="A provider id (local:, openai:MODEL, openai-compatible:MODEL@URL, ...) "
-                                               "or a server's base URL (the model is read from /v1/models).")],
-    workload: Annotated[str, typer.Option(help="'chat' (built-in prompts), 'random' (exact token lengths) "
-                                               "or a JSONL file of {prompt|messages, max_tokens}.")] = "chat",
-    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1,
-                                                        help="Requests per load level (default: 16, or the file's).")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="Seconds per load level instead of a request count.")] = None,
-    concurrency: Annotated[Optional[str], typer.Option("--concurrency", "-c",
-                                                       help="Requests in flight (default 1); a list sweeps: 1,4,16.")] = None,
-    rate: Annotated[Optional[str], typer.Option(help="Requests/s instead of a concurrency (a list sweeps; inf: all at "
-                                                     "once); --concurrency then caps requests in flight.")] = None,
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A provider id (local:, openai:MODEL, openai-compatible:MODEL@URL, ...) "
+            "or a server's base URL (the model is read from /v1/models)."
+        ),
+    ],
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="'chat' (built-in prompts), 'random' (exact token lengths) "
+            "or a JSONL file of {prompt|messages, max_tokens}."
+        ),
+    ] = "chat",
+    num_requests: Annotated[
+        int | None,
+        typer.Option("--num-requests", "-n", min=1, help="Requests per load level (default: 16, or the file's)."),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds per load level instead of a request count.")] = None,
+    concurrency: Annotated[
+        str | None, typer.Option("--concurrency", "-c", help="Requests in flight (default 1); a list sweeps: 1,4,16.")
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Requests/s instead of a concurrency (a list sweeps; inf: all at "
+            "once); --concurrency then caps requests in flight."
+        ),
+    ] = None,
     poisson: Annotated[bool, typer.Option("--poisson/--constant", help="Poisson arrivals or constant spacing.")] = True,
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up requests, not counted.")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per reply (chat and JSONL workloads, "
-                                                        "judged answers).")] = 128,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="Most tokens per reply (chat and JSONL workloads, judged answers).")
+    ] = 128,
     input_len: Annotated[int, typer.Option(min=1, help="Random workload: prompt tokens.")] = 128,
     output_len: Annotated[int, typer.Option(min=1, help="Random workload: output tokens (EOS ignored).")] = 64,
     dist: Annotated[str, typer.Option(help="Random workload lengths: fixed, uniform or normal.")] = "fixed",
     spread: Annotated[float, typer.Option(help="Relative spread of uniform/normal lengths (0..1).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for random prompts and Poisson arrivals.")] = 0,
-    slo: Annotated[Optional[str], typer.Option(help="Goodput SLO targets in seconds, e.g. ttft=0.5,tpot=0.05,e2e=5.")] = None,
+    slo: Annotated[
+        str | None, typer.Option(help="Goodput SLO targets in seconds, e.g. ttft=0.5,tpot=0.05,e2e=5.")
+    ] = None,
     targets: Annotated[str, typer.Option(help="Score targets in seconds (ttft, e2e, tpot).")] = "ttft=0.5,e2e=5",
-    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer (.gguf or HF dir) counting tokens where the "
-                                                          "server gives no usage; default: the packaged model's.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="API key for a base-URL target (never written to reports).")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="A provider id (or base URL) that scores the target's answers "
-                                                      "to reference questions 1..10, reported beside the speed.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report (every request's timeline).")] = None,
-    markdown_out: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown report.")] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report with plots.")] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer (.gguf or HF dir) counting tokens where the "
+            "server gives no usage; default: the packaged model's."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for a base-URL target (never written to reports).")
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="A provider id (or base URL) that scores the target's answers "
+            "to reference questions 1..10, reported beside the speed."
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON report (every request's timeline).")
+    ] = None,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")
+    ] = None,
 ) -> None:
     """Run a benchmark against TARGET and report it."""
     from vivace.bench.load import Load, LoadError
@@ -110,27 +164,62 @@ def run(
     caps = [int(c) for c in _floats(concurrency or "1", "--concurrency")]
     try:
         tok = load_tokenizer(tokenizer)
-        items, described = _workload(workload, num_requests or 16, max_tokens, input_len, output_len, dist, spread,
-                                     seed, tok)
+        items, described = _workload(
+            workload, num_requests or 16, max_tokens, input_len, output_len, dist, spread, seed, tok
+        )
         if rate is not None:
-            loads = [Load(rate=r, poisson=poisson, concurrency=caps[0] if concurrency else None,
-                          num_requests=num_requests, duration=duration, seed=seed) for r in _floats(rate, "--rate")]
+            loads = [
+                Load(
+                    rate=r,
+                    poisson=poisson,
+                    concurrency=caps[0] if concurrency else None,
+                    num_requests=num_requests,
+                    duration=duration,
+                    seed=seed,
+                )
+                for r in _floats(rate, "--rate")
+            ]
         else:
             loads = [Load(concurrency=c, num_requests=num_requests, duration=duration, seed=seed) for c in caps]
     except (WorkloadError, LoadError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from None
     console = Console(stderr=True)
-    result = asyncio.run(_run(target, api_key, items, loads, described, warmup, tok, slo_targets, score_targets, console,
-                              judge, max_tokens))
+    result = asyncio.run(
+        _run(
+            target,
+            api_key,
+            items,
+            loads,
+            described,
+            warmup,
+            tok,
+            slo_targets,
+            score_targets,
+            console,
+            judge,
+            max_tokens,
+        )
+    )
     from vivace.bench.report import print_report
 
     print_report(result, _stdout())
     _write_reports(result, json_out, markdown_out, html_out, console)
 
 
-async def _run(target: str, api_key: str | None, items: list, loads: list, described: dict[str, Any], warmup: int,
-               tok: Any, slo: dict[str, float] | None, targets: dict[str, float], console: Console,
-               judge: str | None, max_tokens: int) -> Any:
+async def _run(
+    target: str,
+    api_key: str | None,
+    items: list,
+    loads: list,
+    described: dict[str, Any],
+    warmup: int,
+    tok: Any,
+    slo: dict[str, float] | None,
+    targets: dict[str, float],
+    console: Console,
+    judge: str | None,
+    max_tokens: int,
+) -> Any:
     from vivace.bench.runner import run_benchmark
     from vivace.bench.target import TargetError, open_target
 
@@ -143,8 +232,14 @@ async def _run(target: str, api_key: str | None, items: list, loads: list, descr
             await judge_provider.aclose()
         console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
         raise typer.Exit(2) from None
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     task = progress.add_task("warm-up", total=None)
 
     def on_level(load: Any) -> None:
@@ -154,9 +249,18 @@ async def _run(target: str, api_key: str | None, items: list, loads: list, descr
 
     try:
         with progress:
-            result = await run_benchmark(provider, items, loads, workload=described, warmup=warmup, tokenizer=tok,
-                                         slo=slo, targets=targets, on_level=on_level,
-                                         on_done=lambda _record: progress.advance(task))
+            result = await run_benchmark(
+                provider,
+                items,
+                loads,
+                workload=described,
+                warmup=warmup,
+                tokenizer=tok,
+                slo=slo,
+                targets=targets,
+                on_level=on_level,
+                on_done=lambda _record: progress.advance(task),
+            )
         if judge_provider is not None:
             from vivace.bench.judge import run_judge
 
@@ -169,8 +273,9 @@ async def _run(target: str, api_key: str | None, items: list, loads: list, descr
             await judge_provider.aclose()
 
 
-def _write_reports(result: Any, json_out: Path | None, markdown_out: Path | None, html_out: Path | None,
-                   console: Console) -> None:
+def _write_reports(
+    result: Any, json_out: Path | None, markdown_out: Path | None, html_out: Path | None, console: Console
+) -> None:
     from vivace.bench.report import markdown
     from vivace.bench.report_html import write_html
     from vivace.bench.report_json import write_json
@@ -189,7 +294,9 @@ def _write_reports(result: Any, json_out: Path | None, markdown_out: Path | None
 @bench_app.command("compare")
 def compare(
     reports: Annotated[list[Path], typer.Argument(help="JSON reports written by `vivace bench run --json`.")],
-    level: Annotated[Optional[str], typer.Option(help="Compare at this level (e.g. c=4); default: each report's first.")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="Compare at this level (e.g. c=4); default: each report's first.")
+    ] = None,
 ) -> None:
     """Leaderboards across reports: fastest first by TTFT, by output tokens/s, by total time."""
     from vivace.bench.compare import CompareError, load_entries, print_leaderboard
@@ -200,4 +307,3 @@ def compare(
     except (CompareError, ReportFormatError) as e:
         raise typer.BadParameter(str(e), param_hint="REPORTS") from None
     print_leaderboard(entries, _stdout())
-

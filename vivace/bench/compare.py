@@ -48,8 +48,16 @@ def entry(result: BenchResult, name: str, level: str | None = None) -> Entry:
     """The compared numbers of one result at `level` (a label like 'c=4'; None: its first level)."""
     lv = _pick(result, level, name)
     s = lv.summary
-    return Entry(name=name, target=result.target, level=lv.level.label, ttft_p50=s.ttft.p50,
-                 tokens_per_s=s.output_throughput, total_time=s.duration, failed=s.failed, score=lv.scores.overall)
+    return Entry(
+        name=name,
+        target=result.target,
+        level=lv.level.label,
+        ttft_p50=s.ttft.p50,
+        tokens_per_s=s.output_throughput,
+        total_time=s.duration,
+        failed=s.failed,
+        score=lv.scores.overall,
+    )
 
 
 def ranked(entries: list[Entry], by: str) -> list[Entry]:
@@ -73,14 +81,25 @@ def load_entries(paths: list[str | Path], level: str | None = None) -> list[Entr
 def print_leaderboard(entries: list[Entry], console: Console | None = None) -> None:
     """Three leaderboards: by TTFT, by output tokens/s, by total time."""
     console = console or Console()
-    titles = {"ttft": "fastest first token (TTFT p50)", "tokens_per_s": "most output tokens/s",
-              "total_time": "shortest total time"}
+    titles = {
+        "ttft": "fastest first token (TTFT p50)",
+        "tokens_per_s": "most output tokens/s",
+        "total_time": "shortest total time",
+    }
     for by in RANKINGS:
         table = Table(title=titles[by])
         for column in ("#", "report", "target", "level", "TTFT p50 ms", "out tok/s", "total s", "failed", "score"):
             table.add_column(column, justify="left" if column in ("report", "target", "level") else "right")
         for rank, e in enumerate(ranked(entries, by), 1):
-            table.add_row(str(rank), e.name, e.target, e.level,
-                          "-" if e.ttft_p50 is None else f"{e.ttft_p50 * 1000:.1f}", f"{e.tokens_per_s:.1f}",
-                          f"{e.total_time:.2f}", str(e.failed), f"{e.score:.2f}")
+            table.add_row(
+                str(rank),
+                e.name,
+                e.target,
+                e.level,
+                "-" if e.ttft_p50 is None else f"{e.ttft_p50 * 1000:.1f}",
+                f"{e.tokens_per_s:.1f}",
+                f"{e.total_time:.2f}",
+                str(e.failed),
+                f"{e.score:.2f}",
+            )
         console.print(table)

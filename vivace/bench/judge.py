@@ -35,12 +35,19 @@ def parse_score(text: str) -> int | None:
 async def _grade(target: Provider, judge: Provider, question: str, reference: str, max_tokens: int) -> dict[str, Any]:
     item: dict[str, Any] = {"question": question, "answer": None, "score": None, "error": None}
     try:
-        answer, _ = await target.complete(GenerationRequest(messages=[{"role": "user", "content": question}],
-                                                            max_tokens=max_tokens, temperature=0.0))
+        answer, _ = await target.complete(
+            GenerationRequest(messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0.0)
+        )
         item["answer"] = answer
-        verdict, _ = await judge.complete(GenerationRequest(
-            messages=[{"role": "user", "content": _PROMPT.format(question=question, reference=reference, answer=answer)}],
-            max_tokens=8, temperature=0.0))
+        verdict, _ = await judge.complete(
+            GenerationRequest(
+                messages=[
+                    {"role": "user", "content": _PROMPT.format(question=question, reference=reference, answer=answer)}
+                ],
+                max_tokens=8,
+                temperature=0.0,
+            )
+        )
     except ProviderError as e:
         item["error"] = str(e)
         return item
@@ -54,5 +61,9 @@ async def run_judge(target: Provider, judge: Provider, max_tokens: int = 64) -> 
     """Every reference question answered by `target` and scored by `judge`; the mean over scored ones."""
     items = await asyncio.gather(*(_grade(target, judge, q, ref, max_tokens) for q, ref in REFERENCE))
     scored = [i["score"] for i in items if i["score"] is not None]
-    return {"judge": judge.id, "mean": sum(scored) / len(scored) if scored else None,
-            "scored": len(scored), "items": list(items)}
+    return {
+        "judge": judge.id,
+        "mean": sum(scored) / len(scored) if scored else None,
+        "scored": len(scored),
+        "items": list(items),
+    }

@@ -120,8 +120,13 @@ def _send_gaps(load: Load) -> Iterator[float]:
             yield rng.expovariate(load.rate) if load.poisson else 1.0 / load.rate
 
 
-async def run_level(provider: Provider, items: list[WorkItem], load: Load, tokenizer: Tokenizer | None = None,
-                    on_done: OnDone | None = None) -> LevelResult:
+async def run_level(
+    provider: Provider,
+    items: list[WorkItem],
+    load: Load,
+    tokenizer: Tokenizer | None = None,
+    on_done: OnDone | None = None,
+) -> LevelResult:
     """Run one load level over `items` (cycled when a duration asks for more) and record every request."""
     if not items:
         raise LoadError("the workload has no requests")
@@ -143,6 +148,7 @@ async def run_level(provider: Provider, items: list[WorkItem], load: Load, token
             on_done(record)
 
     if load.mode == "concurrency":
+
         async def worker() -> None:
             while (index := next_index()) is not None:
                 await one(index)
@@ -170,8 +176,12 @@ async def run_level(provider: Provider, items: list[WorkItem], load: Load, token
         await asyncio.gather(*tasks)
     duration = time.perf_counter() - t0
     records.sort(key=lambda r: r.index)
-    return LevelResult(mode=load.mode, value=float(load.rate if load.rate is not None else load.concurrency or 1),
-                       duration=duration, records=records)
+    return LevelResult(
+        mode=load.mode,
+        value=float(load.rate if load.rate is not None else load.concurrency or 1),
+        duration=duration,
+        records=records,
+    )
 
 
 async def warm_up(provider: Provider, items: list[WorkItem], count: int, concurrency: int = 1) -> None:

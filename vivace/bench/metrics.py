@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 from vivace.bench.records import LevelResult, RequestRecord
 
@@ -119,7 +120,7 @@ def itls(record: RequestRecord) -> list[float]:
         return []
     content = [c for c in record.chunks if c.text]
     out: list[float] = []
-    for prev, cur in zip(content, content[1:]):
+    for prev, cur in pairwise(content):
         k = max(cur.tokens, 1)
         out.extend([(cur.t - prev.t) / k] * k)
     return out

@@ -31,14 +31,14 @@ def latency_distributions(result: BenchResult) -> str:
         "ITL (ms)": lambda recs: [x for r in recs for x in metrics.itls(r)],
         "E2E latency (ms)": lambda recs: [metrics.e2e(r) for r in recs],
     }
-    for ax, (title, values_of) in zip(axes, series.items()):
+    for ax, (title, values_of) in zip(axes, series.items(), strict=True):
         per_level = [[v * 1000 for v in values_of(lv.level.records) if v is not None] for lv in result.levels]
         everything = [v for values in per_level for v in values]
         if not everything:
             continue
         lo, hi = min(everything), max(everything)
         bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 1  # shared bins: comparable bars
-        for lv, values in zip(result.levels, per_level):
+        for lv, values in zip(result.levels, per_level, strict=True):
             if values:
                 ax.hist(values, bins=bins, alpha=0.5, label=lv.level.label)
         ax.set_title(title)

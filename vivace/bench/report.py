@@ -9,8 +9,21 @@ from vivace.bench.metrics import Stats
 from vivace.bench.result import BenchResult
 
 # latencies in ms except E2E (s); tok/s = output tokens/s of the whole level; goodput in requests/s
-COLUMNS = ("level", "ok", "fail", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p50", "E2E p50",
-           "E2E p99", "goodput", "score")
+COLUMNS = (
+    "level",
+    "ok",
+    "fail",
+    "req/s",
+    "tok/s",
+    "TTFT p50",
+    "TTFT p99",
+    "TPOT p50",
+    "ITL p50",
+    "E2E p50",
+    "E2E p99",
+    "goodput",
+    "score",
+)
 UNITS = "TTFT, TPOT, ITL in ms; E2E in s; tok/s = output tokens/s; req/s and goodput in requests/s"
 
 
@@ -28,19 +41,30 @@ def rows(result: BenchResult) -> list[list[str]]:
     for lv in result.levels:
         s = lv.summary
         ttft, tpot, itl, e2e = s.ttft, s.tpot, s.itl, s.e2e
-        out.append([
-            lv.level.label, str(s.completed), str(s.failed), f"{s.request_throughput:.2f}",
-            f"{s.output_throughput:.1f}", _ms(ttft.p50), _ms(ttft.p99), _ms(tpot.p50), _ms(itl.p50),
-            _s(e2e.p50), _s(e2e.p99), _s(s.goodput), f"{lv.scores.overall:.2f}",
-        ])
+        out.append(
+            [
+                lv.level.label,
+                str(s.completed),
+                str(s.failed),
+                f"{s.request_throughput:.2f}",
+                f"{s.output_throughput:.1f}",
+                _ms(ttft.p50),
+                _ms(ttft.p99),
+                _ms(tpot.p50),
+                _ms(itl.p50),
+                _s(e2e.p50),
+                _s(e2e.p99),
+                _s(s.goodput),
+                f"{lv.scores.overall:.2f}",
+            ]
+        )
     return out
 
 
 def failures(result: BenchResult) -> list[tuple[str, int, int | None, str]]:
     """Every failed request: (level, index, HTTP status, error)."""
     return [
-        (lv.level.label, r.index, r.status, r.error or "")
-        for lv in result.levels for r in lv.level.records if not r.ok
+        (lv.level.label, r.index, r.status, r.error or "") for lv in result.levels for r in lv.level.records if not r.ok
     ]
 
 
@@ -82,30 +106,62 @@ def print_report(result: BenchResult, console: Console | None = None) -> None:
 
 def markdown(result: BenchResult) -> str:
     """The report as Markdown: summary table, per-level percentiles, scores and failures."""
-    lines = [f"# vivace bench: {result.target}", "", f"Run {result.created}; workload: "
-             + ", ".join(f"{k}={v}" for k, v in result.workload.items()), ""]
+    lines = [
+        f"# vivace bench: {result.target}",
+        "",
+        f"Run {result.created}; workload: " + ", ".join(f"{k}={v}" for k, v in result.workload.items()),
+        "",
+    ]
     lines += [UNITS + ".", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
     for lv in result.levels:
         s = lv.summary
-        lines += ["", f"## {lv.level.label}", "", f"{s.completed} completed, {s.failed} failed in {s.duration:.2f} s; "
-                  f"{s.input_tokens} input and {s.output_tokens} output tokens; "
-                  f"{s.output_throughput:.1f} output tok/s, {s.total_token_throughput:.1f} total tok/s.", "",
-                  "| metric | mean | p50 | p90 | p95 | p99 |", "|---|---|---|---|---|---|",
-                  _stats_line("TTFT", s.ttft, 1000, "ms"), _stats_line("TPOT", s.tpot, 1000, "ms"),
-                  _stats_line("ITL", s.itl, 1000, "ms"), _stats_line("E2E", s.e2e, 1, "s"),
-                  _stats_line("output tok/s per request", s.request_output_throughput, 1, "tok/s"), "",
-                  "Scores: " + ", ".join(f"{k} {v:.2f} (target {lv.scores.targets[k]:g} s)"
-                                         for k, v in lv.scores.metrics.items()) + f"; overall {lv.scores.overall:.2f}."]
+        lines += [
+            "",
+            f"## {lv.level.label}",
+            "",
+            f"{s.completed} completed, {s.failed} failed in {s.duration:.2f} s; "
+            f"{s.input_tokens} input and {s.output_tokens} output tokens; "
+            f"{s.output_throughput:.1f} output tok/s, {s.total_token_throughput:.1f} total tok/s.",
+            "",
+            "| metric | mean | p50 | p90 | p95 | p99 |",
+            "|---|---|---|---|---|---|",
+            _stats_line("TTFT", s.ttft, 1000, "ms"),
+            _stats_line("TPOT", s.tpot, 1000, "ms"),
+            _stats_line("ITL", s.itl, 1000, "ms"),
+            _stats_line("E2E", s.e2e, 1, "s"),
+            _stats_line("output tok/s per request", s.request_output_throughput, 1, "tok/s"),
+            "",
+            "Scores: "
+            + ", ".join(f"{k} {v:.2f} (target {lv.scores.targets[k]:g} s)" for k, v in lv.scores.metrics.items())
+            + f"; overall {lv.scores.overall:.2f}.",
+        ]
     failed = failures(result)
     if failed:
-        lines += ["", f"## Failed requests ({len(failed)})", "", "| level | request | status | error |", "|---|---|---|---|"]
-        lines += [f"| {label} | {index} | {status if status is not None else '-'} | {error.replace('|', '/')} |"
-                  for label, index, status, error in failed]
+        lines += [
+            "",
+            f"## Failed requests ({len(failed)})",
+            "",
+            "| level | request | status | error |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {index} | {status if status is not None else '-'} | {error.replace('|', '/')} |"
+            for label, index, status, error in failed
+        ]
     if result.judge:
-        lines += ["", "## Quality", "", judge_line(result.judge) + ".", "", "| question | score | answer or error |",
-                  "|---|---|---|"]
-        lines += [f"| {i['question']} | {i['score'] if i['score'] is not None else '-'} | "
-                  f"{(i['error'] or i['answer'] or '').replace('|', '/').replace(chr(10), ' ')[:200]} |"
-                  for i in result.judge.get("items", [])]
+        lines += [
+            "",
+            "## Quality",
+            "",
+            judge_line(result.judge) + ".",
+            "",
+            "| question | score | answer or error |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {i['question']} | {i['score'] if i['score'] is not None else '-'} | "
+            f"{(i['error'] or i['answer'] or '').replace('|', '/').replace(chr(10), ' ')[:200]} |"
+            for i in result.judge.get("items", [])
+        ]
     return "\n".join(lines) + "\n"

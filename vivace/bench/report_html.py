@@ -30,15 +30,23 @@ def _percentiles(result: BenchResult) -> str:
     for lv in result.levels:
         s = lv.summary
         body = []
-        for name, st, scale in (("TTFT ms", s.ttft, 1000), ("TPOT ms", s.tpot, 1000), ("ITL ms", s.itl, 1000),
-                                ("E2E s", s.e2e, 1), ("output tok/s per request", s.request_output_throughput, 1)):
-            body.append([name] + ["-" if v is None else f"{v * scale:.2f}"
-                                  for v in (st.mean, st.p50, st.p90, st.p95, st.p99)])
+        for name, st, scale in (
+            ("TTFT ms", s.ttft, 1000),
+            ("TPOT ms", s.tpot, 1000),
+            ("ITL ms", s.itl, 1000),
+            ("E2E s", s.e2e, 1),
+            ("output tok/s per request", s.request_output_throughput, 1),
+        ):
+            body.append(
+                [name] + ["-" if v is None else f"{v * scale:.2f}" for v in (st.mean, st.p50, st.p90, st.p95, st.p99)]
+            )
         scores = ", ".join(f"{k} {v:.2f} (target {lv.scores.targets[k]:g} s)" for k, v in lv.scores.metrics.items())
-        parts.append(f"<h3>{html.escape(lv.level.label)}</h3><p>{s.completed} completed, {s.failed} failed in "
-                     f"{s.duration:.2f} s; {s.input_tokens} input, {s.output_tokens} output tokens. "
-                     f"Scores: {html.escape(scores)}; overall {lv.scores.overall:.2f}.</p>"
-                     + _table(["metric", "mean", "p50", "p90", "p95", "p99"], body))
+        parts.append(
+            f"<h3>{html.escape(lv.level.label)}</h3><p>{s.completed} completed, {s.failed} failed in "
+            f"{s.duration:.2f} s; {s.input_tokens} input, {s.output_tokens} output tokens. "
+            f"Scores: {html.escape(scores)}; overall {lv.scores.overall:.2f}.</p>"
+            + _table(["metric", "mean", "p50", "p90", "p95", "p99"], body)
+        )
     return "".join(parts)
 
 
@@ -47,30 +55,38 @@ def html_report(result: BenchResult) -> str:
     failed = failures(result)
     failed_html = (
         f"<h2 class='failed'>Failed requests ({len(failed)})</h2>"
-        + _table(["level", "request", "status", "error"],
-                 [[label, str(i), "-" if st is None else str(st), err] for label, i, st, err in failed])
-        if failed else "<p>No failed requests.</p>"
+        + _table(
+            ["level", "request", "status", "error"],
+            [[label, str(i), "-" if st is None else str(st), err] for label, i, st, err in failed],
+        )
+        if failed
+        else "<p>No failed requests.</p>"
     )
     judge = ""
     if result.judge:
-        judge = (f"<h2>Quality</h2><p>{html.escape(judge_line(result.judge))}</p>"
-                 + _table(["question", "score", "answer or error"],
-                          [[i["question"], "-" if i["score"] is None else str(i["score"]), i["error"] or i["answer"] or ""]
-                           for i in result.judge.get("items", [])]))
+        judge = f"<h2>Quality</h2><p>{html.escape(judge_line(result.judge))}</p>" + _table(
+            ["question", "score", "answer or error"],
+            [
+                [i["question"], "-" if i["score"] is None else str(i["score"]), i["error"] or i["answer"] or ""]
+                for i in result.judge.get("items", [])
+            ],
+        )
     workload = ", ".join(f"{k}={v}" for k, v in result.workload.items())
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>vivace bench: {html.escape(result.target)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>vivace bench: {html.escape(result.target)}</h1>"
         f"<p>Run {html.escape(result.created)}; workload: {html.escape(workload)}</p>"
-        + _table(COLUMNS, rows(result)) + f"<p>{html.escape(UNITS)}.</p>"
+        + _table(COLUMNS, rows(result))
+        + f"<p>{html.escape(UNITS)}.</p>"
         + failed_html
         + "<h2>Latency distributions</h2>"
         f"<img alt='latency distributions' src='data:image/png;base64,{latency_distributions(result)}'>"
         "<h2>Throughput and TTFT against load</h2>"
         f"<img alt='throughput and TTFT against load' src='data:image/png;base64,{against_load(result)}'>"
         + judge
-        + "<h2>Percentiles</h2>" + _percentiles(result)
+        + "<h2>Percentiles</h2>"
+        + _percentiles(result)
         + "</body></html>\n"
     )
 

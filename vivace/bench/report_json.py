@@ -56,45 +56,55 @@ def _json_safe(value: Any) -> Any:
 
 def to_dict(result: BenchResult) -> dict[str, Any]:
     """The result as JSON-ready values in the versioned schema."""
-    return _json_safe({
-        "schema": SCHEMA,
-        "version": VERSION,
-        "created": result.created,
-        "target": redact(result.target),
-        "workload": result.workload,
-        "settings": result.settings,
-        "judge": result.judge,
-        "levels": [
-            {
-                "mode": lv.level.mode,
-                "value": lv.level.value,
-                "label": lv.level.label,
-                "duration": lv.level.duration,
-                "summary": lv.summary.to_dict(),
-                "scores": lv.scores.to_dict(),
-                "requests": [_record_dict(r) for r in lv.level.records],
-            }
-            for lv in result.levels
-        ],
-    })
+    return _json_safe(
+        {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "created": result.created,
+            "target": redact(result.target),
+            "workload": result.workload,
+            "settings": result.settings,
+            "judge": result.judge,
+            "levels": [
+                {
+                    "mode": lv.level.mode,
+                    "value": lv.level.value,
+                    "label": lv.level.label,
+                    "duration": lv.level.duration,
+                    "summary": lv.summary.to_dict(),
+                    "scores": lv.scores.to_dict(),
+                    "requests": [_record_dict(r) for r in lv.level.records],
+                }
+                for lv in result.levels
+            ],
+        }
+    )
 
 
 def from_dict(data: Any) -> BenchResult:
     """Read a result back from its JSON values; other schemas or versions raise ReportFormatError."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ReportFormatError("not a vivace bench report (no \"schema\": \"vivace-bench\")")
+        raise ReportFormatError('not a vivace bench report (no "schema": "vivace-bench")')
     if data.get("version") != VERSION:
-        raise ReportFormatError(f"vivace bench report version {data.get('version')!r}; this vivace reads version {VERSION}")
+        raise ReportFormatError(
+            f"vivace bench report version {data.get('version')!r}; this vivace reads version {VERSION}"
+        )
     try:
         levels = []
         for lv in data["levels"]:
-            records = [
-                RequestRecord(**{**r, "chunks": [Chunk(**c) for c in r["chunks"]]}) for r in lv["requests"]
-            ]
+            records = [RequestRecord(**{**r, "chunks": [Chunk(**c) for c in r["chunks"]]}) for r in lv["requests"]]
             level = LevelResult(mode=lv["mode"], value=float(lv["value"]), duration=lv["duration"], records=records)
-            levels.append(LevelReport(level=level, summary=Summary.from_dict(lv["summary"]), scores=Scores(**lv["scores"])))
-        return BenchResult(target=data["target"], workload=data["workload"], settings=data["settings"],
-                           created=data["created"], levels=levels, judge=data.get("judge"))
+            levels.append(
+                LevelReport(level=level, summary=Summary.from_dict(lv["summary"]), scores=Scores(**lv["scores"]))
+            )
+        return BenchResult(
+            target=data["target"],
+            workload=data["workload"],
+            settings=data["settings"],
+            created=data["created"],
+            levels=levels,
+            judge=data.get("judge"),
+        )
     except (KeyError, TypeError) as e:
         raise ReportFormatError(f"malformed vivace bench report: {type(e).__name__}: {e}") from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from vivace.bench.load import Load, OnDone, run_level, warm_up
@@ -32,7 +32,7 @@ async def run_benchmark(
     """Warm up (not recorded), then run every load level over `items` and summarise each."""
     if not loads:
         raise ValueError("no load levels to run")
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     await warm_up(provider, items, warmup, loads[0].concurrency or 1)
     settings = {"warmup": warmup, "slo": slo, "targets": targets, "loads": [asdict(load) for load in loads]}
     result = BenchResult(target=provider.id, workload=workload, settings=settings, created=created)

@@ -33,8 +33,10 @@ def served_model(base_url: str, api_key: str | None = None, timeout: float = 10.
     except httpx.HTTPError as e:
         raise TargetError(f"cannot reach {url}: {e}") from None
     if response.status_code != 200:
-        raise TargetError(f"{url} answered HTTP {response.status_code}; pass a provider id "
-                          f"(openai-compatible:MODEL@{api_base(base_url)}) to name the model yourself")
+        raise TargetError(
+            f"{url} answered HTTP {response.status_code}; pass a provider id "
+            f"(openai-compatible:MODEL@{api_base(base_url)}) to name the model yourself"
+        )
     try:
         models = response.json()["data"]
         return str(models[0]["id"])

@@ -66,15 +66,22 @@ def random_prompt(tokenizer: Tokenizer, length: int, rng: random.Random, words: 
     raise WorkloadError(f"could not build a prompt of exactly {length} tokens with this tokenizer")
 
 
-def random_workload(tokenizer: Tokenizer, n: int, input_len: int, output_len: int, dist: str = "fixed",
-                    spread: float = 0.0, seed: int = 0) -> list[WorkItem]:
+def random_workload(
+    tokenizer: Tokenizer,
+    n: int,
+    input_len: int,
+    output_len: int,
+    dist: str = "fixed",
+    spread: float = 0.0,
+    seed: int = 0,
+) -> list[WorkItem]:
     """`n` raw prompts of exact input lengths, each asking for its output length with ignore_eos."""
     inputs = sample_lengths(n, input_len, dist, spread, seed)
     outputs = sample_lengths(n, output_len, dist, spread, seed + 1)
     rng, words = random.Random(seed), _single_token_words(tokenizer)
     return [
         WorkItem(GenerationRequest(prompt=random_prompt(tokenizer, i, rng, words), max_tokens=o, ignore_eos=True), i)
-        for i, o in zip(inputs, outputs)
+        for i, o in zip(inputs, outputs, strict=True)
     ]
 
 
@@ -83,8 +90,11 @@ def chat_workload(n: int, max_tokens: int = 128) -> list[WorkItem]:
     if n < 1 or max_tokens < 1:
         raise WorkloadError(f"need n >= 1 and max_tokens >= 1, got n={n}, max_tokens={max_tokens}")
     return [
-        WorkItem(GenerationRequest(messages=[{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}],
-                                   max_tokens=max_tokens))
+        WorkItem(
+            GenerationRequest(
+                messages=[{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}], max_tokens=max_tokens
+            )
+        )
         for i in range(n)
     ]
 
@@ -102,8 +112,9 @@ def _item_from_json(obj: Any, where: str, default_max_tokens: int) -> WorkItem:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise WorkloadError(f"{where}: 'max_tokens' must be a positive integer, got {max_tokens!r}")
     sampling = {k: obj[k] for k in _SAMPLING_FIELDS if k in obj}
-    return WorkItem(GenerationRequest(prompt=obj.get("prompt"), messages=obj.get("messages"),
-                                      max_tokens=max_tokens, **sampling))
+    return WorkItem(
+        GenerationRequest(prompt=obj.get("prompt"), messages=obj.get("messages"), max_tokens=max_tokens, **sampling)
+    )
 
 
 def jsonl_workload(path: str | Path, default_max_tokens: int = 128) -> list[WorkItem]:

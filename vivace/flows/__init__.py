@@ -7,7 +7,24 @@ from vivace.flows.model import Flow, FlowError, FlowInput, Step
 from vivace.flows.pool import ProviderPool
 
 __all__ = [
-    "Flow", "FlowBuilder", "FlowError", "FlowEvent", "FlowFinished", "FlowInput", "FlowResult", "ProviderPool",
-    "Step", "StepDelta", "StepError", "StepFailed", "StepFinished", "StepStarted", "collect", "find_flow",
-    "load_flow", "load_flows", "loads_flow", "run_flow",
+    "Flow",
+    "FlowBuilder",
+    "FlowError",
+    "FlowEvent",
+    "FlowFinished",
+    "FlowInput",
+    "FlowResult",
+    "ProviderPool",
+    "Step",
+    "StepDelta",
+    "StepError",
+    "StepFailed",
+    "StepFinished",
+    "StepStarted",
+    "collect",
+    "find_flow",
+    "load_flow",
+    "load_flows",
+    "loads_flow",
+    "run_flow",
 ]

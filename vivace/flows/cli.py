@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group
@@ -17,8 +17,12 @@ from rich.text import Text
 from vivace.flows.events import FlowEvent, FlowFinished, StepDelta, StepFailed, StepFinished, StepStarted
 from vivace.flows.model import Flow, FlowError, normalize_provider
 
-flow_app = typer.Typer(name="flow", help="Run prompt flows: steps run as soon as their inputs are ready.",
-                       no_args_is_help=True, add_completion=False)
+flow_app = typer.Typer(
+    name="flow",
+    help="Run prompt flows: steps run as soon as their inputs are ready.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 TAIL_LINES = 8  # lines of each step's text kept on screen
 
@@ -75,13 +79,20 @@ class LivePanels:
             pane.note = event.error
 
     def __rich__(self) -> Group:
-        panels = [Panel(p.body(), title=f"{name} · {p.state}", title_align="left", border_style=_STYLE[p.state])
-                  for name, p in self.panes.items()]
+        panels = [
+            Panel(p.body(), title=f"{name} · {p.state}", title_align="left", border_style=_STYLE[p.state])
+            for name, p in self.panes.items()
+        ]
         if self.finished is not None:
             f = self.finished
-            panels.append(Text(f"wall {f.wall_time:.2f}s · critical path {f.critical_path_time:.2f}s "
-                               f"({' -> '.join(f.critical_path)}) · steps one after another {f.step_time_sum:.2f}s"
-                               + ("" if f.ok else f" · failed: {', '.join(f.failed)}"), style="bold"))
+            panels.append(
+                Text(
+                    f"wall {f.wall_time:.2f}s · critical path {f.critical_path_time:.2f}s "
+                    f"({' -> '.join(f.critical_path)}) · steps one after another {f.step_time_sum:.2f}s"
+                    + ("" if f.ok else f" · failed: {', '.join(f.failed)}"),
+                    style="bold",
+                )
+            )
         return Group(*panels)
 
 
@@ -108,8 +119,10 @@ async def _run(flow: Flow, inputs: dict[str, str], as_json: bool, console: Conso
         async with aclosing(run_flow(flow, inputs, pool)) as events:
             if as_json:
                 async for event in events:
-                    print(json.dumps({"event": event.kind, **event.to_dict()}, ensure_ascii=False, default=str),
-                          flush=True)
+                    print(
+                        json.dumps({"event": event.kind, **event.to_dict()}, ensure_ascii=False, default=str),
+                        flush=True,
+                    )
                     panels.update(event)
             else:
                 with Live(panels, console=console, refresh_per_second=8, vertical_overflow="visible"):
@@ -124,8 +137,11 @@ async def _run(flow: Flow, inputs: dict[str, str], as_json: bool, console: Conso
 @flow_app.command("run")
 def run(
     file: Annotated[str, typer.Argument(help="A flow YAML file, or the name of a packaged example (recipe).")],
-    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="An input as key=value; repeat.")] = None,
-    provider: Annotated[Optional[str], typer.Option(help="Run the steps without their own provider on this one, e.g. local: or groq:MODEL.")] = None,
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="An input as key=value; repeat.")] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(help="Run the steps without their own provider on this one, e.g. local: or groq:MODEL."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line instead of panels.")] = False,
 ) -> None:
     """Run a flow, drawing a live panel per step; exits 1 if a step failed."""

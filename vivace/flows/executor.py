@@ -66,8 +66,11 @@ class _Run:
         self.tokens = 0
         self.t0 = 0.0
         self.templates = {
-            name: (ENV.from_string(s.prompt), ENV.from_string(s.system) if s.system is not None else None,
-                   ENV.compile_expression(s.for_each) if s.for_each is not None else None)
+            name: (
+                ENV.from_string(s.prompt),
+                ENV.from_string(s.system) if s.system is not None else None,
+                ENV.compile_expression(s.for_each) if s.for_each is not None else None,
+            )
             for name, s in flow.steps.items()
         }
 
@@ -151,14 +154,20 @@ class _Run:
             i, first = errors[0]
             if not isinstance(first, StepError):
                 raise first
-            raise StepError(f"step {step.name!r}: {len(errors)} of {len(items)} items failed; item {i}: {first}",
-                            first.reason)
+            raise StepError(
+                f"step {step.name!r}: {len(errors)} of {len(items)} items failed; item {i}: {first}", first.reason
+            )
         done: list[StepFinished] = results  # type: ignore[assignment]
-        return StepFinished(step.name, "\n".join(r.text for r in done), [r.value for r in done],
-                            tokens=sum(r.tokens for r in done), prompt_tokens=sum(r.prompt_tokens for r in done),
-                            started_at=start, finished_at=end,
-                            parse_error="; ".join(f"item {r.index}: {r.parse_error}" for r in done if r.parse_error)
-                            or None)
+        return StepFinished(
+            step.name,
+            "\n".join(r.text for r in done),
+            [r.value for r in done],
+            tokens=sum(r.tokens for r in done),
+            prompt_tokens=sum(r.prompt_tokens for r in done),
+            started_at=start,
+            finished_at=end,
+            parse_error="; ".join(f"item {r.index}: {r.parse_error}" for r in done if r.parse_error) or None,
+        )
 
     async def _item(self, step: Step, context: dict[str, Any], index: int) -> StepFinished:
         self.emit(StepStarted(step.name, index, at=self.now()))
@@ -177,8 +186,14 @@ class _Run:
             system = system_t.render(context) if system_t is not None else None
         except jinja2.TemplateError as e:
             raise StepError(f"step {step.name!r}: its template failed to render: {e}") from None
-        sampling = {"max_tokens": step.max_tokens, "temperature": step.temperature, "top_p": step.top_p,
-                    "top_k": step.top_k, "seed": step.seed, "stop": step.stop}
+        sampling = {
+            "max_tokens": step.max_tokens,
+            "temperature": step.temperature,
+            "top_p": step.top_p,
+            "top_k": step.top_k,
+            "seed": step.seed,
+            "stop": step.stop,
+        }
         if not step.chat:
             return GenerationRequest(prompt=(system + "\n\n" if system else "") + prompt, **sampling)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
@@ -224,15 +239,19 @@ class _Run:
             value = parse(step.parser, text)
         except ParseError as e:
             if step.default is None:
-                raise StepError(f"step {step.name!r}: {e} (parser {step.parser!r}; give the step a default "
-                                f"to carry on with it instead)") from None
+                raise StepError(
+                    f"step {step.name!r}: {e} (parser {step.parser!r}; give the step a default "
+                    f"to carry on with it instead)"
+                ) from None
             value, parse_error = step.default, str(e)
-        return StepFinished(step.name, text, value, index, tokens, prompt_tokens, started, finished,
-                            finish_reason, parse_error)
+        return StepFinished(
+            step.name, text, value, index, tokens, prompt_tokens, started, finished, finish_reason, parse_error
+        )
 
 
-async def run_flow(flow: Flow, inputs: dict[str, Any], providers: ProviderPool | None = None, *,
-                   max_concurrent: int | None = None) -> AsyncIterator[FlowEvent]:
+async def run_flow(
+    flow: Flow, inputs: dict[str, Any], providers: ProviderPool | None = None, *, max_concurrent: int | None = None
+) -> AsyncIterator[FlowEvent]:
     """The events of one run of `flow`; leave the iteration (or cancel it) to cancel the run.
 
     `max_concurrent` caps model calls in flight (1 runs the steps one after another, the baseline the
@@ -244,8 +263,9 @@ async def run_flow(flow: Flow, inputs: dict[str, Any], providers: ProviderPool |
             yield event
 
 
-async def collect(flow: Flow, inputs: dict[str, Any], providers: ProviderPool | None = None, *,
-                  max_concurrent: int | None = None) -> FlowResult:
+async def collect(
+    flow: Flow, inputs: dict[str, Any], providers: ProviderPool | None = None, *, max_concurrent: int | None = None
+) -> FlowResult:
     """Run `flow` to the end and return its FlowResult."""
     steps: dict[str, StepFinished | StepFailed] = {}
     events: list[FlowEvent] = []

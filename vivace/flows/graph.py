@@ -22,7 +22,7 @@ def topological_order(deps: Mapping[str, Set[str]]) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            raise CycleError(path[path.index(name):] + [name])
+            raise CycleError(path[path.index(name) :] + [name])
         state[name] = 1
         for dep in sorted(deps[name]):
             visit(dep, path + [name])

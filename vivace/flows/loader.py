@@ -27,9 +27,19 @@ STEP_FIELDS = {f.name: f for f in dataclasses.fields(Step) if f.init and f.name 
 _TOP_KEYS = {"name", "description", "provider", "inputs", "defaults", "steps"}
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
-    "prompt": (str,), "system": (str,), "provider": (str,), "parser": (str,), "for_each": (str,),
-    "max_tokens": (int,), "temperature": _NUMBER, "top_p": _NUMBER, "top_k": (int,), "seed": (int,),
-    "stop": (list,), "timeout": _NUMBER, "chat": (bool,),
+    "prompt": (str,),
+    "system": (str,),
+    "provider": (str,),
+    "parser": (str,),
+    "for_each": (str,),
+    "max_tokens": (int,),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "top_k": (int,),
+    "seed": (int,),
+    "stop": (list,),
+    "timeout": _NUMBER,
+    "chat": (bool,),
 }
 
 
@@ -39,16 +49,21 @@ def step_from_options(flow: str, name: str, options: dict[str, Any]) -> Step:
         raise FlowError(f"flow {flow!r}, step {name!r}: expected a mapping of options, got {options!r}")
     unknown = sorted(set(options) - set(STEP_FIELDS))
     if unknown:
-        raise FlowError(f"flow {flow!r}, step {name!r}: unknown option(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(STEP_FIELDS)}")
+        raise FlowError(
+            f"flow {flow!r}, step {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(STEP_FIELDS)}"
+        )
     if "prompt" not in options:
         raise FlowError(f"flow {flow!r}, step {name!r} has no prompt")
     for key, value in options.items():
         types = _TYPES.get(key)
-        if types and value is not None and (not isinstance(value, types) or
-                                            (isinstance(value, bool) and bool not in types)):
-            raise FlowError(f"flow {flow!r}, step {name!r}: {key} must be {' or '.join(t.__name__ for t in types)}, "
-                            f"got {value!r}")
+        if (
+            types
+            and value is not None
+            and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types))
+        ):
+            raise FlowError(
+                f"flow {flow!r}, step {name!r}: {key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+            )
     if options.get("stop") is not None and not all(isinstance(s, str) for s in options["stop"]):
         raise FlowError(f"flow {flow!r}, step {name!r}: stop must be a list of strings")
     return Step(name=name, **options)
@@ -87,8 +102,7 @@ def _inputs(flow: str, raw: Any) -> list[FlowInput]:
     if isinstance(raw, list):
         raw = {entry: {} for entry in raw} if all(isinstance(e, str) for e in raw) else None
     if not isinstance(raw, dict):
-        raise FlowError(f"flow {flow!r}: 'inputs' must map input names to a description or "
-                        "{description:, default:}")
+        raise FlowError(f"flow {flow!r}: 'inputs' must map input names to a description or {{description:, default:}}")
     out = []
     for name, spec in raw.items():
         if spec is None or isinstance(spec, str):

@@ -97,8 +97,14 @@ class Flow:
     description: str = ""
 
     @classmethod
-    def build(cls, name: str, inputs: list[FlowInput | str], steps: list[Step], provider: str | None = None,
-              description: str = "") -> Flow:
+    def build(
+        cls,
+        name: str,
+        inputs: list[FlowInput | str],
+        steps: list[Step],
+        provider: str | None = None,
+        description: str = "",
+    ) -> Flow:
         """A checked flow: names valid and unique, references known, no cycles; fills `depends_on`."""
         if not isinstance(name, str) or not NAME_RE.match(name.replace("-", "_")):
             raise FlowError(f"flow name {name!r} must be letters, digits, '_' or '-'")
@@ -117,8 +123,10 @@ class Flow:
             if step.name in specs:
                 raise FlowError(f"flow {name!r}: {step.name!r} is both an input and a step")
             if step.parser is not None and step.parser not in PARSERS:
-                raise FlowError(f"flow {name!r}, step {step.name!r}: unknown parser {step.parser!r}; "
-                                f"use one of {', '.join(sorted(PARSERS))}")
+                raise FlowError(
+                    f"flow {name!r}, step {step.name!r}: unknown parser {step.parser!r}; "
+                    f"use one of {', '.join(sorted(PARSERS))}"
+                )
             if not isinstance(step.max_tokens, int) or step.max_tokens < 1:
                 raise FlowError(f"flow {name!r}, step {step.name!r}: max_tokens must be a positive integer")
             if step.timeout is not None and step.timeout <= 0:
@@ -149,15 +157,19 @@ class Flow:
         """The inputs a run sees: `given` checked against the declared ones, defaults filled in."""
         unknown = sorted(set(given) - set(self.inputs))
         if unknown:
-            raise FlowError(f"flow {self.name!r} has no input {', '.join(map(repr, unknown))}; "
-                            f"its inputs are {', '.join(self.inputs) or '(none)'}")
+            raise FlowError(
+                f"flow {self.name!r} has no input {', '.join(map(repr, unknown))}; "
+                f"its inputs are {', '.join(self.inputs) or '(none)'}"
+            )
         values = {}
         for spec in self.inputs.values():
             if spec.name in given:
                 values[spec.name] = given[spec.name]
             elif spec.required:
-                raise FlowError(f"flow {self.name!r} needs input {spec.name!r}"
-                                + (f" ({spec.description})" if spec.description else ""))
+                raise FlowError(
+                    f"flow {self.name!r} needs input {spec.name!r}"
+                    + (f" ({spec.description})" if spec.description else "")
+                )
             else:
                 values[spec.name] = spec.default
         return values
@@ -168,10 +180,20 @@ class Flow:
             "name": self.name,
             "description": self.description,
             "provider": self.provider,
-            "inputs": [{"name": i.name, "description": i.description, "default": i.default, "required": i.required}
-                       for i in self.inputs.values()],
-            "steps": [{"name": s.name, "depends_on": sorted(s.depends_on), "for_each": s.for_each,
-                       "parser": s.parser, "provider": s.provider or self.provider} for s in self.steps.values()],
+            "inputs": [
+                {"name": i.name, "description": i.description, "default": i.default, "required": i.required}
+                for i in self.inputs.values()
+            ],
+            "steps": [
+                {
+                    "name": s.name,
+                    "depends_on": sorted(s.depends_on),
+                    "for_each": s.for_each,
+                    "parser": s.parser,
+                    "provider": s.provider or self.provider,
+                }
+                for s in self.steps.values()
+            ],
         }
 
 
@@ -187,8 +209,9 @@ def referenced_names(flow: str, step: str, what: str, source: str) -> set[str]:
     try:
         ast = ENV.parse(source)
     except jinja2.TemplateSyntaxError as e:
-        raise FlowError(f"flow {flow!r}, step {step!r}: {what} template has a syntax error on line {e.lineno}: "
-                        f"{e.message}") from None
+        raise FlowError(
+            f"flow {flow!r}, step {step!r}: {what} template has a syntax error on line {e.lineno}: {e.message}"
+        ) from None
     return set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
 
 
@@ -196,8 +219,9 @@ def _expression_names(flow: str, step: str, expression: str) -> set[str]:
     try:
         ENV.compile_expression(expression)
     except jinja2.TemplateSyntaxError as e:
-        raise FlowError(f"flow {flow!r}, step {step!r}: for_each {expression!r} is not an expression: "
-                        f"{e.message}") from None
+        raise FlowError(
+            f"flow {flow!r}, step {step!r}: for_each {expression!r} is not an expression: {e.message}"
+        ) from None
     return set(meta.find_undeclared_variables(ENV.parse("{{ " + expression + " }}"))) - set(ENV.globals)
 
 
@@ -213,7 +237,9 @@ def _dependencies(flow: str, step: Step, inputs: dict[str, FlowInput], steps: di
     unknown = sorted(n for n in names if n not in inputs and n not in steps)
     if unknown:
         hint = " (item and index exist only in a for_each step)" if set(unknown) & ITEM_NAMES else ""
-        raise FlowError(f"flow {flow!r}, step {step.name!r} references {', '.join(map(repr, unknown))}, which is "
-                        f"neither an input ({', '.join(inputs) or 'none'}) nor a step "
-                        f"({', '.join(steps)}){hint}")
+        raise FlowError(
+            f"flow {flow!r}, step {step.name!r} references {', '.join(map(repr, unknown))}, which is "
+            f"neither an input ({', '.join(inputs) or 'none'}) nor a step "
+            f"({', '.join(steps)}){hint}"
+        )
     return frozenset(n for n in names if n in steps)

@@ -95,7 +95,10 @@ def as_items(value: Any) -> list[Any]:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "json": parse_json, "line": parse_line, "lines": parse_lines, "list": parse_list,
+    "json": parse_json,
+    "line": parse_line,
+    "lines": parse_lines,
+    "list": parse_list,
 }
 
 

@@ -17,8 +17,9 @@ class ProviderPool:
     needs it, off the event loop since loading a model blocks, and closed by `aclose()`.
     """
 
-    def __init__(self, given: dict[str, Provider] | None = None,
-                 factory: Callable[[str], Provider] | None = None) -> None:
+    def __init__(
+        self, given: dict[str, Provider] | None = None, factory: Callable[[str], Provider] | None = None
+    ) -> None:
         self._given = {normalize(k): v for k, v in (given or {}).items()}
         self._built: dict[str, Provider] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -20,8 +20,8 @@ from vivace.flows.executor import run_flow
 from vivace.flows.model import Flow, FlowError
 from vivace.flows.pool import ProviderPool
 from vivace.providers.local import LocalProvider
-from vivace.server.app import ServerState
 from vivace.server.errors import APIError, as_api_error
+from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -72,8 +72,9 @@ def flows_router(flows: dict[str, Flow], pool: ProviderPool, state: ServerState)
     async def run(name: str, request: Request) -> Response:
         flow = flows.get(name)
         if flow is None:
-            raise APIError(404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}",
-                           code="flow_not_found")
+            raise APIError(
+                404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}", code="flow_not_found"
+            )
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
@@ -98,8 +99,9 @@ def install_flows(app: FastAPI, v1: APIRouter, flows: dict[str, Flow], state: Se
     @app.get("/flows/{name}", include_in_schema=False)
     async def page(name: str) -> FileResponse:
         if name not in flows:
-            raise APIError(404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}",
-                           code="flow_not_found")
+            raise APIError(
+                404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}", code="flow_not_found"
+            )
         return FileResponse(WEB_DIR / "flow.html", media_type="text/html", headers=_NO_CACHE)
 
     app.mount("/flows-static", StaticFiles(directory=WEB_DIR), name="flows-static")

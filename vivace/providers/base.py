@@ -54,8 +54,9 @@ class Delta:
 class ProviderError(RuntimeError):
     """A provider failed a request; `status` is the HTTP status where there was one."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
-                 retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, retryable: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -80,5 +81,5 @@ class Provider(ABC):
             last = delta
         return "".join(parts), last
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (an optional hook: not every provider holds anything)
         """Release connections, engines or threads the provider holds."""

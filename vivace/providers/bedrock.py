@@ -17,11 +17,22 @@ from vivace.providers.base import Delta, GenerationRequest, Provider, ProviderEr
 from vivace.providers.thread_stream import iterate_in_thread
 
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-_STATUS_OF_CODE = {"ThrottlingException": 429, "throttlingException": 429, "ServiceUnavailableException": 503,
-                   "serviceUnavailableException": 503, "InternalServerException": 500,
-                   "internalServerException": 500, "ModelStreamErrorException": 500, "modelStreamErrorException": 500,
-                   "ModelNotReadyException": 503, "ModelTimeoutException": 408, "ValidationException": 400,
-                   "validationException": 400, "AccessDeniedException": 403, "ResourceNotFoundException": 404}
+_STATUS_OF_CODE = {
+    "ThrottlingException": 429,
+    "throttlingException": 429,
+    "ServiceUnavailableException": 503,
+    "serviceUnavailableException": 503,
+    "InternalServerException": 500,
+    "internalServerException": 500,
+    "ModelStreamErrorException": 500,
+    "modelStreamErrorException": 500,
+    "ModelNotReadyException": 503,
+    "ModelTimeoutException": 408,
+    "ValidationException": 400,
+    "validationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+}
 _RETRYABLE_CODES = {"ThrottlingException", "throttlingException", "ModelNotReadyException", "ModelTimeoutException"}
 
 
@@ -53,8 +64,9 @@ def bedrock_messages(request: GenerationRequest) -> tuple[list[dict[str, Any]], 
             else:
                 messages.append({"role": role, "content": [{"text": content}]})
         else:
-            raise ProviderError(f"bedrock: message {i} has role {role!r}; expected system, user or assistant",
-                                status=400)
+            raise ProviderError(
+                f"bedrock: message {i} has role {role!r}; expected system, user or assistant", status=400
+            )
     return system, messages
 
 
@@ -65,8 +77,12 @@ def converse_kwargs(model_id: str, request: GenerationRequest) -> dict[str, Any]
     if system:
         kwargs["system"] = system
     config: dict[str, Any] = {}
-    for ours, theirs in (("max_tokens", "maxTokens"), ("temperature", "temperature"), ("top_p", "topP"),
-                         ("stop", "stopSequences")):
+    for ours, theirs in (
+        ("max_tokens", "maxTokens"),
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("stop", "stopSequences"),
+    ):
         value = getattr(request, ours)
         if value is not None:
             config[theirs] = value
@@ -83,17 +99,22 @@ def as_provider_error(model_id: str, exc: Exception) -> ProviderError | None:
     from botocore import exceptions as bx
 
     if isinstance(exc, bx.NoCredentialsError):
-        return ProviderError(f"bedrock:{model_id}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", status=401)
+        return ProviderError(
+            f"bedrock:{model_id}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+            status=401,
+        )
     if isinstance(exc, bx.ClientError):  # EventStreamError (mid-stream exception events) is one too
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = _STATUS_OF_CODE.get(code) or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         retryable = code in _RETRYABLE_CODES or (status is not None and (status == 429 or status >= 500))
-        return ProviderError(f"bedrock:{model_id}: {code}: {error.get('Message', exc)}", status=status,
-                             retryable=retryable)
-    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-                        bx.ConnectionClosedError)):
+        return ProviderError(
+            f"bedrock:{model_id}: {code}: {error.get('Message', exc)}", status=status, retryable=retryable
+        )
+    if isinstance(
+        exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+    ):
         return ProviderError(f"bedrock:{model_id}: connection failed ({type(exc).__name__}: {exc})", retryable=True)
     return None
 
@@ -101,9 +122,17 @@ def as_provider_error(model_id: str, exc: Exception) -> ProviderError | None:
 class BedrockProvider(Provider):
     """Streams Converse responses; `client` (a bedrock-runtime boto3 client) overrides the one built here."""
 
-    def __init__(self, model_id: str, *, region: str | None = None, endpoint_url: str | None = None,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0, profile: str | None = None,
-                 client: Any = None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        profile: str | None = None,
+        client: Any = None,
+    ) -> None:
         self.model_id = model_id
         self.id = f"bedrock:{model_id}"
         if client is None:
@@ -111,8 +140,11 @@ class BedrockProvider(Provider):
             from botocore.config import Config
             from botocore.exceptions import NoRegionError, ProfileNotFound
 
-            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                            retries={"total_max_attempts": 1, "mode": "standard"})
+            config = Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+            )
             region = region or os.environ.get("AWS_REGION")  # older botocore reads only AWS_DEFAULT_REGION
             try:
                 # A session of its own: boto3's default session caches credentials from whenever it was first used.
@@ -121,8 +153,9 @@ class BedrockProvider(Provider):
             except ProfileNotFound as exc:
                 raise ProviderError(f"{self.id}: {exc}", status=400) from None
             except NoRegionError:
-                raise ProviderError(f"{self.id}: no AWS region; set AWS_REGION (or AWS_DEFAULT_REGION) "
-                                    "or pass region=", status=400) from None
+                raise ProviderError(
+                    f"{self.id}: no AWS region; set AWS_REGION (or AWS_DEFAULT_REGION) or pass region=", status=400
+                ) from None
         self.client = client
 
     def __repr__(self) -> str:

@@ -14,8 +14,12 @@ class AllProvidersFailedError(ProviderError):
     def __init__(self, errors: list[tuple[str, ProviderError]]) -> None:
         summary = "; ".join(f"{pid}: {exc}" for pid, exc in errors)
         last = errors[-1][1]
-        super().__init__(f"all {len(errors)} providers failed: {summary}", status=last.status,
-                         retry_after=last.retry_after, retryable=any(e.retryable for _, e in errors))
+        super().__init__(
+            f"all {len(errors)} providers failed: {summary}",
+            status=last.status,
+            retry_after=last.retry_after,
+            retryable=any(e.retryable for _, e in errors),
+        )
         self.errors = errors
 
 

@@ -65,7 +65,8 @@ class HFProvider(Provider):
         self._transformers = transformers
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True, **gguf)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=getattr(torch, dtype), **gguf, **model_options).to(device)
+            directory, local_files_only=True, dtype=getattr(torch, dtype), **gguf, **model_options
+        ).to(device)
         self.model.eval()
         self.device = device
         eos = self.model.generation_config.eos_token_id
@@ -90,8 +91,12 @@ class HFProvider(Provider):
         if request.temperature == 0:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
-            kwargs.update(do_sample=True, temperature=1.0 if request.temperature is None else request.temperature,
-                          top_p=1.0 if request.top_p is None else request.top_p, top_k=request.top_k or 0)
+            kwargs.update(
+                do_sample=True,
+                temperature=1.0 if request.temperature is None else request.temperature,
+                top_p=1.0 if request.top_p is None else request.top_p,
+                top_k=request.top_k or 0,
+            )
         if request.ignore_eos:
             kwargs["min_new_tokens"] = max_new  # EOS is masked until max_new tokens exist
         kwargs.update(request.extra)
@@ -117,9 +122,12 @@ class HFProvider(Provider):
             def generate() -> None:
                 try:
                     with torch.inference_mode():
-                        self.model.generate(torch.tensor([ids], device=self.device), streamer=streamer,
-                                            stopping_criteria=self._transformers.StoppingCriteriaList([Halt()]),
-                                            **kwargs)
+                        self.model.generate(
+                            torch.tensor([ids], device=self.device),
+                            streamer=streamer,
+                            stopping_criteria=self._transformers.StoppingCriteriaList([Halt()]),
+                            **kwargs,
+                        )
                 except BaseException as exc:  # noqa: BLE001 - reported to the caller below
                     failure.append(exc)
                     streamer.end()
@@ -134,8 +142,9 @@ class HFProvider(Provider):
             if failure:
                 raise ProviderError(f"{self.id}: generate failed: {failure[0]}", status=500) from failure[0]
 
-    def _deltas(self, streamer: _IdStreamer, halt: threading.Event, prompt_len: int,
-                request: GenerationRequest) -> Iterator[Delta]:
+    def _deltas(
+        self, streamer: _IdStreamer, halt: threading.Event, prompt_len: int, request: GenerationRequest
+    ) -> Iterator[Delta]:
         matcher = StopStringMatcher(list(request.stop or []))
         generated: list[int] = []
         emitted = ""  # text of `generated` already decoded and passed through the matcher
@@ -153,7 +162,7 @@ class HFProvider(Provider):
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
             if text.endswith("\ufffd"):  # an unfinished multi-byte character: wait for its next token
                 continue
-            out, stopped = matcher.feed(text[len(emitted):])
+            out, stopped = matcher.feed(text[len(emitted) :])
             emitted = text
             if stopped:
                 finish = "stop"

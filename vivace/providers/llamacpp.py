@@ -23,8 +23,9 @@ def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError:
-        raise ProviderError("llamacpp: providers need llama-cpp-python; install it with "
-                            "`pip install 'vivace[llamacpp]'`") from None
+        raise ProviderError(
+            "llamacpp: providers need llama-cpp-python; install it with `pip install 'vivace[llamacpp]'`"
+        ) from None
     return llama_cpp
 
 
@@ -46,13 +47,20 @@ class LlamaCppProvider(Provider):
         self.id = f"llamacpp:{path}"
         self._llama_cpp = llama_cpp
         try:
-            self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, **llama_options)
+            self.llm = llama_cpp.Llama(
+                model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, **llama_options
+            )
         except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
             raise ProviderError(f"{self.id}: {exc}", status=400) from None
         template = self.llm.metadata.get("tokenizer.chat_template")
         bos, eos = self.llm.token_bos(), self.llm.token_eos()
-        self._formatter = None if template is None else llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=self._piece(eos), bos_token=self._piece(bos))
+        self._formatter = (
+            None
+            if template is None
+            else llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=self._piece(eos), bos_token=self._piece(bos)
+            )
+        )
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -76,9 +84,11 @@ class LlamaCppProvider(Provider):
             n_ctx = self.llm.n_ctx()
             max_tokens = request.max_tokens if request.max_tokens is not None else n_ctx - len(prompt)
             if len(prompt) + max_tokens > n_ctx:
-                raise ProviderError(f"{self.id}: prompt ({len(prompt)} tokens) + max_tokens ({max_tokens}) exceeds "
-                                    f"the context ({n_ctx}); lower max_tokens or load with a larger n_ctx",
-                                    status=400)
+                raise ProviderError(
+                    f"{self.id}: prompt ({len(prompt)} tokens) + max_tokens ({max_tokens}) exceeds "
+                    f"the context ({n_ctx}); lower max_tokens or load with a larger n_ctx",
+                    status=400,
+                )
             if request.seed is not None:
                 self.llm.set_seed(request.seed)
             temperature = 1.0 if request.temperature is None else request.temperature
@@ -92,9 +102,15 @@ class LlamaCppProvider(Provider):
             context = list(prompt)
             generated, pending = 0, 0  # pending: tokens whose text is not out yet
             text, finish = "", "length"
-            for token in self.llm.generate(prompt, temp=temperature, top_k=request.top_k or 0,
-                                           top_p=1.0 if request.top_p is None else request.top_p, min_p=0.0,
-                                           repeat_penalty=1.0, logits_processor=processors):
+            for token in self.llm.generate(
+                prompt,
+                temp=temperature,
+                top_k=request.top_k or 0,
+                top_p=1.0 if request.top_p is None else request.top_p,
+                min_p=0.0,
+                repeat_penalty=1.0,
+                logits_processor=processors,
+            ):
                 if stop.is_set():
                     return
                 if not request.ignore_eos and self._llama_cpp.llama_vocab_is_eog(vocab, token):

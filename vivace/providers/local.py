@@ -10,27 +10,34 @@ from typing import Any
 from vivace.engine.async_engine import AsyncEngine, EngineDeadError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.outputs import RequestOutput
+from vivace.engine.request_params import sampling_params_from_fields
 from vivace.providers.base import Delta, GenerationRequest, Provider, ProviderError, Usage
 
+# GenerationRequest fields that are sampling fields (None = not given; max_tokens None = no limit).
+_REQUEST_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "ignore_eos")
 # GenerationRequest.extra keys that map straight onto SamplingParams fields.
-_EXTRA_SAMPLING = ("min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "min_tokens",
-                   "logit_bias", "stop_token_ids")
+_EXTRA_SAMPLING = (
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "min_tokens",
+    "logit_bias",
+    "stop_token_ids",
+)
 
 
 def sampling_params_for(request: GenerationRequest) -> SamplingParams:
     """The engine's SamplingParams for a request; bad values raise ProviderError(status=400)."""
-    kwargs: dict[str, Any] = {"max_tokens": request.max_tokens, "ignore_eos": request.ignore_eos}
-    for name in ("temperature", "top_p", "top_k", "seed", "stop"):
-        value = getattr(request, name)
-        if value is not None:
-            kwargs[name] = value
     unknown = sorted(set(request.extra) - set(_EXTRA_SAMPLING))
     if unknown:
-        raise ProviderError(f"local provider does not understand extra field(s) {unknown}; "
-                            f"supported: {list(_EXTRA_SAMPLING)}", status=400)
-    kwargs.update(request.extra)
+        raise ProviderError(
+            f"local provider does not understand extra field(s) {unknown}; supported: {list(_EXTRA_SAMPLING)}",
+            status=400,
+        )
+    fields = {name: getattr(request, name) for name in _REQUEST_SAMPLING}
     try:
-        return SamplingParams(**kwargs)
+        return sampling_params_from_fields({**fields, **request.extra})
     except InvalidParameterError as exc:
         raise ProviderError(str(exc), status=400) from exc
 
@@ -77,11 +84,16 @@ class LocalProvider(Provider):
                     if choice.delta or new_tokens:
                         yield Delta(text=choice.delta, tokens=new_tokens)
                     continue
-                yield Delta(text=choice.delta, tokens=new_tokens, finish_reason=choice.finish_reason,
-                            usage=Usage(len(out.prompt_token_ids), len(choice.token_ids)))
+                yield Delta(
+                    text=choice.delta,
+                    tokens=new_tokens,
+                    finish_reason=choice.finish_reason,
+                    usage=Usage(len(out.prompt_token_ids), len(choice.token_ids)),
+                )
 
-    async def _outputs(self, prompt: str | list[int], params: SamplingParams,
-                       request_id: str) -> AsyncIterator[RequestOutput]:
+    async def _outputs(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
         """The engine's outputs with its errors turned into ProviderErrors."""
         try:
             async with aclosing(self.engine.generate(prompt, params, request_id=request_id)) as outputs:

@@ -23,8 +23,13 @@ HOSTS: dict[str, tuple[str, str]] = {
     "together": ("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
 }
 COMPATIBLE_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
-_STATUS_OF_TYPE = {"rate_limit_error": 429, "server_error": 500, "invalid_request_error": 400,
-                   "authentication_error": 401, "not_found_error": 404}
+_STATUS_OF_TYPE = {
+    "rate_limit_error": 429,
+    "server_error": 500,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "not_found_error": 404,
+}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -49,9 +54,18 @@ def _retryable(status: int) -> bool:
 class OpenAICompatibleProvider(Provider):
     """Chat messages go to /chat/completions, raw prompts to /completions, both streamed with usage."""
 
-    def __init__(self, model: str, base_url: str, *, api_key: Secret | str | None = None, id: str | None = None,
-                 timeout: float = 60.0, connect_timeout: float = 10.0, read_timeout: float | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api_key: Secret | str | None = None,
+        id: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.model = model
@@ -64,8 +78,9 @@ class OpenAICompatibleProvider(Provider):
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def hosted(cls, host: str, model: str, *, api_key: str | None = None, base_url: str | None = None,
-               **options: Any) -> OpenAICompatibleProvider:
+    def hosted(
+        cls, host: str, model: str, *, api_key: str | None = None, base_url: str | None = None, **options: Any
+    ) -> OpenAICompatibleProvider:
         """A known host (`openai`, `fireworks`, `groq`, `together`); its key from the environment or config file."""
         if host not in HOSTS:
             raise ValueError(f"unknown host {host!r}; known: {sorted(HOSTS)}")
@@ -74,8 +89,9 @@ class OpenAICompatibleProvider(Provider):
         return cls(model, base_url or default_url, api_key=key, id=f"{host}:{model}", **options)
 
     @classmethod
-    def compatible(cls, model: str, base_url: str, *, api_key: str | None = None,
-                   **options: Any) -> OpenAICompatibleProvider:
+    def compatible(
+        cls, model: str, base_url: str, *, api_key: str | None = None, **options: Any
+    ) -> OpenAICompatibleProvider:
         """Any OpenAI-compatible server; a key is optional (`api_key`, OPENAI_COMPATIBLE_API_KEY or config)."""
         key = find_api_key("openai-compatible", COMPATIBLE_KEY_ENV, api_key)
         return cls(model, base_url, api_key=key, **options)
@@ -132,12 +148,16 @@ class OpenAICompatibleProvider(Provider):
                         if "error" in data or event.event == "error":
                             raise self._stream_error(data)
                         if data.get("usage"):
-                            usage = Usage(int(data["usage"].get("prompt_tokens") or 0),
-                                          int(data["usage"].get("completion_tokens") or 0))
+                            usage = Usage(
+                                int(data["usage"].get("prompt_tokens") or 0),
+                                int(data["usage"].get("completion_tokens") or 0),
+                            )
                         for choice in data.get("choices") or []:
                             if choice.get("index", 0) != 0:
                                 continue
-                            text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+                            text = (
+                                (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+                            )
                             if text:
                                 yield Delta(text=text)
                             finish = choice.get("finish_reason") or finish
@@ -160,9 +180,12 @@ class OpenAICompatibleProvider(Provider):
             message = err.get("message", message) if isinstance(err, dict) else str(err)
         except ValueError:
             pass
-        return self._error(f"HTTP {response.status_code}: {message}", status=response.status_code,
-                           retry_after=parse_retry_after(response.headers.get("retry-after")),
-                           retryable=_retryable(response.status_code))
+        return self._error(
+            f"HTTP {response.status_code}: {message}",
+            status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retryable=_retryable(response.status_code),
+        )
 
     def _stream_error(self, data: dict[str, Any]) -> ProviderError:
         err = data.get("error", data)
@@ -171,8 +194,9 @@ class OpenAICompatibleProvider(Provider):
         status = code if isinstance(code, int) else None
         if status is None and isinstance(err, dict):  # OpenAI's error types name the class of failure
             status = _STATUS_OF_TYPE.get(str(err.get("type")))
-        return self._error(f"error in stream: {message}", status=status,
-                           retryable=status is not None and _retryable(status))
+        return self._error(
+            f"error in stream: {message}", status=status, retryable=status is not None and _retryable(status)
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

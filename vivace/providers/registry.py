@@ -26,7 +26,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """Split `kind:model` into its parts, checking the kind."""
     kind, colon, model = spec.strip().partition(":")
     if not colon:
-        raise UnknownProviderError(f"provider id {spec!r} has no ':'; expected KIND:MODEL with KIND one of {list(KINDS)}")
+        raise UnknownProviderError(
+            f"provider id {spec!r} has no ':'; expected KIND:MODEL with KIND one of {list(KINDS)}"
+        )
     if kind not in KINDS:
         raise UnknownProviderError(f"unknown provider {kind!r} in {spec!r}; known: {list(KINDS)}")
     if not model and kind != "local":
@@ -58,7 +60,11 @@ def get_provider(spec: str, **options: Any) -> Provider:
     if retries > 0:
         from vivace.providers.retry import RetryingProvider, RetryPolicy
 
-        policy = RetryPolicy(max_retries=retries) if backoff is None else RetryPolicy(max_retries=retries, base_delay=backoff)
+        policy = (
+            RetryPolicy(max_retries=retries)
+            if backoff is None
+            else RetryPolicy(max_retries=retries, base_delay=backoff)
+        )
         provider = RetryingProvider(provider, policy)
     return provider
 

@@ -41,7 +41,7 @@ class RetryPolicy:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
-        backoff = min(self.max_delay, self.base_delay * 2 ** attempt)
+        backoff = min(self.max_delay, self.base_delay * 2**attempt)
         return backoff * (rng or random).uniform(1.0 - self.jitter, 1.0)
 
 

@@ -11,7 +11,9 @@ T = TypeVar("T")
 _END = object()
 
 
-async def iterate_in_thread(produce: Callable[[threading.Event], Iterator[T]], name: str = "vivace-provider") -> AsyncIterator[T]:
+async def iterate_in_thread(
+    produce: Callable[[threading.Event], Iterator[T]], name: str = "vivace-provider"
+) -> AsyncIterator[T]:
     """Run `produce(stop)` on a thread and yield its items; leaving early sets `stop` and closes the iterator.
 
     `produce` should check `stop` between items when one item can take long (a generate loop does).

@@ -6,8 +6,8 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -15,20 +15,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.classify import classify_requests, label_probabilities
-from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.config import SamplingParams
 from vivace.engine.outputs import RequestOutput
+from vivace.flows.model import Flow
+from vivace.flows.server import install_flows
 from vivace.server.errors import APIError, install_handlers, parse_body
-from vivace.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
+from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
-from vivace.server.shapes import CHAT, TEXT, LogprobFormatter, ResponseMeta, full_body
+from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
+from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
 from vivace.server.ui import mount_ui
 
-if TYPE_CHECKING:
-    from vivace.flows.model import Flow
-
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
 
 T = TypeVar("T")
 
@@ -60,46 +59,6 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-class ServerState:
-    """What the handlers share: the engine, the served name, admission limits."""
-
-    def __init__(self, engine: AsyncEngine, model_name: str, api_key: str | None, max_queue: int | None) -> None:
-        self.engine = engine
-        self.model_name = model_name
-        self.api_key = api_key
-        # Requests beyond the running batch that may wait; more are refused with 429.
-        self.max_in_flight = None if max_queue is None else engine.engine.config.max_num_seqs + max_queue
-        self.in_flight = 0
-        self.draining = False  # set on shutdown: nothing new is admitted
-        self.created = int(time.time())
-        self.logprobs = LogprobFormatter(engine.tokenizer)
-        self.metrics = ServerMetrics(engine, lambda: self.in_flight)
-
-    def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
-        """A wrapper recording one response's prompts in the metrics, timed from now."""
-        admitted = time.perf_counter()
-        return lambda outputs: self.metrics.observe(outputs, admitted)
-
-    def admit(self) -> None:
-        if self.draining:
-            raise APIError(503, "the server is shutting down", code="server_shutdown")
-        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
-            raise APIError(429, f"the server is full ({self.in_flight} requests in flight); retry later",
-                           code="queue_full", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        self.in_flight += 1
-
-    def release(self) -> None:
-        self.in_flight -= 1
-
-    def check_model(self, model: str) -> None:
-        if model != self.model_name:
-            raise APIError(404, f"model {model!r} not found; this server serves {self.model_name!r}",
-                           "model", "model_not_found")
-
-    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        return self.engine.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
-
-
 def create_app(
     engine: AsyncEngine,
     model_name: str,
@@ -122,7 +81,9 @@ def create_app(
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
-            raise APIError(401, "missing or invalid API key; send 'Authorization: Bearer <key>'", code="invalid_api_key")
+            raise APIError(
+                401, "missing or invalid API key; send 'Authorization: Bearer <key>'", code="invalid_api_key"
+            )
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
@@ -147,7 +108,7 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
         state.check_model(body.model)
-        params = _params(body)
+        params = body.sampling_params()
         prompt = state.chat_prompt(body)
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
         return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
@@ -170,20 +131,25 @@ def create_app(
         state.admit()
         observe = state.observed()
         try:
-            outs = await asyncio.gather(*(
-                _last(observe(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from)))
-                for i, (ids, score_from) in enumerate(requests)
-            ))
+            outs = await asyncio.gather(
+                *(
+                    _last(observe(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from)))
+                    for i, (ids, score_from) in enumerate(requests)
+                )
+            )
         finally:
             state.release()
         probs = label_probabilities(body.labels, [o.prompt_logprobs or [] for o in outs])
         best = max(probs, key=probs.__getitem__)
-        return {"object": "classification", "model": state.model_name, "label": best, "probabilities": probs,
-                "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)}}
+        return {
+            "object": "classification",
+            "model": state.model_name,
+            "label": best,
+            "probabilities": probs,
+            "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)},
+        }
 
     if flows is not None:
-        from vivace.flows.server import install_flows
-
         install_flows(app, v1, flows, state)
     app.include_router(v1)
     mount_ui(app)
@@ -197,19 +163,14 @@ async def _last(outputs: AsyncIterator[RequestOutput]) -> RequestOutput:
     return final  # type: ignore[return-value]
 
 
-def _params(body: ChatCompletionRequest) -> SamplingParams:
-    """The chat request's SamplingParams; a max_tokens error names max_completion_tokens when that was sent."""
-    try:
-        return body.sampling_params()
-    except InvalidParameterError as e:
-        if e.param == "max_tokens" and body.max_completion_tokens is not None:
-            raise InvalidParameterError("max_completion_tokens", str(e).split(": ", 1)[1]) from None
-        raise
-
-
 def _model_card(state: ServerState) -> dict[str, Any]:
-    return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "vivace",
-            "max_model_len": state.engine.engine.max_model_len}
+    return {
+        "id": state.model_name,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "vivace",
+        "max_model_len": state.engine.engine.max_model_len,
+    }
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -234,8 +195,13 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 async def _respond(
-    request: Request, state: ServerState, meta: ResponseMeta, prompts: list[str | list[int]], params: SamplingParams,
-    stream: bool, include_usage: bool,
+    request: Request,
+    state: ServerState,
+    meta: ResponseMeta,
+    prompts: list[str | list[int]],
+    params: SamplingParams,
+    stream: bool,
+    include_usage: bool,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     state.admit()

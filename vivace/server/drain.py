@@ -9,7 +9,7 @@ import time
 
 import uvicorn
 
-from vivace.server.app import ServerState
+from vivace.server.state import ServerState
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,14 @@ _TYPES = {
 class APIError(Exception):
     """An error a handler returns to the client as-is."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -76,7 +82,9 @@ def _validation_error(errors: list[Any]) -> APIError:
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     field = loc[0] if loc else None  # the top-level field; deeper parts name union members
     if first.get("type") == "extra_forbidden":
-        return APIError(400, f"unsupported field {field!r}: this server does not accept it", field, "unsupported_parameter")
+        return APIError(
+            400, f"unsupported field {field!r}: this server does not accept it", field, "unsupported_parameter"
+        )
     if first.get("type") == "missing":
         return APIError(400, f"missing required field {field!r}", field, "missing_required_parameter")
     return APIError(400, f"{'.'.join(loc)}: {first.get('msg', 'invalid value')}", field, "invalid_value")

@@ -21,12 +21,69 @@ from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.outputs import RequestOutput
 
 # Buckets as vLLM's /metrics uses them, so dashboards built for it read ours the same way.
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                20.0, 40.0, 80.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-               40.0, 80.0)
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-               480.0, 960.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,16 +98,20 @@ class _EngineGauges(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.engine.stats()
         reused, computed = stats["prompt_tokens_reused"], stats["prompt_tokens_computed"]
-        yield _gauge("vivace_num_requests_waiting", "Requests queued in the engine, not yet scheduled.",
-                     stats["num_waiting"])
+        yield _gauge(
+            "vivace_num_requests_waiting", "Requests queued in the engine, not yet scheduled.", stats["num_waiting"]
+        )
         yield _gauge("vivace_num_requests_running", "Requests in the engine's running batch.", stats["num_running"])
-        yield _gauge("vivace_requests_in_flight", "Requests admitted by the server and not yet answered.",
-                     self.in_flight())
+        yield _gauge(
+            "vivace_requests_in_flight", "Requests admitted by the server and not yet answered.", self.in_flight()
+        )
         yield _gauge("vivace_kv_blocks_in_use", "KV cache blocks held by requests.", stats["blocks_in_use"])
         yield _gauge("vivace_kv_blocks_total", "KV cache blocks in the pool.", stats["num_blocks"])
-        yield _gauge("vivace_prefix_cache_hit_ratio",
-                     "Share of prompt tokens served from the prefix cache instead of computed.",
-                     reused / (reused + computed) if reused + computed else 0.0)
+        yield _gauge(
+            "vivace_prefix_cache_hit_ratio",
+            "Share of prompt tokens served from the prefix cache instead of computed.",
+            reused / (reused + computed) if reused + computed else 0.0,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -63,16 +124,29 @@ class ServerMetrics:
     def __init__(self, engine: AsyncEngine, in_flight: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("vivace_requests", "Finished HTTP requests by endpoint and status code.",
-                                ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            "vivace_requests", "Finished HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
+        )
         self.prompt_tokens = Counter("vivace_prompt_tokens", "Prompt tokens of admitted requests.", registry=r)
         self.generation_tokens = Counter("vivace_generation_tokens", "Tokens generated.", registry=r)
-        self.ttft = Histogram("vivace_time_to_first_token_seconds", "Admission to first generated token.",
-                              buckets=TTFT_BUCKETS, registry=r)
-        self.itl = Histogram("vivace_inter_token_latency_seconds", "Time between a choice's successive tokens.",
-                             buckets=ITL_BUCKETS, registry=r)
-        self.e2e = Histogram("vivace_e2e_request_latency_seconds", "Admission to the last output of a prompt.",
-                             buckets=E2E_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "vivace_time_to_first_token_seconds",
+            "Admission to first generated token.",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "vivace_inter_token_latency_seconds",
+            "Time between a choice's successive tokens.",
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "vivace_e2e_request_latency_seconds",
+            "Admission to the last output of a prompt.",
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
         r.register(_EngineGauges(engine, in_flight))
 
     def render(self) -> bytes:

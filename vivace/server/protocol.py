@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.request_params import sampling_params_from_fields
 
 MAX_N = 16  # choices per request: each one holds its own KV blocks
 
@@ -66,36 +67,14 @@ class _SamplingRequest(_Strict):
     def include_usage(self) -> bool:
         return self.stream and self.stream_options is not None and self.stream_options.include_usage
 
-    def _max_tokens(self) -> int | None:
-        return self.max_tokens
-
-    def _num_logprobs(self) -> int | None:
-        return None
-
     def sampling_params(self) -> SamplingParams:
-        """The engine's SamplingParams; range errors raise InvalidParameterError naming the field."""
-        kwargs: dict[str, Any] = {"n": self.n, "max_tokens": self._max_tokens(), "logprobs": self._num_logprobs()}
-        for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                     "repetition_penalty", "seed", "ignore_eos", "min_tokens"):
-            value = getattr(self, name)
-            if value is not None:
-                kwargs[name] = value
-        if self.stop is not None:
-            kwargs["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
-        if self.logit_bias:
-            kwargs["logit_bias"] = _logit_bias(self.logit_bias)
-        return SamplingParams(**kwargs)
+        """The engine's SamplingParams; bad values raise InvalidParameterError naming the field."""
+        return sampling_params_from_fields(self.model_dump(exclude=_NOT_SAMPLING))
 
 
-def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
-    out = {}
-    for key, value in bias.items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise InvalidParameterError("logit_bias", f"keys must be token ids, got {key!r}") from None
-        out[token] = value  # values are checked by SamplingParams
-    return out
+# Request fields that are not sampling fields; every other one goes to sampling_params_from_fields,
+# which rejects names it does not know (so a new field cannot be silently ignored).
+_NOT_SAMPLING = {"model", "messages", "prompt", "user", "stream", "stream_options"}
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -106,23 +85,12 @@ class ChatCompletionRequest(_SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = None
 
-    def _max_tokens(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    def _num_logprobs(self) -> int | None:
-        if self.top_logprobs is not None and not self.logprobs:
-            raise InvalidParameterError("top_logprobs", "requires logprobs to be true")
-        return (self.top_logprobs or 0) if self.logprobs else None
-
 
 class CompletionRequest(_SamplingRequest):
     """POST /v1/completions; prompt is text, a list of texts, token ids or a list of token-id lists."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = None
-
-    def _num_logprobs(self) -> int | None:
-        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         prompt = self.prompt

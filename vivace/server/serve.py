@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.config import EngineConfig
 from vivace.engine.engine import LLMEngine
 from vivace.engine.loaders.default_model import default_model_path
+
+if TYPE_CHECKING:  # imported where the server starts, so importing this module stays light
+    import uvicorn
 
 
 def model_name_for(model: str | None) -> str:
@@ -40,10 +44,12 @@ def run_server(
     from vivace.server.drain import DrainingServer
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
-    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)),
-                         background=False)
-    app = create_app(engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue,
-                     flows=flows)
+    engine = AsyncEngine(
+        LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)), background=False
+    )
+    app = create_app(
+        engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue, flows=flows
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.server, drain_timeout)
     serve_on_thread_step_on_main(server, engine)

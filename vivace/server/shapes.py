@@ -31,8 +31,12 @@ class ResponseMeta:
         return "chat.completion.chunk" if self.kind == CHAT else "text_completion"
 
     def header(self, chunk: bool = False) -> dict[str, Any]:
-        return {"id": self.id, "object": self.chunk_object if chunk else self.object,
-                "created": self.created, "model": self.model}
+        return {
+            "id": self.id,
+            "object": self.chunk_object if chunk else self.object,
+            "created": self.created,
+            "model": self.model,
+        }
 
 
 @dataclass
@@ -44,9 +48,12 @@ class Usage:
     cached_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
 
     @classmethod
     def of(cls, finals: list[RequestOutput]) -> Usage:

@@ -29,7 +29,10 @@ def sse(obj: Any) -> bytes:
 
 
 async def start(
-    engine: AsyncEngine, prompts: list[str | list[int]], params: SamplingParams, base_id: str,
+    engine: AsyncEngine,
+    prompts: list[str | list[int]],
+    params: SamplingParams,
+    base_id: str,
     observe: Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]] | None = None,
 ) -> list[Primed]:
     """Submit every prompt and wait for each one's first output; engine validation errors raise here.
@@ -45,7 +48,7 @@ async def start(
         for g in gens:
             await g.aclose()
         raise errors[0]
-    return list(zip(firsts, gens))  # type: ignore[arg-type]
+    return list(zip(firsts, gens, strict=True))  # type: ignore[arg-type]
 
 
 async def merge(primed: list[Primed]) -> AsyncIterator[tuple[int, RequestOutput]]:
@@ -100,8 +103,10 @@ async def sse_events(
     text_offset: dict[int, int] = {}
     try:
         if meta.kind == CHAT:
-            roles = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-                     for i in range(len(primed) * meta.n)]
+            roles = [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for i in range(len(primed) * meta.n)
+            ]
             yield sse({**meta.header(chunk=True), "choices": roles})
         async with aclosing(merge(primed)) as outputs:
             async for p, out in outputs:
@@ -145,8 +150,9 @@ class SSEResponse(StreamingResponse):
     """
 
     def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> None:
-        super().__init__(body, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         self._body = body
         self._on_close = on_close
 
