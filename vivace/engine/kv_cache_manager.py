@@ -124,9 +124,9 @@ class KVCacheManager:
         """Fresh blocks `seq` needs to hold `num_tokens` tokens."""
         return max(0, self.blocks_for(num_tokens) - len(seq.block_table))
 
-    def grow(self, seq: Sequence, num_tokens: int) -> None:
-        """Allocate the blocks `seq` needs to hold `num_tokens` tokens (the caller made room)."""
-        for _ in range(self.blocks_to_grow(seq, num_tokens)):
+    def grow(self, seq: Sequence, num_blocks: int) -> None:
+        """Append `num_blocks` fresh blocks to `seq`'s table (from `blocks_to_grow`; the caller made room)."""
+        for _ in range(num_blocks):
             seq.block_table.append(self.pool.allocate())
 
     def free(self, seq: Sequence) -> None:

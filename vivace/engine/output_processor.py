@@ -8,7 +8,7 @@ through the `finish_seq` callback (the scheduler's), so its KV blocks are freed 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vivace.engine.config import SamplingParams
@@ -48,7 +48,6 @@ class _Request:
     stream: bool
     prompt_logprobs: list[float] | None = None
     error: str | None = None
-    states: list[_SeqOutput] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -111,7 +110,6 @@ class OutputProcessor:
                 stops=StopStringMatcher(params.stop) if params.stop else None,
                 logprobs=[] if params.logprobs is not None else None,
             )
-            request.states.append(state)
             self._states[seq.seq_id] = state
         self._requests[request_id] = request
 
@@ -217,7 +215,8 @@ class OutputProcessor:
 
     def _output(self, request: _Request, finished: bool) -> RequestOutput:
         completions = []
-        for seq, state in zip(request.seqs, request.states, strict=True):
+        for seq in request.seqs:
+            state = self._states[seq.seq_id]
             completions.append(
                 CompletionOutput(
                     index=seq.index,

@@ -165,8 +165,8 @@ class Scheduler:
 
     def _reserve(self, seq: Sequence, num: int, batch: ScheduledBatch, scheduled: set[int]) -> bool:
         """Give `seq` blocks for `num` more tokens, preempting newer sequences; False if it was preempted."""
-        end = seq.num_computed_tokens + num
-        while self.kv.blocks_to_grow(seq, end) > self.kv.num_free:
+        needed = self.kv.blocks_to_grow(seq, seq.num_computed_tokens + num)  # preempting others leaves it unchanged
+        while needed > self.kv.num_free:
             victim = max(
                 (s for s in self.running if s.seq_id not in scheduled),
                 key=lambda s: s.arrival_order,
@@ -174,7 +174,7 @@ class Scheduler:
             self._preempt(victim, batch)
             if victim is seq:
                 return False
-        self.kv.grow(seq, end)
+        self.kv.grow(seq, needed)
         return True
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
