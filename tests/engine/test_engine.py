@@ -193,7 +193,9 @@ def test_decode_logprobs_agree_with_prefill_scores(llm: LLM) -> None:
         for o in engine.step():
             scored = o
     assert torch.allclose(
-        torch.tensor(scored.prompt_logprobs), torch.tensor([lp.logprob for lp in comp.logprobs]), atol=1e-3
+        torch.tensor([lp.logprob for lp in scored.prompt_logprobs]),
+        torch.tensor([lp.logprob for lp in comp.logprobs]),
+        atol=1e-3,
     )
 
 
@@ -219,7 +221,7 @@ def test_classify_shares_prefix_and_matches_independent_scoring(llm: LLM) -> Non
             for o in llm.engine.step():
                 res = o
         assert len(res.prompt_logprobs) == len(ids) - first
-        scores.append(res.prompt_logprobs)
+        scores.append([lp.logprob for lp in res.prompt_logprobs])
     reference = label_probabilities(labels, scores)
     for label in labels:
         assert abs(reference[label] - probs[label]) < 1e-3

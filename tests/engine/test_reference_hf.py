@@ -138,3 +138,40 @@ def test_greedy_continuations_match_transformers(llm, hf_model) -> None:
         assert out.outputs[0].token_ids == ref
         assert len(ref) == 64
     assert llm.engine.scheduler.kv.num_used == 0
+
+
+def _check_prompt_logprobs(prompt_logprobs, ids: list[int], reference: torch.Tensor, k: int) -> None:
+    """Each scored prompt token against log_softmax of transformers' logits at the position before it."""
+    assert [lp.token_id for lp in prompt_logprobs] == ids[1:]
+    for position, lp in enumerate(prompt_logprobs, start=1):
+        row = reference[position - 1]
+        assert abs(lp.logprob - row[ids[position]].item()) < 2e-3
+        assert lp.rank == int((row > row[ids[position]]).sum()) + 1
+        top_ids = [t for t, _ in lp.top]
+        assert len(top_ids) == k
+        assert top_ids[0] == int(row.argmax())
+        assert set(top_ids) <= set(row.topk(k + 2).indices.tolist())  # near-ties may swap at the edge
+
+
+def test_prompt_logprobs_match_transformers(llm, hf_model) -> None:
+    """SamplingParams(prompt_logprobs=k): every prompt token's logprob, rank and top-k, as vLLM returns them."""
+    ids = _prompt_ids(llm, CHATS[2])
+    llm.engine.scheduler.kv.reset_prefix_cache()
+    out = llm.generate([ids], SamplingParams(max_tokens=1, prompt_logprobs=3))[0]
+    with torch.inference_mode():
+        reference = torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    _check_prompt_logprobs(out.prompt_logprobs, ids, reference, 3)
+
+
+def test_prompt_logprobs_across_chunks_and_a_cached_prefix(hf_model) -> None:
+    """A prompt prefilled in chunks, whose prefix is also in the prefix cache, is still scored whole."""
+    llm = LLM(kv_cache_memory_bytes=64 << 20, quantization="none", attention_backend="torch", max_num_batched_tokens=16)
+    ids = _prompt_ids(llm, CHATS[2])
+    assert len(ids) > 3 * 16
+    llm.generate([ids], SamplingParams(max_tokens=1))  # puts the prompt's blocks in the prefix cache
+    out = llm.generate([ids], SamplingParams(max_tokens=1, prompt_logprobs=1))[0]
+    with torch.inference_mode():
+        reference = torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    _check_prompt_logprobs(out.prompt_logprobs, ids, reference, 1)
+    assert out.num_cached_tokens == 0  # scored tokens need their logits: nothing reused
+    assert llm.engine.scheduler.kv.num_used == 0

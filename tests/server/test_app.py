@@ -112,6 +112,38 @@ def test_completion_logprobs(client):
     assert "".join(lp.tokens) == reply.choices[0].text
 
 
+def test_prompt_logprobs_score_what_decoding_produced(server, client):
+    """vLLM's prompt_logprobs: scoring prompt + a generated token gives back that token's own logprob."""
+    first = client.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=1, logprobs=0)
+    text = GREEDY_PROMPT + first.choices[0].text
+    reply = httpx.post(
+        str(client.base_url) + "completions",
+        json={"model": MODEL, "prompt": text, "max_tokens": 1, "prompt_logprobs": 2},
+    ).json()
+    scored = reply["choices"][0]["prompt_logprobs"]
+    assert len(scored) == reply["usage"]["prompt_tokens"]
+    assert scored[0] is None
+    ids = server.engine.engine.tokenize_prompt(text)
+    assert [int(next(iter(entry))) for entry in scored[1:]] == ids[1:]  # the chosen token comes first
+    for entry in scored[1:]:
+        (_, chosen), *alternatives = entry.items()
+        assert chosen["logprob"] <= 0 and chosen["rank"] >= 1
+        assert len(alternatives) <= 2 and all(v["rank"] in (1, 2) for _, v in alternatives)
+        assert chosen["rank"] > 2 or len(entry) == 2  # the chosen token is one of the top 2 or beside them
+    (_, last), *_ = scored[-1].items()
+    assert last["logprob"] == pytest.approx(first.choices[0].logprobs.token_logprobs[0], abs=2e-3)
+    assert last["rank"] == 1  # greedy decoding picked the most likely token
+
+
+def test_prompt_logprobs_with_stream_is_refused_by_name(server):
+    reply = httpx.post(
+        server.base_url + "/v1/completions",
+        json={"model": MODEL, "prompt": "Hi", "max_tokens": 1, "prompt_logprobs": 1, "stream": True},
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == "prompt_logprobs"
+
+
 async def test_async_client_stream_and_not(server, aclient):
     reply = await aclient.completions.create(model=MODEL, prompt=GREEDY_PROMPT, temperature=0, max_tokens=GREEDY_TOKENS)
     assert reply.choices[0].text == server.offline["completion"]

@@ -157,6 +157,7 @@ class SamplingParams:
     min_tokens: int = 0
     ignore_eos: bool = False
     logprobs: int | None = None  # None = off; k >= 0 = chosen token's logprob plus top-k alternatives
+    prompt_logprobs: int | None = None  # None = off; k >= 0 = every prompt token's logprob plus top-k (vLLM)
     skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
@@ -176,6 +177,7 @@ class SamplingParams:
             ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
             ("min_tokens", self.min_tokens >= 0, "must be >= 0"),
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
+            ("prompt_logprobs", self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20, "must be in [0, 20]"),
             # torch's generators take seeds in [-2**63, 2**64): wider ones would fail at admission.
             ("seed", self.seed is None or -(2**63) <= self.seed < 2**64, "must fit in 64 bits"),
         ]

@@ -109,6 +109,8 @@ class LLMEngine:
             raise InvalidParameterError("request_id", f"{request_id!r} is already running")
         params = params or SamplingParams()
         ids = self.validate_request(prompt, params)
+        if params.prompt_logprobs is not None:  # every prompt token after the first, as vLLM returns them
+            score_from = 1 if score_from is None else min(score_from, 1)
         arrival = next(self._arrivals)
         seqs = []
         for index in range(params.n):

@@ -141,4 +141,4 @@ class LLM:
         while len(done) < len(ids):
             for out in self.engine.step():
                 done[out.request_id] = out
-        return label_probabilities(labels, [done[i].prompt_logprobs or [] for i in ids])
+        return label_probabilities(labels, [[t.logprob for t in done[i].prompt_logprobs or []] for i in ids])

@@ -46,7 +46,7 @@ class _Request:
     params: SamplingParams
     seqs: list[Sequence]
     stream: bool
-    prompt_logprobs: list[float] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
     error: str | None = None
 
     @property
@@ -140,6 +140,8 @@ class OutputProcessor:
             seq = scores.seq
             request = self._requests[seq.request_id]
             if seq.index == 0 and request.prompt_logprobs is not None:
+                # By position: a sequence recomputed after preemption scores its prompt again.
+                del request.prompt_logprobs[scores.first - max(seq.score_from, 1) :]
                 request.prompt_logprobs.extend(scores.logprobs)
         touched: dict[str, _Request] = {}
         out = result.output

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TokenLogprob:
-    """A generated token's log-probability and its top alternatives (token id, logprob)."""
+    """A token's log-probability and its top alternatives (token id, logprob); `rank` (1 = the most
+    likely token) is filled for prompt tokens."""
 
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
+    rank: int | None = None
 
 
 @dataclass
@@ -41,7 +43,9 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool
     num_cached_tokens: int = 0
-    prompt_logprobs: list[float] | None = None  # for scored prompt positions, when asked
+    # Prompt tokens from the first scored position on (classification's label tokens, or tokens 1..
+    # for SamplingParams.prompt_logprobs), each given the tokens before it.
+    prompt_logprobs: list[TokenLogprob] | None = None
     error: str | None = None
 
     @property

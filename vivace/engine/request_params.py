@@ -32,7 +32,16 @@ SAMPLING_FIELDS: frozenset[str] = frozenset(f.name for f in dataclass_fields(Sam
 OPENAI_FIELDS: frozenset[str] = frozenset({"max_completion_tokens", "top_logprobs"})
 REQUEST_FIELDS: frozenset[str] = SAMPLING_FIELDS | OPENAI_FIELDS
 
-_INT_FIELDS = ("n", "top_k", "max_tokens", "min_tokens", "seed", "max_completion_tokens", "top_logprobs")
+_INT_FIELDS = (
+    "n",
+    "top_k",
+    "max_tokens",
+    "min_tokens",
+    "seed",
+    "max_completion_tokens",
+    "top_logprobs",
+    "prompt_logprobs",
+)
 _FLOAT_FIELDS = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
 _BOOL_FIELDS = ("ignore_eos", "skip_special_tokens")
 

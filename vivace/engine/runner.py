@@ -16,6 +16,7 @@ from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows
 from vivace.engine.device_io import upload
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.models.blocks import DecoderModel
+from vivace.engine.outputs import TokenLogprob
 from vivace.engine.sampler import SamplerOutput, sample
 from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
@@ -28,7 +29,7 @@ class PromptScores:
 
     seq: Sequence
     first: int
-    logprobs: list[float]
+    logprobs: list[TokenLogprob]
 
 
 @dataclass
@@ -195,6 +196,21 @@ class ModelRunner:
         row_start = row_end - item.num_tokens
         first = lo - 1 - start + row_start
         logits = self.model.compute_logits(hidden[first : first + hi - lo])
-        targets = upload(seq.token_ids[lo:hi], torch.long, logits.device)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        return PromptScores(seq, lo, logprobs.tolist())
+        target_ids = seq.token_ids[lo:hi]
+        all_logprobs = torch.log_softmax(logits.float(), dim=-1)
+        chosen = all_logprobs.gather(1, upload(target_ids, torch.long, logits.device).unsqueeze(1))
+        top_k = seq.params.prompt_logprobs
+        if top_k is None:  # classification: the chosen tokens' logprobs only
+            chosen_list = chosen.squeeze(1).tolist()
+            return PromptScores(seq, lo, [TokenLogprob(t, lp) for t, lp in zip(target_ids, chosen_list, strict=True)])
+        ranks = (all_logprobs > chosen).sum(dim=1).add_(1).tolist()
+        if top_k > 0:
+            top_values, top_ids = all_logprobs.topk(top_k, dim=1)
+            tops = [list(zip(i, v, strict=True)) for i, v in zip(top_ids.tolist(), top_values.tolist(), strict=True)]
+        else:
+            tops = [[] for _ in target_ids]
+        scores = [
+            TokenLogprob(token, logprob, top, rank)
+            for token, logprob, top, rank in zip(target_ids, chosen.squeeze(1).tolist(), tops, ranks, strict=True)
+        ]
+        return PromptScores(seq, lo, scores)

@@ -139,7 +139,7 @@ def create_app(
             )
         finally:
             state.release()
-        probs = label_probabilities(body.labels, [o.prompt_logprobs or [] for o in outs])
+        probs = label_probabilities(body.labels, [[t.logprob for t in o.prompt_logprobs or []] for o in outs])
         best = max(probs, key=probs.__getitem__)
         return {
             "object": "classification",
@@ -204,6 +204,8 @@ async def _respond(
     include_usage: bool,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
+    if stream and params.prompt_logprobs is not None:
+        raise APIError(400, "prompt_logprobs is not supported with stream=true", param="prompt_logprobs")
     state.admit()
     try:
         primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id, state.observed()))

@@ -58,6 +58,7 @@ class _SamplingRequest(_Strict):
     seed: int | None = None
     ignore_eos: bool | None = None  # vLLM's extensions, which benchmark clients send
     min_tokens: int | None = None
+    prompt_logprobs: int | None = None  # vLLM's: every prompt token's logprob plus top-k alternatives
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     stream: bool = False

@@ -108,6 +108,19 @@ class LogprobFormatter:
             "text_offset": offsets,
         }
 
+    def prompt(self, items: list[TokenLogprob]) -> list[dict[str, dict[str, Any]] | None]:
+        """vLLM's `prompt_logprobs`: None for the first token, then {token id: logprob, rank, text} per token."""
+        out: list[dict[str, dict[str, Any]] | None] = [None]
+        for item in items:
+            entry = {str(item.token_id): self._ranked(item.token_id, item.logprob, item.rank)}
+            for rank, (token_id, logprob) in enumerate(item.top, start=1):
+                entry.setdefault(str(token_id), self._ranked(token_id, logprob, rank))
+            out.append(entry)
+        return out
+
+    def _ranked(self, token_id: int, logprob: float, rank: int | None) -> dict[str, Any]:
+        return {"logprob": logprob, "rank": rank, "decoded_token": self.token(token_id)}
+
     def format(self, kind: str, items: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
         if items is None:
             return None
@@ -126,5 +139,10 @@ def full_body(meta: ResponseMeta, finals: list[RequestOutput], logprobs: Logprob
                 choice["text"] = c.text
             choice["logprobs"] = logprobs.format(meta.kind, c.logprobs)
             choice["finish_reason"] = finish_reason(c)
+            if meta.kind != CHAT and out.prompt_logprobs is not None:
+                choice["prompt_logprobs"] = logprobs.prompt(out.prompt_logprobs)
             choices.append(choice)
-    return {**meta.header(), "choices": choices, "usage": Usage.of(finals).as_dict()}
+    body = {**meta.header(), "choices": choices, "usage": Usage.of(finals).as_dict()}
+    if meta.kind == CHAT and finals and finals[0].prompt_logprobs is not None:
+        body["prompt_logprobs"] = logprobs.prompt(finals[0].prompt_logprobs)
+    return body

@@ -64,7 +64,7 @@ def test_prompt_scores_match(reference: LLM, triton_llm: LLM) -> None:
     prompt = list(range(100, 170))
     params = SamplingParams(max_tokens=1, temperature=0)
     scores = [
-        torch.tensor(_run(llm, "score", prompt, params, score_from=1).prompt_logprobs)
+        torch.tensor([lp.logprob for lp in _run(llm, "score", prompt, params, score_from=1).prompt_logprobs])
         for llm in (reference, triton_llm)
     ]
     assert scores[0].numel() == len(prompt) - 1
