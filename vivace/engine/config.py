@@ -90,9 +90,9 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_memory_fraction", f"must be in (0, 1], got {self.kv_cache_memory_fraction}"
             )
-        if self.kv_cache_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        if self.kv_cache_dtype not in ("auto", "float32", "bfloat16", "float16", "int8"):
             raise InvalidParameterError(
-                "kv_cache_dtype", f"must be auto, float32, bfloat16 or float16, got {self.kv_cache_dtype!r}"
+                "kv_cache_dtype", f"must be auto, float32, bfloat16, float16 or int8, got {self.kv_cache_dtype!r}"
             )
         if self.attention_backend not in ("auto", "torch", "cpu", "triton"):
             raise InvalidParameterError(

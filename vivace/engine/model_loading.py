@@ -15,7 +15,7 @@ from vivace.engine.models.random_weights import is_random_spec, load_random_mode
 from vivace.engine.models.registry import build_model
 from vivace.engine.tokenizer import Tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vivace.engine.attention.kv_quant import cache_row_width
 from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows
 from vivace.engine.device_io import upload
 from vivace.engine.kernels.select import Kernels
@@ -81,7 +82,7 @@ class ModelRunner:
             2,
             (num_blocks + use_graphs) * block_size,
             cfg.num_kv_heads,
-            cfg.head_dim,
+            cache_row_width(cfg.head_dim, kv_dtype or model.dtype),
             dtype=kv_dtype or model.dtype,
             device=self.device,
         )

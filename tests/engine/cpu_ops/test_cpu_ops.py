@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vivace.engine.attention.cpu_backend import CpuAttentionBackend
+from vivace.engine.attention.kv_quant import cache_row_width, to_cache
 from vivace.engine.attention.torch_backend import TorchAttentionBackend
 from vivace.engine.config import SamplingParams
 from vivace.engine.cpu_ops import load_cpu_ops
@@ -20,7 +21,7 @@ kernels = load_cpu_ops()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: the torch path is used")
 
 
-@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("seed", range(6))
 def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype) -> None:
     rng = random.Random(seed)
@@ -52,8 +53,8 @@ def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype)
 
     def run(use_kernel: bool) -> torch.Tensor:
         torch.manual_seed(100 + seed)
-        k_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
-        v_cache = torch.randn(num_blocks * bs, kv_heads, head_dim).to(kv_dtype)
+        k_cache = to_cache(torch.randn(num_blocks * bs, kv_heads, head_dim), torch.empty(0, dtype=kv_dtype))
+        v_cache = to_cache(torch.randn(num_blocks * bs, kv_heads, head_dim), torch.empty(0, dtype=kv_dtype))
         backend = CpuAttentionBackend(bs, cpu, kernels) if use_kernel else TorchAttentionBackend(bs, cpu)
         meta = backend.build_metadata(batch, slot_mapping)
         return backend.forward(q, k_new, v_new, k_cache, v_cache, meta, scale)
@@ -139,18 +140,21 @@ def test_silu_mul_matches_torch(shape: tuple[int, int]) -> None:
     assert torch.allclose(kernels.silu_mul(gate_up), torch_silu_mul(gate_up), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16, torch.int8])
 def test_store_kv_writes_what_cast_and_index_copy_write(cache_dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(0)
-    k_cache = torch.randn(64, 3, 16, generator=gen).to(cache_dtype)
-    v_cache = torch.randn(64, 3, 16, generator=gen).to(cache_dtype)
+    width = cache_row_width(16, cache_dtype)
+    k_cache = torch.randn(64, 3, width, generator=gen).to(cache_dtype)
+    v_cache = torch.randn(64, 3, width, generator=gen).to(cache_dtype)
     k, v = torch.randn(9, 3, 16, generator=gen) * 30, torch.randn(9, 3, 16, generator=gen)
+    k[0, 1] = 0.0  # an all-zero row
     slots = torch.randperm(64, generator=gen)[:9]
     want_k, want_v = k_cache.clone(), v_cache.clone()
-    want_k.index_copy_(0, slots, k.to(cache_dtype))
-    want_v.index_copy_(0, slots, v.to(cache_dtype))
+    want_k.index_copy_(0, slots, to_cache(k, k_cache))
+    want_v.index_copy_(0, slots, to_cache(v, v_cache))
     kernels.store_kv(k, v, k_cache, v_cache, slots)
-    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)  # bf16 rounds as torch does
+    # bf16 rounds as torch does; int8 rows quantize (values and scale) bit for bit as the reference
+    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)
     with pytest.raises(RuntimeError, match="outside the cache"):
         kernels.store_kv(k, v, k_cache, v_cache, slots + 64)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vivace.engine.attention.kv_quant import from_cache, to_cache
+
 
 @dataclass
 class PagedCache:
@@ -21,20 +23,24 @@ class PagedCache:
 def make_paged_cache(
     lengths: list[int], kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, gen: torch.Generator
 ) -> PagedCache:
-    """Random K/V for sequences of `lengths` tokens in a cache whose pages are handed out shuffled."""
+    """Random K/V for sequences of `lengths` tokens in a cache whose pages are handed out shuffled.
+
+    An int8 `dtype` stores quantized rows (attention/kv_quant.py); the dense copies are then the
+    values those rows stand for, so the references attend over what the kernels read.
+    """
     blocks_each = [-(-n // block_size) for n in lengths]
     total = sum(blocks_each) + 1
     order = torch.randperm(total, generator=gen).tolist()
-    k = torch.randn(total * block_size, kv_heads, head_dim, generator=gen).to(dtype)
-    v = torch.randn(total * block_size, kv_heads, head_dim, generator=gen).to(dtype)
+    k = to_cache(torch.randn(total * block_size, kv_heads, head_dim, generator=gen), torch.empty(0, dtype=dtype))
+    v = to_cache(torch.randn(total * block_size, kv_heads, head_dim, generator=gen), torch.empty(0, dtype=dtype))
     width = max(blocks_each)
     tables, keys, values = [], [], []
     for n, count in zip(lengths, blocks_each, strict=True):
         pages = [order.pop() for _ in range(count)]
         tables.append(pages + [0] * (width - count))
         slots = torch.tensor([pages[p // block_size] * block_size + p % block_size for p in range(n)], dtype=torch.long)
-        keys.append(k[slots])
-        values.append(v[slots])
+        keys.append(from_cache(k[slots], torch.float32))
+        values.append(from_cache(v[slots], torch.float32))
     return PagedCache(k, v, torch.tensor(tables, dtype=torch.int32), keys, values)
 
 

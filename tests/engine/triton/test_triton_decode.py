@@ -39,6 +39,22 @@ def test_paged_decode_matches_reference(num_seqs, heads, kv_heads, head_dim, blo
         torch.testing.assert_close(out[b].float(), ref[0], atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("kv_heads,heads,head_dim", [(1, 4, 16), (3, 9, 64)])
+def test_int8_cache_rows_are_dequantized_in_the_kernel(kv_heads, heads, head_dim):
+    """An int8 KV cache (values + a float32 scale per row) read in place by the decode kernel."""
+    gen = torch.Generator().manual_seed(kv_heads)
+    lens = torch.tensor([77, 5, 40])
+    cache = make_paged_cache(lens.tolist(), kv_heads, head_dim, 16, torch.int8, gen)
+    assert cache.k.dtype == torch.int8 and cache.k.shape[-1] == head_dim + 4
+    q = torch.randn(3, heads, head_dim, generator=gen)
+    scale = head_dim**-0.5
+    out = paged_decode(q, cache.k, cache.v, cache.tables, lens.to(torch.int32), 16, scale, 2, max_context=77)
+    for b in range(3):
+        n = int(lens[b])
+        ref = reference_attention(q[b : b + 1], cache.keys[b][:n], cache.values[b][:n], scale, first_position=n - 1)
+        torch.testing.assert_close(out[b], ref[0], atol=1e-5, rtol=1e-5)
+
+
 def test_strided_query_view_is_read_in_place():
     """q as the model passes it: a view into a wider [T, heads, D] tensor (rotary output)."""
     gen = torch.Generator().manual_seed(7)

@@ -24,12 +24,13 @@ def _run(
     gen = torch.Generator().manual_seed(seed)
     cache = make_paged_cache([s + n for s, n in chunks], kv_heads, head_dim, block_size, dtype, gen)
     total = sum(n for _, n in chunks)
-    q = torch.randn(total, heads, head_dim, generator=gen).to(dtype)
+    q_dtype = torch.float32 if dtype is torch.int8 else dtype  # int8 is the cache's dtype only
+    q = torch.randn(total, heads, head_dim, generator=gen).to(q_dtype)
     cu = torch.tensor([0] + [sum(n for _, n in chunks[: i + 1]) for i in range(len(chunks))], dtype=torch.int32)
     starts = torch.tensor([s for s, _ in chunks], dtype=torch.int32)
     scale = head_dim**-0.5
     out = paged_prefill(q, cache.k, cache.v, cache.tables, cu, starts, max(n for _, n in chunks), block_size, scale)
-    tol = 1e-5 if dtype is torch.float32 else 2e-2
+    tol = 2e-2 if dtype is torch.bfloat16 else 1e-5
     for b, (start, _n) in enumerate(chunks):
         rows = slice(int(cu[b]), int(cu[b + 1]))
         ref = reference_attention(q[rows], cache.keys[b], cache.values[b], scale, first_position=start)
@@ -49,6 +50,12 @@ def _run(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_paged_prefill_matches_reference(chunks, heads, kv_heads, head_dim, block_size, dtype):
     _run(chunks, heads, kv_heads, head_dim, block_size, dtype, seed=len(chunks) * 31 + head_dim)
+
+
+@pytest.mark.parametrize("kv_heads,heads", [(1, 4), (3, 9)])
+def test_int8_cache_rows_are_dequantized_in_the_kernel(kv_heads, heads):
+    """Chunks over a cached prefix and fresh starts, all read from int8 rows (values + scale)."""
+    _run([(0, 37), (20, 13), (64, 1)], heads, kv_heads, 64, 16, torch.int8, seed=kv_heads)
 
 
 def test_rejects_mismatched_offsets():

@@ -1,7 +1,7 @@
 """Paged attention in plain PyTorch: the reference every other backend is checked against.
 
 No compiled op runs on this path. New K/V of every token in the step are written first (cast to the
-cache dtype), then decodes attend in one batched call over their gathered, padded contexts, and
+cache dtype, or quantized for an int8 cache: kv_quant.py), then decodes attend in one batched call over their gathered, padded contexts, and
 each prefill chunk in one call over its context.
 """
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vivace.engine.attention.base import AttentionBackend
+from vivace.engine.attention.kv_quant import from_cache, to_cache
 from vivace.engine.device_io import upload
 
 if TYPE_CHECKING:
@@ -95,13 +96,13 @@ class TorchAttentionBackend(AttentionBackend):
         scale: float,
     ) -> torch.Tensor:
         """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
-        k_stored, v_stored = k.to(k_cache.dtype), v.to(v_cache.dtype)
+        k_stored, v_stored = to_cache(k, k_cache), to_cache(v, v_cache)
         k_cache.index_copy_(0, meta.slot_mapping, k_stored)
         v_cache.index_copy_(0, meta.slot_mapping, v_stored)
         if k_stored.dtype != k.dtype and meta.prefills:
             # Attend over the values as stored, so a prompt gives the same result whether its
             # prefix was computed now or reused from the cache.
-            k, v = k_stored.to(k.dtype), v_stored.to(v.dtype)
+            k, v = from_cache(k_stored, k.dtype), from_cache(v_stored, v.dtype)
         num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
         group = num_heads // kv_heads
         out = torch.empty_like(q)
@@ -109,8 +110,8 @@ class TorchAttentionBackend(AttentionBackend):
         if num_decodes:
             # Queries that share a KV head ride together as a short "query length" of `group`.
             qd = q[:num_decodes].view(num_decodes, kv_heads, group, head_dim)
-            kd = k_cache[meta.decode_slots].to(q.dtype).transpose(1, 2)  # [D, KVH, L, D]
-            vd = v_cache[meta.decode_slots].to(q.dtype).transpose(1, 2)
+            kd = from_cache(k_cache[meta.decode_slots], q.dtype).transpose(1, 2)  # [D, KVH, L, D]
+            vd = from_cache(v_cache[meta.decode_slots], q.dtype).transpose(1, 2)
             od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale)
             out[:num_decodes] = od.reshape(num_decodes, num_heads, head_dim)
         for span in meta.prefills:
@@ -119,8 +120,8 @@ class TorchAttentionBackend(AttentionBackend):
             if span.slots is None:
                 kp, vp = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
             else:
-                kp = k_cache[span.slots].to(q.dtype).transpose(0, 1)
-                vp = v_cache[span.slots].to(q.dtype).transpose(0, 1)
+                kp = from_cache(k_cache[span.slots], q.dtype).transpose(0, 1)
+                vp = from_cache(v_cache[span.slots], q.dtype).transpose(0, 1)
             op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=span.mask, scale=scale, enable_gqa=group > 1)
             out[rows] = op.transpose(0, 1)
         return out

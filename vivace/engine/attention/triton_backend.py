@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vivace.engine.attention.base import AttentionBackend, GraphBuffers, block_table_array
+from vivace.engine.attention.kv_quant import to_cache
 from vivace.engine.attention.triton_decode import num_decode_splits, paged_decode
 from vivace.engine.attention.triton_prefill import paged_prefill
 from vivace.engine.device_io import upload
@@ -99,8 +100,8 @@ class TritonAttentionBackend(AttentionBackend):
         scale: float,
     ) -> torch.Tensor:
         """q [T, H, D], new k, v [T, KVH, D] -> [T, H, D]."""
-        k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
-        v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+        k_cache.index_copy_(0, meta.slot_mapping, to_cache(k, k_cache))
+        v_cache.index_copy_(0, meta.slot_mapping, to_cache(v, v_cache))
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         num_decodes = meta.num_decode_tokens
         if num_decodes:

@@ -4,7 +4,8 @@ One program handles one (sequence, KV head, split): the GROUP query heads that s
 ride together as the rows of one small matmul, so each K/V row is read once per group, not once
 per query head. Long contexts are cut into `num_splits` pieces along the sequence, each writing a
 partial output and its log-sum-exp; a second kernel merges them. The cache layout is the torch
-backend's: [num_slots, kv_heads, head_dim] per layer, slot = block * block_size + offset.
+backend's: [num_slots, kv_heads, head_dim] per layer (int8 rows: head_dim + 4, see kv_quant.py),
+slot = block * block_size + offset.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def _decode_partial_kernel(
     BLOCK: tl.constexpr,
     DOT: tl.constexpr,
     PRECISION: tl.constexpr,
+    INT8_KV: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -96,6 +98,8 @@ def _decode_partial_kernel(
             PAGE,
             DOT,
             PRECISION,
+            HEAD_DIM,
+            INT8_KV,
         )
     nonempty = denom > 0.0
     out = acc / tl.where(nonempty, denom, 1.0)[:, None]
@@ -203,6 +207,7 @@ def paged_decode(
         DIM_PAD=dim_pad,
         PAGE=block_size,
         BLOCK=BLOCK_N,
+        INT8_KV=k_cache.dtype == torch.int8,
         **dot_options(q.dtype),
     )
     _decode_reduce_kernel[(num_seqs, num_heads)](

@@ -47,6 +47,7 @@ def _prefill_kernel(
     BN: tl.constexpr,
     DOT: tl.constexpr,
     PRECISION: tl.constexpr,
+    INT8_KV: tl.constexpr,
 ):
     tile = tl.program_id(0)
     seq = tl.program_id(1)
@@ -95,6 +96,8 @@ def _prefill_kernel(
             PAGE,
             DOT,
             PRECISION,
+            HEAD_DIM,
+            INT8_KV,
         )
     out = acc / denom[:, None]
     tl.store(
@@ -161,6 +164,7 @@ def paged_prefill(
         PAGE=block_size,
         BM=BLOCK_M,
         BN=BLOCK_N,
+        INT8_KV=k_cache.dtype == torch.int8,
         **dot_options(q.dtype),
     )
     return out

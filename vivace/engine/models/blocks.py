@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vivace.engine.attention.kv_quant import cache_row_bytes
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.loaders.errors import CorruptModelError
@@ -164,8 +165,7 @@ class DecoderModel:
 
     def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
         """Bytes of K and V across all layers for one token."""
-        elem = torch.finfo(kv_dtype).bits // 8
-        return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * elem
+        return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * cache_row_bytes(self.cfg.head_dim, kv_dtype)
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [T, hidden] (families that scale them override this)."""

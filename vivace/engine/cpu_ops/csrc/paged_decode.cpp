@@ -16,8 +16,20 @@ static inline float to_float(uint16_t bf16) {
   std::memcpy(&out, &bits, sizeof(out));
   return out;
 }
+static inline float to_float(int8_t x) { return static_cast<float>(x); }
 
-// q [D, H, d] float32; k_cache/v_cache [S, KVH, d] float32 or bfloat16 (contiguous); block_tables
+// The factor a cache row's values are multiplied by: 1 for float rows; an int8 row's own scale,
+// stored as a float32 after its d values (vivace/engine/attention/kv_quant.py).
+template <typename KV>
+static inline float row_scale(const KV*, int64_t) { return 1.f; }
+static inline float row_scale(const int8_t* row, int64_t d) {
+  float s;
+  std::memcpy(&s, row + d, sizeof(s));
+  return s;
+}
+
+// q [D, H, d] float32; k_cache/v_cache [S, KVH, d] float32 or bfloat16, or [S, KVH, d + 4] int8 rows
+// with their scale (contiguous); block_tables
 // [D, MB] int32; context_lens [D] int32. Returns [D, H, d] float32.
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -25,6 +37,9 @@ static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 static inline __m512 load16(const uint16_t* p) {
   __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+static inline __m512 load16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 // exp(x) for x <= 0 (scores minus their max): 2^n * 2^f with a degree-6 polynomial for 2^f.
 static inline __m512 exp16(__m512 x) {
@@ -47,6 +62,7 @@ static inline __m512 exp16(__m512 x) {
 template <typename KV>
 static inline void score_row(const float* qs, const KV* kv, int64_t group, int64_t d, float scale, float* out, int64_t stride) {
 #if defined(__AVX512F__)
+  scale *= row_scale(kv, d);
   if (d % 16 == 0) {
     for (int64_t g = 0; g < group; ++g) {
       __m512 acc = _mm512_setzero_ps();
@@ -55,6 +71,8 @@ static inline void score_row(const float* qs, const KV* kv, int64_t group, int64
     }
     return;
   }
+#else
+  scale *= row_scale(kv, d);
 #endif
   for (int64_t g = 0; g < group; ++g) {
     float dot = 0.f;
@@ -86,20 +104,23 @@ static inline void softmax(float* s, int64_t n) {
 // acc[g] += w[g] * v for each query head g.
 template <typename KV>
 static inline void accumulate_row(float* acc, const float* w, int64_t stride, const KV* vv, int64_t group, int64_t d) {
+  const float rs = row_scale(vv, d);
 #if defined(__AVX512F__)
   if (d % 16 == 0) {
     for (int64_t i = 0; i < d; i += 16) {
       __m512 v = load16(vv + i);
       for (int64_t g = 0; g < group; ++g) {
         float* a = acc + g * d + i;
-        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(w[g * stride]), v, _mm512_loadu_ps(a)));
+        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(w[g * stride] * rs), v, _mm512_loadu_ps(a)));
       }
     }
     return;
   }
 #endif
-  for (int64_t g = 0; g < group; ++g)
-    for (int64_t i = 0; i < d; ++i) acc[g * d + i] += w[g * stride] * to_float(vv[i]);
+  for (int64_t g = 0; g < group; ++g) {
+    const float wg = w[g * stride] * rs;
+    for (int64_t i = 0; i < d; ++i) acc[g * d + i] += wg * to_float(vv[i]);
+  }
 }
 
 template <typename KV>
@@ -108,7 +129,7 @@ static void decode_impl(
     torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale,
     torch::Tensor out) {
   const int64_t D = q.size(0), H = q.size(1), d = q.size(2);
-  const int64_t KVH = k_cache.size(1);
+  const int64_t KVH = k_cache.size(1), row = k_cache.size(2);  // row: d, or d + 4 for int8 rows
   const int64_t group = H / KVH;
   const int64_t MB = block_tables.size(1);
   auto bt = block_tables.contiguous();
@@ -135,7 +156,7 @@ static void decode_impl(
         const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
         const int64_t n = std::min(block_size, ctx - t0);
         for (int64_t o = 0; o < n; ++o)
-          score_row(qs, kp + ((base + o) * KVH + kh) * d, group, d, fscale, scores.data() + t0 + o, ctx);
+          score_row(qs, kp + ((base + o) * KVH + kh) * row, group, d, fscale, scores.data() + t0 + o, ctx);
       }
       for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * ctx, ctx);
       // Pass 2: weighted sum of values, reading each value once.
@@ -144,7 +165,7 @@ static void decode_impl(
         const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
         const int64_t n = std::min(block_size, ctx - t0);
         for (int64_t o = 0; o < n; ++o)
-          accumulate_row(acc.data(), scores.data() + t0 + o, ctx, vp + ((base + o) * KVH + kh) * d, group, d);
+          accumulate_row(acc.data(), scores.data() + t0 + o, ctx, vp + ((base + o) * KVH + kh) * row, group, d);
       }
       std::copy(acc.begin(), acc.end(), op + (s * H + kh * group) * d);
     }
@@ -158,13 +179,17 @@ torch::Tensor paged_decode_attention(
   TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches must share a dtype");
   TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
   TORCH_CHECK(block_tables.dtype() == torch::kInt32 && context_lens.dtype() == torch::kInt32, "int32 tables");
+  const bool int8 = k_cache.dtype() == torch::kInt8;
+  TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 4 : 0), "cache rows must be head_dim wide (+ 4 scale bytes if int8)");
   auto out = torch::empty_like(q);
-  if (k_cache.dtype() == torch::kFloat32) {
+  if (int8) {
+    decode_impl<int8_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+  } else if (k_cache.dtype() == torch::kFloat32) {
     decode_impl<float>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
   } else if (k_cache.dtype() == torch::kBFloat16) {
     decode_impl<uint16_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
   } else {
-    TORCH_CHECK(false, "KV cache dtype must be float32 or bfloat16");
+    TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16 or int8");
   }
   return out;
 }

@@ -1,22 +1,38 @@
 // Writing a step's new keys and values into the paged KV cache on CPU in one call: the float32 -> cache
-// dtype conversion and both scatters (it was two casts and two index_copy_ per layer).
+// dtype conversion (or int8 quantization with a per-row scale) and both scatters.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
-// k, v [T, KVH, d] float32; k_cache, v_cache [S, KVH, d] float32 or bfloat16, contiguous; slots [T] int64.
-// Row t goes to cache row slots[t]; bfloat16 rounds to nearest even, as torch's .to(torch.bfloat16).
+// One int8 cache row: d values = nearbyint(x / s) clamped to [-127, 127], then the float32 scale
+// s = absmax / 127 (1 for an all-zero row), as vivace/engine/attention/kv_quant.py's quantize_rows.
+static inline void quantize_row(const float* in, int64_t d, int8_t* out) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(in[i]));
+  float s = amax / 127.f;
+  if (!(s > 0.f)) s = 1.f;
+  for (int64_t i = 0; i < d; ++i) out[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(in[i] / s))));
+  std::memcpy(out + d, &s, sizeof(float));
+}
+
+// k, v [T, KVH, d] float32; k_cache, v_cache [S, KVH, d] float32 or bfloat16, or [S, KVH, d + 4] int8
+// rows with their scale, contiguous; slots [T] int64. Row t goes to cache row slots[t]; bfloat16 rounds
+// to nearest even, as torch's .to(torch.bfloat16).
 void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor slots) {
   TORCH_CHECK(k.dtype() == torch::kFloat32 && v.dtype() == torch::kFloat32 && k.dim() == 3 && k.sizes() == v.sizes(),
               "k and v must be [tokens, kv_heads, head_dim] float32 tensors of one shape");
+  const bool int8 = k_cache.scalar_type() == torch::kInt8;
+  const int64_t width = k.size(2) + (int8 ? 4 : 0);
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dtype() == v_cache.dtype() &&
-              k_cache.size(1) == k.size(1) && k_cache.size(2) == k.size(2), "caches must be contiguous [slots, kv_heads, head_dim]");
+              k_cache.size(1) == k.size(1) && k_cache.size(2) == width, "caches must be contiguous [slots, kv_heads, head_dim]");
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.numel() == k.size(0), "one int64 slot per token");
   const bool bf16 = k_cache.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(bf16 || k_cache.scalar_type() == torch::kFloat32, "caches must be float32 or bfloat16");
+  TORCH_CHECK(bf16 || int8 || k_cache.scalar_type() == torch::kFloat32, "caches must be float32, bfloat16 or int8");
   auto kc = k.contiguous(), vc = v.contiguous();
-  const int64_t T = kc.size(0), row = kc.size(1) * kc.size(2), S = k_cache.size(0);
+  const int64_t T = kc.size(0), heads = kc.size(1), d = kc.size(2), row = heads * d, S = k_cache.size(0);
   const int64_t* sp = slots.data_ptr<int64_t>();
   for (int64_t t = 0; t < T; ++t) TORCH_CHECK(sp[t] >= 0 && sp[t] < S, "slot ", sp[t], " is outside the cache");
   const float* src[2] = {kc.data_ptr<float>(), vc.data_ptr<float>()};
@@ -25,7 +41,10 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
     for (int64_t j = begin; j < end; ++j) {
       const int64_t which = j / T, t = j % T;
       const float* in = src[which] + t * row;
-      if (bf16) {
+      if (int8) {
+        int8_t* out = static_cast<int8_t*>(dst[which]) + sp[t] * heads * width;
+        for (int64_t h = 0; h < heads; ++h) quantize_row(in + h * d, d, out + h * width);
+      } else if (bf16) {
         c10::BFloat16* out = static_cast<c10::BFloat16*>(dst[which]) + sp[t] * row;
         for (int64_t i = 0; i < row; ++i) out[i] = c10::BFloat16(in[i]);
       } else {

@@ -1,0 +1,54 @@
+"""The INT8 KV cache layout, and its reference quantize / dequantize in torch.
+
+An int8 cache row holds one token's one KV head: `head_dim` int8 values, then their float32 scale in
+the last 4 bytes (`[slots, kv_heads, head_dim + 4]` int8). The scale is per token and head,
+symmetric (absmax / 127), so a row is final when its token is written: a per-block scale would have
+to be fixed before the block's later tokens exist (or re-quantize the block as it fills), and one
+scale per token keeps outliers in one token from costing precision in its neighbours. Keeping the
+scale inside the row means every backend addresses int8 and float caches with the same slot index
+and the K/V write stays one scatter. The C++ and Triton kernels implement the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCALE_BYTES = 4  # one float32 per row
+INT8_MAX = 127.0
+
+
+def cache_row_width(head_dim: int, kv_dtype: torch.dtype) -> int:
+    """Elements of one cache row (token x KV head) in `kv_dtype`."""
+    return head_dim + SCALE_BYTES if kv_dtype == torch.int8 else head_dim
+
+
+def cache_row_bytes(head_dim: int, kv_dtype: torch.dtype) -> int:
+    """Bytes of one cache row (token x KV head)."""
+    if kv_dtype == torch.int8:
+        return head_dim + SCALE_BYTES
+    return head_dim * torch.finfo(kv_dtype).bits // 8
+
+
+def quantize_rows(x: torch.Tensor) -> torch.Tensor:
+    """[..., head_dim] float -> [..., head_dim + 4] int8 rows (values, then the float32 scale)."""
+    x = x.float()
+    scale = x.abs().amax(dim=-1, keepdim=True) / INT8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
+    values = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return torch.cat([values, scale.contiguous().view(torch.int8)], dim=-1)
+
+
+def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[..., head_dim + 4] int8 rows -> [..., head_dim] values in `dtype`."""
+    scale = rows[..., -SCALE_BYTES:].contiguous().view(torch.float32)
+    return (rows[..., :-SCALE_BYTES].float() * scale).to(dtype)
+
+
+def to_cache(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+    """New K or V rows [T, KVH, D] in the cache's storage form."""
+    return quantize_rows(x) if cache.dtype == torch.int8 else x.to(cache.dtype)
+
+
+def from_cache(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cache rows back as [..., D] values in `dtype`."""
+    return dequantize_rows(rows, dtype) if rows.dtype == torch.int8 else rows.to(dtype)
