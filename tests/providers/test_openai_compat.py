@@ -167,7 +167,9 @@ async def test_text_with_unicode_line_separators_streams_intact(peer, kind):
     peer.plan({"do": "ok", "words": words, "raw": True})
     provider = OpenAICompatibleProvider("m", peer.base_url)
     request = (
-        GenerationRequest(messages=[{"role": "user", "content": "x"}]) if kind == "chat" else GenerationRequest(prompt="x")
+        GenerationRequest(messages=[{"role": "user", "content": "x"}])
+        if kind == "chat"
+        else GenerationRequest(prompt="x")
     )
     text, last = await provider.complete(request)
     await provider.aclose()

@@ -30,7 +30,7 @@ anything = st.recursive(
 small_numbers = st.one_of(st.integers(-5, 300), st.floats(-3, 3), st.floats(allow_nan=True, allow_infinity=True))
 messages = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "tool", "bogus", ""])},
+        {"role": st.sampled_from(["user", "system", "developer", "assistant", "tool", "bogus", ""])},
         optional={"content": st.one_of(st.text(max_size=60), anything), "name": anything},
     ),
     max_size=3,
@@ -62,7 +62,15 @@ fields = {
     "logprobs": st.one_of(st.booleans(), st.integers(-2, 30), anything),
     "top_logprobs": st.one_of(st.integers(-2, 30), anything),
     "stream": st.one_of(st.booleans(), anything),
-    "stream_options": st.one_of(st.fixed_dictionaries({"include_usage": st.booleans()}), anything),
+    "stream_options": st.one_of(
+        st.fixed_dictionaries({"include_usage": st.booleans()}, optional={"continuous_usage_stats": anything}), anything
+    ),
+    "best_of": st.one_of(st.integers(-2, 5), anything),
+    "use_beam_search": anything,
+    "echo": anything,
+    "suffix": anything,
+    "add_generation_prompt": anything,
+    "continue_final_message": anything,
     "ignore_eos": anything,
     "min_tokens": st.one_of(st.integers(-2, 6), anything),
     "text": st.one_of(st.text(max_size=60), anything),

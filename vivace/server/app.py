@@ -25,6 +25,7 @@ from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, Compl
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
+from vivace.server.tolerant import IgnoredFieldsHeader
 from vivace.server.ui import mount_ui
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -74,6 +75,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestCounter, metrics=lambda: state.metrics)
+    app.add_middleware(IgnoredFieldsHeader)
 
     async def authorize(request: Request) -> None:
         if state.api_key is None:
@@ -111,7 +113,7 @@ def create_app(
         params = body.sampling_params()
         prompt = state.chat_prompt(body)
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
-        return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, [prompt], params, body)
 
     @v1.post("/completions")
     async def completions(request: Request) -> Response:
@@ -119,7 +121,7 @@ def create_app(
         state.check_model(body.model)
         params = body.sampling_params()
         meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, TEXT, body.n)
-        return await _respond(request, state, meta, body.prompts(), params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, body.prompts(), params, body)
 
     @v1.post("/classify")
     async def classify(request: Request) -> dict[str, Any]:
@@ -200,8 +202,7 @@ async def _respond(
     meta: ResponseMeta,
     prompts: list[str | list[int]],
     params: SamplingParams,
-    stream: bool,
-    include_usage: bool,
+    body: ChatCompletionRequest | CompletionRequest,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     state.admit()
@@ -210,8 +211,9 @@ async def _respond(
     except BaseException:
         state.release()
         raise
-    if stream:
-        return SSEResponse(sse_events(meta, primed, state.logprobs, include_usage), on_close=state.release)
+    if body.stream:
+        events = sse_events(meta, primed, state.logprobs, body.include_usage, body.continuous_usage)
+        return SSEResponse(events, on_close=state.release)
     try:
         finals = await _unless_disconnected(request, collect(primed))
     finally:

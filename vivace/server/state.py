@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.chat_continuation import render_continuation
 from vivace.engine.outputs import RequestOutput
 from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
@@ -54,11 +55,17 @@ class ServerState:
     def release(self) -> None:
         self.in_flight -= 1
 
-    def check_model(self, model: str) -> None:
-        if model != self.model_name:
+    def check_model(self, model: str | None) -> None:
+        """404 unless `model` names the served model; None (omitted) means the served model."""
+        if model is not None and model != self.model_name:
             raise APIError(
                 404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
             )
 
     def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        return self.engine.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
+        """The conversation's token ids: ending in a generation prompt, bare, or inside the last message."""
+        tokenizer = self.engine.tokenizer
+        messages = [m.as_template_dict() for m in request.messages]
+        if request.continue_final_message:
+            return tokenizer.encode(render_continuation(tokenizer, messages), add_special_tokens=False)
+        return tokenizer.encode_chat(messages, add_generation_prompt=request.add_generation_prompt)
