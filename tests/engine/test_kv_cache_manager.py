@@ -3,8 +3,8 @@
 import hashlib
 import struct
 
-from vivace.engine.kv_cache_manager import block_hash, extend_block_hashes
 from vivace.engine.config import SamplingParams
+from vivace.engine.kv_cache_manager import block_hash, extend_block_hashes
 from vivace.engine.sequence import Sequence
 
 
