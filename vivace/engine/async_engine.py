@@ -40,6 +40,9 @@ class AsyncEngine:
         self._stopped = False
         self._refusal: str | None = None  # set by refuse_new: why new requests are turned away
         self._thread: threading.Thread | None = None
+        # What stats() returns: replaced whole (never mutated) by the engine thread after each step, so
+        # readers (the /metrics scrape on the event loop) never wait for the engine lock.
+        self._stats: dict = engine.stats()
         if background:
             self._thread = threading.Thread(target=self.run_loop, name="vivace-engine", daemon=True)
             self._thread.start()
@@ -77,6 +80,7 @@ class AsyncEngine:
             with self._lock:
                 busy = self.engine.has_unfinished_requests()
                 outputs = self.engine.step() if busy else []
+                self._stats = self.engine.stats()
             if outputs:
                 self._deliver(outputs)
             if not busy:
@@ -150,6 +154,7 @@ class AsyncEngine:
             with self._lock:
                 self._queues.pop(request_id, None)
                 self.engine.abort(request_id)
+            self._wake.set()  # the loop publishes stats without the aborted request's blocks
 
         await asyncio.to_thread(do_abort)
 
@@ -167,6 +172,7 @@ class AsyncEngine:
             for request_id in request_ids:
                 self.engine.abort(request_id)
             targets = [self._queues.pop(request_id, None) for request_id in request_ids]
+            self._stats = self.engine.stats()
         for target in targets:
             if target is not None:
                 loop, queue = target
@@ -177,8 +183,8 @@ class AsyncEngine:
         return len(request_ids)
 
     def stats(self) -> dict:
-        with self._lock:
-            return self.engine.stats()
+        """The engine's counters as of its last step (or last idle wake-up); never takes the engine lock."""
+        return self._stats
 
     def shutdown(self) -> None:
         """Stop the loop thread (in-flight requests are aborted)."""

@@ -33,7 +33,7 @@ class ServerState:
         self.draining = False  # set on shutdown: nothing new is admitted
         self.created = int(time.time())
         self.logprobs = LogprobFormatter(engine.tokenizer)
-        self.metrics = ServerMetrics(engine, lambda: self.in_flight)
+        self.metrics = ServerMetrics(engine, model_name, lambda: self.in_flight)
 
     def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
         """A wrapper recording one response's prompts in the metrics, timed from now."""
