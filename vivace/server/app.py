@@ -25,6 +25,7 @@ from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, Compl
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
+from vivace.server.tokenize_routes import install_tokenize_routes
 from vivace.server.tolerant import IgnoredFieldsHeader
 from vivace.server.ui import mount_ui
 
@@ -91,6 +92,8 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, str]:
+        if state.draining:  # load balancers stop routing here while in-flight requests finish
+            raise APIError(503, "the server is shutting down", code="server_shutdown")
         return {"status": "ok"}
 
     @app.get("/metrics")
@@ -151,6 +154,7 @@ def create_app(
             "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)},
         }
 
+    install_tokenize_routes(app, state, [Depends(authorize)])
     if flows is not None:
         install_flows(app, v1, flows, state)
     app.include_router(v1)

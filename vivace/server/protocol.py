@@ -110,20 +110,17 @@ _NOT_SAMPLING = {
 }
 
 
-class ChatCompletionRequest(_SamplingRequest):
-    """POST /v1/chat/completions."""
+class ChatPromptFields(TolerantModel):
+    """A conversation and how its prompt ends; shared by chat completions and /tokenize."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = None
     # vLLM's: end the prompt with the assistant header (default), or leave the last (assistant)
     # message open so the reply continues it.
     add_generation_prompt: bool = True
     continue_final_message: bool = False
 
-    def check_honourable(self) -> None:
-        super().check_honourable()
+    def check_chat_ending(self) -> None:
+        """Raise InvalidParameterError when the two endings are combined or there is nothing to continue."""
         if self.continue_final_message and self.add_generation_prompt:
             raise InvalidParameterError(
                 "continue_final_message",
@@ -133,6 +130,14 @@ class ChatCompletionRequest(_SamplingRequest):
             raise InvalidParameterError(
                 "continue_final_message", "the last message must be the assistant's to continue"
             )
+
+
+class ChatCompletionRequest(ChatPromptFields, _SamplingRequest):
+    """POST /v1/chat/completions."""
+
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
 
 
 class CompletionRequest(_SamplingRequest):

@@ -14,7 +14,7 @@ from vivace.engine.chat_continuation import render_continuation
 from vivace.engine.outputs import RequestOutput
 from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
-from vivace.server.protocol import ChatCompletionRequest
+from vivace.server.protocol import ChatPromptFields
 from vivace.server.shapes import LogprobFormatter
 
 RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
@@ -62,10 +62,16 @@ class ServerState:
                 404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
             )
 
-    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        """The conversation's token ids: ending in a generation prompt, bare, or inside the last message."""
+    def chat_prompt(self, request: ChatPromptFields, add_special_tokens: bool = False) -> list[int]:
+        """The conversation's token ids: ending in a generation prompt, bare, or inside the last message.
+
+        The template places any BOS itself; `add_special_tokens` has the tokenizer add its own as well.
+        """
+        request.check_chat_ending()
         tokenizer = self.engine.tokenizer
         messages = [m.as_template_dict() for m in request.messages]
         if request.continue_final_message:
-            return tokenizer.encode(render_continuation(tokenizer, messages), add_special_tokens=False)
-        return tokenizer.encode_chat(messages, add_generation_prompt=request.add_generation_prompt)
+            text = render_continuation(tokenizer, messages)
+        else:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=request.add_generation_prompt)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)
