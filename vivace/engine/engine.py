@@ -102,12 +102,16 @@ class LLMEngine:
         *,
         stream: bool = True,
         score_from: int | None = None,
+        pool: bool = False,
     ) -> None:
         """Validate and queue a request; raises before anything is queued if it can never run.
 
         `stream=False` reports the request only when finished; `score_from=i` also returns the
-        log-probabilities of prompt tokens i.. (used by classification).
+        log-probabilities of prompt tokens i.. (used by classification); `pool=True` returns the
+        prompt's embedding (pooling.py) in the final output.
         """
+        if pool and params is not None and params.n != 1:
+            raise InvalidParameterError("n", "an embedding request has one sequence (n=1)")
         if request_id in self.outputs:
             raise InvalidParameterError("request_id", f"{request_id!r} is already running")
         params = params or SamplingParams()
@@ -129,11 +133,12 @@ class LLMEngine:
                     queued_at=queued_at,
                     generator=make_generator(seed, self.runner.device),
                     score_from=score_from,
+                    pool=pool,
                 )
             )
         text = prompt if isinstance(prompt, str) else None
         self.outputs.add_request(
-            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None
+            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None, pools=pool
         )
         for seq in seqs:
             self.scheduler.add(seq)

@@ -81,7 +81,7 @@ class KVCacheManager:
 
         At least one prompt token is always left to compute, so the last step has logits to sample from.
         """
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.pool:  # pooling needs every prompt token's hidden state
             return PrefixMatch()
         max_blocks = (seq.num_tokens - 1) // self.block_size
         if seq.score_from is not None:

@@ -42,6 +42,7 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int = 0
     prompt_logprobs: list[float] | None = None  # for scored prompt positions, when asked
+    embedding: list[float] | None = None  # pooled prompt hidden states (pooling.py), when asked, once finished
     error: str | None = None
 
     @property
