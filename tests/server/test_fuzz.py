@@ -13,7 +13,7 @@ from tests.server.conftest import GREEDY_PROMPT, MODEL
 
 pytestmark = pytest.mark.slow
 
-ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/classify"]
+ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/embeddings"]
 
 scalars = st.one_of(
     st.none(),
@@ -77,11 +77,15 @@ fields = {
     "labels": st.one_of(st.lists(st.text(max_size=10), max_size=4), anything),
     "template": st.one_of(st.text(max_size=30), st.just("{text} is {label}"), anything),
     "user": anything,
+    "input": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=3), anything),
+    "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), anything),
+    "dimensions": st.one_of(st.integers(-2, 1000), anything),
 }
 VALID = {
     "/v1/chat/completions": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
     "/v1/completions": {"model": MODEL, "prompt": "Hello", "max_tokens": 3},
     "/v1/classify": {"model": MODEL, "text": "I love it", "labels": ["positive", "negative"]},
+    "/v1/embeddings": {"model": MODEL, "input": "Hello"},
 }
 # A valid body with one to three fields replaced: edge values reach the engine instead of the parser.
 near_valid = st.fixed_dictionaries({}, optional=fields).filter(lambda d: 0 < len(d) <= 3)

@@ -114,6 +114,7 @@ class AsyncEngine:
         params: SamplingParams | None = None,
         request_id: str | None = None,
         score_from: int | None = None,
+        pool: bool = False,
     ) -> AsyncIterator[RequestOutput]:
         """Outputs of one request as they are produced; leaving the iteration early aborts it.
 
@@ -129,7 +130,7 @@ class AsyncEngine:
 
         def add() -> None:
             with self._lock:
-                self.engine.add_request(request_id, prompt, params, score_from=score_from)
+                self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool)
                 self._queues[request_id] = (loop, queue)
             self._wake.set()
 

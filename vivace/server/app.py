@@ -19,6 +19,7 @@ from vivace.engine.config import SamplingParams
 from vivace.engine.outputs import RequestOutput
 from vivace.flows.model import Flow
 from vivace.flows.server import install_flows
+from vivace.server.embeddings import install_embeddings
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
@@ -155,6 +156,7 @@ def create_app(
         }
 
     install_tokenize_routes(app, state, [Depends(authorize)])
+    install_embeddings(v1, state)
     if flows is not None:
         install_flows(app, v1, flows, state)
     app.include_router(v1)

@@ -278,7 +278,7 @@ class RequestCounter:
             self.metrics().requests.labels(endpoint=_endpoint(scope["path"]), status=str(status)).inc()
 
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/models", "/v1/flows")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/embeddings", "/v1/models", "/v1/flows")
 
 
 def _endpoint(path: str) -> str:
