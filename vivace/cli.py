@@ -18,6 +18,7 @@ from vivace.bench.cli import bench_app
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
+from vivace.engine_flags import with_engine_flags
 from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
@@ -301,9 +302,16 @@ def batch(
 
 
 @app.command()
+@with_engine_flags
 def serve(
     model: Annotated[
         str | None, typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")
+    ] = None,
+    model_option: Annotated[
+        str | None, typer.Option("--model", "-m", help="The model, as an option instead of the argument.")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The id clients send as `model` (default: the file or folder name).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -313,8 +321,6 @@ def serve(
     max_queue: Annotated[
         int | None, typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")
     ] = None,
-    max_model_len: Annotated[int | None, typer.Option(min=2, help="Context length (default: the model's).")] = None,
-    device: DeviceOpt = "cpu",
     drain_timeout: Annotated[
         float, typer.Option(min=0, help="On SIGTERM, seconds in-flight requests get to finish before they are aborted.")
     ] = 30.0,
@@ -322,23 +328,31 @@ def serve(
         str | None,
         typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples)."),
     ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug, trace.")
+    ] = "info",
+    engine_options: dict[str, Any] | None = None,
 ) -> None:
-    """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
+    """Serve the OpenAI-compatible API (chat, completions, embeddings, models) over HTTP."""
     from vivace.flows.model import FlowError
     from vivace.server.serve import run_server
 
+    if model is not None and model_option is not None and model != model_option:
+        raise typer.BadParameter(f"two models given: {model!r} and --model {model_option!r}", param_hint="--model")
+    chosen = model if model is not None else model_option
     try:
         with _usage_errors("MODEL"):
             run_server(
-                model,
+                chosen,
                 host=host,
                 port=port,
                 api_key=api_key,
                 max_queue=max_queue,
-                max_model_len=max_model_len,
-                device=device,
+                served_model_name=served_model_name,
+                log_level=log_level,
                 drain_timeout=drain_timeout,
                 flows_dir=flows,
+                engine_options=engine_options or {},
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None

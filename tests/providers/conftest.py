@@ -83,7 +83,9 @@ def _peer_app(peer: Peer):
                     yield f"data: {json.dumps(err)}\n\n"
                     return
                 choice = {"index": 0, "delta": {"content": word}} if kind == "chat" else {"index": 0, "text": word}
-                yield f"data: {json.dumps({'choices': [{**choice, 'finish_reason': None}]})}\n\n"
+                # "raw": non-ASCII unescaped, as vivace and vLLM send it (U+2028 and friends included).
+                chunk = json.dumps({"choices": [{**choice, "finish_reason": None}]}, ensure_ascii=not step.get("raw"))
+                yield f"data: {chunk}\n\n"
             last = {"index": 0, "finish_reason": "stop", **({"delta": {}} if kind == "chat" else {"text": ""})}
             yield f"data: {json.dumps({'choices': [last]})}\n\n"
             yield f"data: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': len(words)}})}\n\n"

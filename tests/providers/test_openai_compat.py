@@ -157,3 +157,35 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert 8 <= parse_retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
     assert parse_retry_after(formatdate(time.time() - 100, usegmt=True)) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+async def test_text_with_unicode_line_separators_streams_intact(peer, kind):
+    # The server sends these unescaped inside JSON strings; a reader splitting like str.splitlines
+    # cut the event in two and failed the request as a 502.
+    words = ["one\u2028two", " three\u2029four", " five\u0085six"]
+    peer.plan({"do": "ok", "words": words, "raw": True})
+    provider = OpenAICompatibleProvider("m", peer.base_url)
+    request = (
+        GenerationRequest(messages=[{"role": "user", "content": "x"}])
+        if kind == "chat"
+        else GenerationRequest(prompt="x")
+    )
+    text, last = await provider.complete(request)
+    await provider.aclose()
+    assert text == "".join(words)
+    assert last.finish_reason == "stop"
+
+
+async def test_pool_holds_every_request_in_flight_past_httpx_defaults(peer):
+    import asyncio
+
+    # httpx's default pool would hold the 101st request back until one of the first 100 finished.
+    count = 130
+    peer.plan(*[{"do": "sleep", "seconds": 1.5} for _ in range(count)])
+    provider = OpenAICompatibleProvider("m", peer.base_url)
+    await asyncio.gather(*(provider.complete(GenerationRequest(prompt="x")) for _ in range(count)))
+    await provider.aclose()
+    arrivals = sorted(r["time"] for r in peer.requests)
+    assert len(arrivals) == count
+    assert arrivals[-1] - arrivals[0] < 1.5  # all arrived while the first was still sleeping

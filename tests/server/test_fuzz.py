@@ -13,7 +13,7 @@ from tests.server.conftest import GREEDY_PROMPT, MODEL
 
 pytestmark = pytest.mark.slow
 
-ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/classify"]
+ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/embeddings"]
 
 scalars = st.one_of(
     st.none(),
@@ -30,7 +30,7 @@ anything = st.recursive(
 small_numbers = st.one_of(st.integers(-5, 300), st.floats(-3, 3), st.floats(allow_nan=True, allow_infinity=True))
 messages = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "tool", "bogus", ""])},
+        {"role": st.sampled_from(["user", "system", "developer", "assistant", "tool", "bogus", ""])},
         optional={"content": st.one_of(st.text(max_size=60), anything), "name": anything},
     ),
     max_size=3,
@@ -62,18 +62,30 @@ fields = {
     "logprobs": st.one_of(st.booleans(), st.integers(-2, 30), anything),
     "top_logprobs": st.one_of(st.integers(-2, 30), anything),
     "stream": st.one_of(st.booleans(), anything),
-    "stream_options": st.one_of(st.fixed_dictionaries({"include_usage": st.booleans()}), anything),
+    "stream_options": st.one_of(
+        st.fixed_dictionaries({"include_usage": st.booleans()}, optional={"continuous_usage_stats": anything}), anything
+    ),
+    "best_of": st.one_of(st.integers(-2, 5), anything),
+    "use_beam_search": anything,
+    "echo": anything,
+    "suffix": anything,
+    "add_generation_prompt": anything,
+    "continue_final_message": anything,
     "ignore_eos": anything,
     "min_tokens": st.one_of(st.integers(-2, 6), anything),
     "text": st.one_of(st.text(max_size=60), anything),
     "labels": st.one_of(st.lists(st.text(max_size=10), max_size=4), anything),
     "template": st.one_of(st.text(max_size=30), st.just("{text} is {label}"), anything),
     "user": anything,
+    "input": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=3), anything),
+    "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), anything),
+    "dimensions": st.one_of(st.integers(-2, 1000), anything),
 }
 VALID = {
     "/v1/chat/completions": {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
     "/v1/completions": {"model": MODEL, "prompt": "Hello", "max_tokens": 3},
     "/v1/classify": {"model": MODEL, "text": "I love it", "labels": ["positive", "negative"]},
+    "/v1/embeddings": {"model": MODEL, "input": "Hello"},
 }
 # A valid body with one to three fields replaced: edge values reach the engine instead of the parser.
 near_valid = st.fixed_dictionaries({}, optional=fields).filter(lambda d: 0 < len(d) <= 3)

@@ -15,13 +15,18 @@ from vivace.server.errors import APIError
 from vivace.server.state import ServerState
 
 
-def test_serve_passes_options(monkeypatch):
+def _serve(monkeypatch, *args: str) -> list:
     calls = []
-    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append((args, kwargs)))
-    result = CliRunner().invoke(
-        cli.app, ["serve", "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3", "--max-model-len", "1024"]
-    )
+    monkeypatch.setattr(serve, "run_server", lambda *a, **kw: calls.append((a, kw)))
+    result = CliRunner().invoke(cli.app, ["serve", *args])
     assert result.exit_code == 0, result.output
+    return calls
+
+
+def test_serve_passes_options(monkeypatch):
+    calls = _serve(
+        monkeypatch, "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3", "--max-model-len", "1024"
+    )
     assert calls == [
         (
             ("m.gguf",),
@@ -30,20 +35,72 @@ def test_serve_passes_options(monkeypatch):
                 "port": 9001,
                 "api_key": "k",
                 "max_queue": 3,
-                "max_model_len": 1024,
-                "device": "cpu",
+                "served_model_name": None,
+                "log_level": "info",
                 "drain_timeout": 30.0,
                 "flows_dir": None,
+                "engine_options": {"max_model_len": 1024},
             },
         )
     ]
 
 
 def test_serve_without_model_serves_the_default(monkeypatch):
-    calls = []
-    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append(args))
-    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
-    assert calls == [(None,)]
+    (args, kwargs), *_ = _serve(monkeypatch)
+    assert args == (None,) and kwargs["engine_options"] == {}
+
+
+def test_model_as_an_option_and_vllm_engine_flags(monkeypatch):
+    (args, kwargs), *_ = _serve(
+        monkeypatch,
+        "-m",
+        "m.gguf",
+        "--served-model-name",
+        "smol",
+        "--max-num-seqs",
+        "8",
+        "--max-num-batched-tokens",
+        "256",
+        "--kv-cache-memory",
+        "0.25",
+        "--dtype",
+        "bfloat16",
+        "--kv-cache-dtype",
+        "float16",
+        "--quantization",
+        "none",
+        "--no-enable-prefix-caching",
+        "--chat-template",
+        "t.jinja",
+        "--tokenizer",
+        "tok.gguf",
+        "--seed",
+        "7",
+        "--enforce-eager",
+        "--log-level",
+        "warning",
+    )
+    assert args == ("m.gguf",)
+    assert kwargs["served_model_name"] == "smol" and kwargs["log_level"] == "warning"
+    assert kwargs["engine_options"] == {
+        "max_num_seqs": 8,
+        "max_num_batched_tokens": 256,
+        "kv_cache_memory_fraction": 0.25,
+        "dtype": "bfloat16",
+        "kv_cache_dtype": "float16",
+        "quantization": "none",
+        "enable_prefix_caching": False,
+        "chat_template": "t.jinja",
+        "tokenizer": "tok.gguf",
+        "seed": 7,
+        "cuda_graphs": False,
+    }
+
+
+def test_two_different_models_are_a_usage_error(monkeypatch):
+    monkeypatch.setattr(serve, "run_server", lambda *a, **kw: None)
+    result = CliRunner().invoke(cli.app, ["serve", "a.gguf", "-m", "b.gguf"])
+    assert result.exit_code == 2 and "two models" in result.output
 
 
 @pytest.mark.parametrize("first", ["vivace.server.app", "vivace.flows.server", "vivace.server.state"])

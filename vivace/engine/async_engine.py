@@ -40,6 +40,9 @@ class AsyncEngine:
         self._stopped = False
         self._refusal: str | None = None  # set by refuse_new: why new requests are turned away
         self._thread: threading.Thread | None = None
+        # What stats() returns: replaced whole (never mutated) by the engine thread after each step, so
+        # readers (the /metrics scrape on the event loop) never wait for the engine lock.
+        self._stats: dict = engine.stats()
         if background:
             self._thread = threading.Thread(target=self.run_loop, name="vivace-engine", daemon=True)
             self._thread.start()
@@ -77,6 +80,7 @@ class AsyncEngine:
             with self._lock:
                 busy = self.engine.has_unfinished_requests()
                 outputs = self.engine.step() if busy else []
+                self._stats = self.engine.stats()
             if outputs:
                 self._deliver(outputs)
             if not busy:
@@ -110,6 +114,7 @@ class AsyncEngine:
         params: SamplingParams | None = None,
         request_id: str | None = None,
         score_from: int | None = None,
+        pool: bool = False,
     ) -> AsyncIterator[RequestOutput]:
         """Outputs of one request as they are produced; leaving the iteration early aborts it.
 
@@ -125,7 +130,7 @@ class AsyncEngine:
 
         def add() -> None:
             with self._lock:
-                self.engine.add_request(request_id, prompt, params, score_from=score_from)
+                self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool)
                 self._queues[request_id] = (loop, queue)
             self._wake.set()
 
@@ -150,6 +155,7 @@ class AsyncEngine:
             with self._lock:
                 self._queues.pop(request_id, None)
                 self.engine.abort(request_id)
+            self._wake.set()  # the loop publishes stats without the aborted request's blocks
 
         await asyncio.to_thread(do_abort)
 
@@ -167,6 +173,7 @@ class AsyncEngine:
             for request_id in request_ids:
                 self.engine.abort(request_id)
             targets = [self._queues.pop(request_id, None) for request_id in request_ids]
+            self._stats = self.engine.stats()
         for target in targets:
             if target is not None:
                 loop, queue = target
@@ -177,8 +184,8 @@ class AsyncEngine:
         return len(request_ids)
 
     def stats(self) -> dict:
-        with self._lock:
-            return self.engine.stats()
+        """The engine's counters as of its last step (or last idle wake-up); never takes the engine lock."""
+        return self._stats
 
     def shutdown(self) -> None:
         """Stop the loop thread (in-flight requests are aborted)."""

@@ -47,6 +47,8 @@ class EngineConfig:
     # A tokenizer to use instead of the model's own: a .gguf file (only its metadata is read, so a
     # tensor-less one does) or an HF directory. random: models otherwise take the packaged model's.
     tokenizer: str | None = None
+    # A Jinja chat template replacing the tokenizer's: a file path, or the template text itself.
+    chat_template: str | None = None
     device: str = "cpu"
     # Activations and dequantized weights: "auto" = float32 on CPU, bfloat16 on CUDA.
     dtype: str = "auto"

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Any
 
 import torch
 
 from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingParams
+from vivace.engine.engine_stats import Histogram
 from vivace.engine.memory import kv_cache_blocks
 from vivace.engine.model_loading import DTYPES, load_engine_model
 from vivace.engine.output_processor import OutputProcessor
 from vivace.engine.outputs import RequestOutput
 from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import check_token_ids, make_generator
-from vivace.engine.scheduler import Scheduler
+from vivace.engine.scheduler import ScheduledSeq, Scheduler
 from vivace.engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._arrivals = itertools.count()
         self.num_steps = 0
+        self.queue_times = Histogram()  # per request: accepted -> first scheduled, in seconds
 
     # ---- requests -----------------------------------------------------------------------
     def tokenize_prompt(self, prompt: str | list[int]) -> list[int]:
@@ -99,12 +102,16 @@ class LLMEngine:
         *,
         stream: bool = True,
         score_from: int | None = None,
+        pool: bool = False,
     ) -> None:
         """Validate and queue a request; raises before anything is queued if it can never run.
 
         `stream=False` reports the request only when finished; `score_from=i` also returns the
-        log-probabilities of prompt tokens i.. (used by classification).
+        log-probabilities of prompt tokens i.. (used by classification); `pool=True` returns the
+        prompt's embedding (pooling.py) in the final output.
         """
+        if pool and params is not None and params.n != 1:
+            raise InvalidParameterError("n", "an embedding request has one sequence (n=1)")
         if request_id in self.outputs:
             raise InvalidParameterError("request_id", f"{request_id!r} is already running")
         params = params or SamplingParams()
@@ -112,6 +119,7 @@ class LLMEngine:
         if params.prompt_logprobs is not None:  # every prompt token after the first, as vLLM returns them
             score_from = 1 if score_from is None else min(score_from, 1)
         arrival = next(self._arrivals)
+        queued_at = time.monotonic()
         seqs = []
         for index in range(params.n):
             seed = None if params.seed is None else params.seed + index
@@ -124,13 +132,15 @@ class LLMEngine:
                     num_prompt_tokens=len(ids),
                     params=params,
                     arrival_order=arrival,
+                    queued_at=queued_at,
                     generator=make_generator(seed, self.runner.device),
                     score_from=score_from,
+                    pool=pool,
                 )
             )
         text = prompt if isinstance(prompt, str) else None
         self.outputs.add_request(
-            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None
+            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None, pools=pool
         )
         for seq in seqs:
             self.scheduler.add(seq)
@@ -157,6 +167,7 @@ class LLMEngine:
         if batch.is_empty:
             return []
         self.num_steps += 1
+        self._record_queue_times(batch.prefills)
         try:
             result = self.runner.execute(batch)
         except Exception as exc:  # a failed step fails its requests, never the engine
@@ -167,9 +178,20 @@ class LLMEngine:
         self.scheduler.finish_step(batch)
         return self.outputs.process(result)
 
+    def _record_queue_times(self, prefills: list[ScheduledSeq]) -> None:
+        """A request's queue time ends at its first scheduled chunk (counted once, on its first choice)."""
+        now = None
+        for item in prefills:
+            seq = item.seq
+            if seq.queue_time is None:
+                now = now or time.monotonic()
+                seq.queue_time = now - seq.queued_at
+                if seq.index == 0:
+                    self.queue_times.observe(seq.queue_time)
+
     # ---- introspection ------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Counters for metrics: KV blocks, prompt tokens computed vs reused, queue sizes."""
+        """Counters for metrics: KV blocks, prefix-cache queries and hits (tokens), queue sizes, queue times."""
         s = self.scheduler
         return {
             "num_blocks": s.kv.num_blocks,
@@ -178,6 +200,9 @@ class LLMEngine:
             "num_running": len(s.running),
             "prompt_tokens_computed": s.stats.prompt_tokens_computed,
             "prompt_tokens_reused": s.stats.prompt_tokens_reused,
+            "prefix_cache_queries": s.stats.prefix_cache_queries,
+            "prefix_cache_hits": s.stats.prompt_tokens_reused,
             "preemptions": s.stats.preemptions,
+            "queue_time": self.queue_times.snapshot(),
             "steps": self.num_steps,
         }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+# A block's chained prefix hash: sha256 over its parent's hash and its tokens (kv_cache_manager.py).
+BlockHash = bytes
+
 
 class OutOfBlocksError(RuntimeError):
     """The pool has no free block; the scheduler answers by preempting."""
@@ -17,10 +20,10 @@ class BlockPool:
             raise ValueError(f"KV cache needs at least one block, got {num_blocks}")
         self.num_blocks = num_blocks
         self.ref_counts = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
+        self.block_hash: list[BlockHash | None] = [None] * num_blocks
         self._free_plain: list[int] = list(range(num_blocks - 1, -1, -1))  # stack, no hash
         self._free_cached: OrderedDict[int, None] = OrderedDict()  # ref 0 with hash, LRU first
-        self._hash_to_block: dict[int, int] = {}
+        self._hash_to_block: dict[BlockHash, int] = {}
         self.computed = [False] * num_blocks  # KV content is valid (or written in this step)
 
     # ---- counts -------------------------------------------------------------------------
@@ -69,11 +72,11 @@ class BlockPool:
             self._free_plain.append(block)
 
     # ---- prefix hashes -----------------------------------------------------------------
-    def lookup(self, block_hash: int) -> int | None:
+    def lookup(self, block_hash: BlockHash) -> int | None:
         """The block holding the tokens with this chained hash, if any."""
         return self._hash_to_block.get(block_hash)
 
-    def register(self, block: int, block_hash: int) -> bool:
+    def register(self, block: int, block_hash: BlockHash) -> bool:
         """Publish a block under its chained hash; False if another block already has it."""
         if block_hash in self._hash_to_block or self.block_hash[block] is not None:
             return False

@@ -11,9 +11,11 @@ it; the methods below are the group-independent contract the scheduler relies on
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from dataclasses import dataclass, field
 
-from vivace.engine.kv_cache import BlockPool
+from vivace.engine.kv_cache import BlockHash, BlockPool
 from vivace.engine.sequence import Sequence
 
 
@@ -25,13 +27,23 @@ class PrefixMatch:
     pending: bool = False
 
 
-def extend_block_hashes(seq: Sequence, block_size: int) -> list[int]:
+def block_hash(parent: BlockHash, tokens: list[int]) -> BlockHash:
+    """The chained hash of one full block: sha256 of the parent block's hash and the tokens' bytes.
+
+    A cryptographic hash because a collision hands one request another's KV blocks: Python's
+    `hash()` of int tuples is not randomized, so colliding prompts could be searched for offline.
+    Token ids are below 2**31 (checked at admission), so four bytes each encode them exactly.
+    """
+    return hashlib.sha256(parent + array("i", tokens).tobytes()).digest()
+
+
+def extend_block_hashes(seq: Sequence, block_size: int) -> list[BlockHash]:
     """Bring `seq.block_hashes` up to date with its full blocks; each hash covers the whole prefix."""
     hashes = seq.block_hashes
     tokens = seq.token_ids
-    parent = hashes[-1] if hashes else 0
+    parent = hashes[-1] if hashes else b""
     for i in range(len(hashes), len(tokens) // block_size):
-        parent = hash((parent, tuple(tokens[i * block_size : (i + 1) * block_size])))
+        parent = block_hash(parent, tokens[i * block_size : (i + 1) * block_size])
         hashes.append(parent)
     return hashes
 
@@ -69,7 +81,7 @@ class KVCacheManager:
 
         At least one prompt token is always left to compute, so the last step has logits to sample from.
         """
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or seq.pool:  # pooling needs every prompt token's hidden state
             return PrefixMatch()
         max_blocks = (seq.num_tokens - 1) // self.block_size
         if seq.score_from is not None:

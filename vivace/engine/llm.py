@@ -11,6 +11,7 @@ from vivace.engine.classify import classify_requests, label_probabilities
 from vivace.engine.config import EngineConfig, SamplingParams
 from vivace.engine.engine import LLMEngine
 from vivace.engine.outputs import RequestOutput
+from vivace.engine.pooling import EMBEDDING_PARAMS
 
 Prompt = str | list[int]
 Messages = list[dict]
@@ -46,18 +47,19 @@ class LLM:
         self,
         prompts: Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        pool: bool = False,
     ) -> Iterator[tuple[int, RequestOutput]]:
         """Finished requests in completion order, with their index in `prompts`.
 
         Every prompt is validated and queued before the first step, so a bad one raises
-        before any work starts.
+        before any work starts. `pool=True` makes them embedding requests (see `embed`).
         """
         params = self._params_for(len(prompts), sampling_params)
         index_of: dict[str, int] = {}
         try:
             for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
                 request_id = self._next_id()
-                self.engine.add_request(request_id, prompt, p, stream=False)
+                self.engine.add_request(request_id, prompt, p, stream=False, pool=pool)
                 index_of[request_id] = i
             while index_of:
                 for out in self.engine.step():
@@ -66,6 +68,15 @@ class LLM:
         finally:
             for request_id in index_of:  # interrupted: free whatever is left
                 self.engine.abort(request_id)
+
+    def embed(self, prompts: Sequence[Prompt]) -> list[list[float]]:
+        """Each prompt's embedding: the mean of its final hidden states, L2-normalized (pooling.py)."""
+        embeddings: list[list[float]] = [[] for _ in prompts]
+        for i, out in self.generate_unordered(prompts, EMBEDDING_PARAMS, pool=True):
+            if out.embedding is None:
+                raise RuntimeError(f"the engine returned no embedding for prompt {i}: {out.error or 'unknown error'}")
+            embeddings[i] = out.embedding
+        return embeddings
 
     def generate(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+from vivace.engine.chat_template import ChatTemplateError, compile_chat_template
 from vivace.engine.config import EngineConfig, InvalidParameterError, ModelConfig
 from vivace.engine.kernels.select import Kernels, select_kernels
 from vivace.engine.loaders import load_model
@@ -43,9 +45,26 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
             loaded.tokenizer = load_tokenizer(config.tokenizer)
         if config.device != "cpu":  # before the model fuses q/k/v and gate/up, so that happens on the device
             loaded.weights = {name: w.to(config.device, dtype) for name, w in loaded.weights.items()}
+    tokenizer = loaded.tokenizer
+    if config.chat_template is not None:
+        tokenizer = tokenizer.with_chat_template(read_chat_template(config.chat_template))
     kernels = select_kernels(config, loaded.config, dtype)
     model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels)
-    return EngineModel(model, loaded.config, loaded.tokenizer, kernels)
+    return EngineModel(model, loaded.config, tokenizer, kernels)
+
+
+def read_chat_template(value: str) -> str:
+    """A chat template given as a file path or as the template itself (as vLLM's --chat-template), compiled once
+    here so a broken one fails at startup rather than on the first chat request."""
+    source = value
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            source = f.read()
+    try:
+        compile_chat_template(source)
+    except ChatTemplateError as e:
+        raise InvalidParameterError("chat_template", str(e)) from None
+    return source
 
 
 def check_device(device: str) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vivace.engine.config import SamplingParams
 from vivace.engine.detokenizer import IncrementalDetokenizer
 from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from vivace.engine.pooling import mean_normalized
 from vivace.engine.sequence import Sequence
 from vivace.engine.stop_strings import StopStringMatcher
 from vivace.engine.tokenizer import Tokenizer
@@ -47,6 +48,9 @@ class _Request:
     seqs: list[Sequence]
     stream: bool
     prompt_logprobs: list[TokenLogprob] | None = None
+    pools: bool = False  # the request asked for an embedding
+    pooled_total: Any = None  # running sum of its prompt's final hidden states (a tensor)
+    pooled_count: int = 0
     error: str | None = None
 
     @property
@@ -95,9 +99,10 @@ class OutputProcessor:
         *,
         stream: bool,
         scores_prompt: bool,
+        pools: bool = False,
     ) -> None:
         """Start tracking a request's sequences (already queued in the scheduler by the caller)."""
-        request = _Request(request_id, prompt, prompt_ids, params, seqs, stream)
+        request = _Request(request_id, prompt, prompt_ids, params, seqs, stream, pools=pools)
         if scores_prompt:
             request.prompt_logprobs = []
         for seq in seqs:
@@ -143,6 +148,13 @@ class OutputProcessor:
                 # By position: a sequence recomputed after preemption scores its prompt again.
                 del request.prompt_logprobs[scores.first - max(seq.score_from, 1) :]
                 request.prompt_logprobs.extend(scores.logprobs)
+        for chunk in result.pooled:
+            request = self._requests[chunk.seq.request_id]
+            if chunk.start == 0:  # the first chunk, or a preempted sequence recomputing from the start
+                request.pooled_total, request.pooled_count = chunk.total, chunk.count
+            else:
+                request.pooled_total = request.pooled_total + chunk.total
+                request.pooled_count += chunk.count
         touched: dict[str, _Request] = {}
         out = result.output
         if out is not None:
@@ -239,5 +251,10 @@ class OutputProcessor:
             finished=finished,
             num_cached_tokens=request.seqs[0].num_cached_tokens,
             prompt_logprobs=request.prompt_logprobs,
+            embedding=(
+                mean_normalized(request.pooled_total, request.pooled_count)
+                if finished and request.pools and request.pooled_count == len(request.prompt_ids)
+                else None
+            ),
             error=request.error,
         )

@@ -46,6 +46,7 @@ class RequestOutput:
     # Prompt tokens from the first scored position on (classification's label tokens, or tokens 1..
     # for SamplingParams.prompt_logprobs), each given the tokens before it.
     prompt_logprobs: list[TokenLogprob] | None = None
+    embedding: list[float] | None = None  # pooled prompt hidden states (pooling.py), when asked, once finished
     error: str | None = None
 
     @property

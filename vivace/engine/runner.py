@@ -7,7 +7,7 @@ graph for a decode-only step), samples, and scores prompt tokens where a sequenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from vivace.engine.device_io import upload
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.models.blocks import DecoderModel
 from vivace.engine.outputs import TokenLogprob
+from vivace.engine.pooling import PooledChunk, pool_chunk
 from vivace.engine.sampler import SamplerOutput, sample
 from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
@@ -40,6 +41,7 @@ class StepResult:
     sampled: list[ScheduledSeq]
     output: SamplerOutput | None
     prompt_scores: list[PromptScores]  # computed in this step
+    pooled: list[PooledChunk] = field(default_factory=list)  # prompt hidden-state sums of pooling sequences
 
 
 @dataclass
@@ -132,6 +134,7 @@ class ModelRunner:
         sampled: list[ScheduledSeq] = []
         row_end = 0
         prompt_scores: list[PromptScores] = []
+        pooled: list[PooledChunk] = []
         for item in batch.all():
             row_end += item.num_tokens
             if item.samples:
@@ -141,11 +144,15 @@ class ModelRunner:
                 scores = self._score_prompt(hidden, row_end, item)
                 if scores is not None:
                     prompt_scores.append(scores)
+            if item.seq.pool:
+                chunk = pool_chunk(hidden, row_end, item)
+                if chunk is not None:
+                    pooled.append(chunk)
         output = None
         if sampled:
             last_rows = hidden.index_select(0, upload(rows, torch.long, hidden.device))
             output = self._sample(self.model.compute_logits(last_rows), sampled)
-        return StepResult(sampled, output, prompt_scores)
+        return StepResult(sampled, output, prompt_scores, pooled)
 
     def _execute_graph(self, batch: ScheduledBatch) -> StepResult:
         """A decode-only step replayed from the CUDA graph of its padded size (every row samples)."""

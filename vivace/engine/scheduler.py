@@ -58,7 +58,8 @@ class SchedulerStats:
     """Prompt tokens computed vs reused from the prefix cache, and preemptions."""
 
     prompt_tokens_computed: int = 0
-    prompt_tokens_reused: int = 0
+    prompt_tokens_reused: int = 0  # prefix-cache hits, in tokens
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache (vLLM's meaning)
     preemptions: int = 0
 
 
@@ -152,6 +153,8 @@ class Scheduler:
             if seq.num_preemptions == 0:
                 seq.num_cached_tokens = start
                 self.stats.prompt_tokens_reused += start
+                if self.kv.enable_prefix_caching:
+                    self.stats.prefix_cache_queries += seq.num_prompt_tokens
             seq.num_computed_tokens = start
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

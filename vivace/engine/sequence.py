@@ -33,7 +33,10 @@ class Sequence:
     num_cached_tokens: int = 0  # of the prompt, reused from the prefix cache at admission
     num_preemptions: int = 0
     score_from: int | None = None  # return logprobs of prompt tokens from this position on
-    block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks, lazily
+    pool: bool = False  # return the pooled final hidden states of its prompt (an embedding)
+    queued_at: float = 0.0  # time.monotonic() when the engine accepted it
+    queue_time: float | None = None  # seconds from queued_at to its first scheduled step
+    block_hashes: list[bytes] = field(default_factory=list)  # chained hashes of full blocks, lazily
     num_published_blocks: int = 0  # block_table[:n] are computed and registered in the prefix cache
     finish_reason: str | None = None
 

@@ -40,6 +40,10 @@ class Tokenizer:
             else frozenset()
         )
 
+    def with_chat_template(self, chat_template: str) -> Tokenizer:
+        """This tokenizer with another chat template."""
+        return Tokenizer(self._backend, **self._special, chat_template=chat_template)
+
     @property
     def backend(self) -> BackendTokenizer:
         """The underlying `tokenizers.Tokenizer` (e.g. to save as tokenizer.json)."""

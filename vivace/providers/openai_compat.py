@@ -51,6 +51,12 @@ def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+# httpx's default pool (100 connections, 20 kept alive) would queue requests past 100 in flight and
+# reconnect past 20, distorting a benchmark above those concurrencies. Callers (the bench load
+# generator, flows) already bound how many requests are in flight, so the pool grows to that load.
+_UNBOUNDED_POOL = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+
+
 class OpenAICompatibleProvider(Provider):
     """Chat messages go to /chat/completions, raw prompts to /completions, both streamed with usage."""
 
@@ -103,7 +109,9 @@ class OpenAICompatibleProvider(Provider):
         # An AsyncClient's pool belongs to one event loop; callers on a new loop get a new client.
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop or self._client.is_closed:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+            )
             self._client_loop = loop
         return self._client
 
@@ -140,7 +148,7 @@ class OpenAICompatibleProvider(Provider):
             async with self._http().stream("POST", self.base_url + path, json=body, headers=headers) as response:
                 if response.status_code >= 400:
                     raise await self._http_error(response)
-                async with aclosing(iter_sse(response.aiter_lines())) as events:
+                async with aclosing(iter_sse(response)) as events:
                     async for event in events:
                         if event.done:
                             break

@@ -1,11 +1,19 @@
-"""Server-Sent Events as OpenAI-compatible servers send them: `data: {json}` lines, `data: [DONE]`."""
+"""Server-Sent Events as OpenAI-compatible servers send them: `data: {json}` events, `data: [DONE]`.
+
+Lines are split by httpx-sse (only CR, LF and CRLF end a line, as the SSE spec says), so text with
+U+2028, U+2029 or U+0085 inside a JSON string, which servers send unescaped, stays one line.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
+from httpx_sse import EventSource, SSEError
 
 
 @dataclass
@@ -21,30 +29,18 @@ class SSEEvent:
 
 
 class SSEParseError(ValueError):
-    """A data field that is neither JSON nor [DONE]."""
+    """A stream that is not text/event-stream, or a data field that is neither JSON nor [DONE]."""
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """Events from a stream of text lines; multi-line data fields are joined per the SSE spec."""
-    event: str | None = None
-    data: list[str] = []
-    async for line in lines:
-        line = line.rstrip("\r")
-        if not line:  # blank line: dispatch
-            if data:
-                yield _event(event, "\n".join(data))
-            event, data = None, []
-            continue
-        if line.startswith(":"):  # comment / keep-alive
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    if data:  # a stream that ends without the final blank line
-        yield _event(event, "\n".join(data))
+async def iter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    """The events of a streamed response; multi-line data fields are joined per the SSE spec."""
+    try:
+        async with aclosing(EventSource(response).aiter_sse()) as source:
+            async for sse in source:
+                if sse.data:  # an event with no data field is not dispatched
+                    yield _event(None if sse.event == "message" else sse.event, sse.data)
+    except SSEError as e:
+        raise SSEParseError(str(e)) from None
 
 
 def _event(event: str | None, payload: str) -> SSEEvent:

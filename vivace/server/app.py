@@ -19,12 +19,15 @@ from vivace.engine.config import SamplingParams
 from vivace.engine.outputs import RequestOutput
 from vivace.flows.model import Flow
 from vivace.flows.server import install_flows
+from vivace.server.embeddings import install_embeddings
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
+from vivace.server.tokenize_routes import install_tokenize_routes
+from vivace.server.tolerant import IgnoredFieldsHeader
 from vivace.server.ui import mount_ui
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -74,6 +77,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestCounter, metrics=lambda: state.metrics)
+    app.add_middleware(IgnoredFieldsHeader)
 
     async def authorize(request: Request) -> None:
         if state.api_key is None:
@@ -89,6 +93,8 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, str]:
+        if state.draining:  # load balancers stop routing here while in-flight requests finish
+            raise APIError(503, "the server is shutting down", code="server_shutdown")
         return {"status": "ok"}
 
     @app.get("/metrics")
@@ -111,7 +117,7 @@ def create_app(
         params = body.sampling_params()
         prompt = state.chat_prompt(body)
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
-        return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, [prompt], params, body)
 
     @v1.post("/completions")
     async def completions(request: Request) -> Response:
@@ -119,7 +125,7 @@ def create_app(
         state.check_model(body.model)
         params = body.sampling_params()
         meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, TEXT, body.n)
-        return await _respond(request, state, meta, body.prompts(), params, body.stream, body.include_usage)
+        return await _respond(request, state, meta, body.prompts(), params, body)
 
     @v1.post("/classify")
     async def classify(request: Request) -> dict[str, Any]:
@@ -149,6 +155,8 @@ def create_app(
             "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)},
         }
 
+    install_tokenize_routes(app, state, [Depends(authorize)])
+    install_embeddings(v1, state)
     if flows is not None:
         install_flows(app, v1, flows, state)
     app.include_router(v1)
@@ -200,8 +208,7 @@ async def _respond(
     meta: ResponseMeta,
     prompts: list[str | list[int]],
     params: SamplingParams,
-    stream: bool,
-    include_usage: bool,
+    body: ChatCompletionRequest | CompletionRequest,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     if stream and params.prompt_logprobs is not None:
@@ -212,8 +219,9 @@ async def _respond(
     except BaseException:
         state.release()
         raise
-    if stream:
-        return SSEResponse(sse_events(meta, primed, state.logprobs, include_usage), on_close=state.release)
+    if body.stream:
+        events = sse_events(meta, primed, state.logprobs, body.include_usage, body.continuous_usage)
+        return SSEResponse(events, on_close=state.release)
     try:
         finals = await _unless_disconnected(request, collect(primed))
     finally:

@@ -15,6 +15,7 @@ from vivace.engine.async_engine import EngineDeadError, EngineShutdownError
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError
 from vivace.engine.scheduler import RequestTooLargeError
+from vivace.server.tolerant import record_ignored
 
 _TYPES = {
     400: "invalid_request_error",
@@ -81,10 +82,6 @@ def _validation_error(errors: list[Any]) -> APIError:
     first = errors[0]
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     field = loc[0] if loc else None  # the top-level field; deeper parts name union members
-    if first.get("type") == "extra_forbidden":
-        return APIError(
-            400, f"unsupported field {field!r}: this server does not accept it", field, "unsupported_parameter"
-        )
     if first.get("type") == "missing":
         return APIError(400, f"missing required field {field!r}", field, "missing_required_parameter")
     return APIError(400, f"{'.'.join(loc)}: {first.get('msg', 'invalid value')}", field, "invalid_value")
@@ -100,9 +97,11 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object", code="invalid_json")
     try:
-        return model.model_validate(data)
+        body = model.model_validate(data)
     except ValidationError as e:
         raise _validation_error(e.errors()) from None
+    record_ignored(request, body)
+    return body
 
 
 def install_handlers(app: FastAPI) -> None:

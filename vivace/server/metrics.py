@@ -1,9 +1,12 @@
-"""Prometheus metrics for the server: request counts, latency histograms, engine gauges, token counters.
+"""Prometheus metrics for the server, named and meant as vLLM's (`vllm:x` is `vivace_x` here), each
+labelled with `model_name`: request counts, latency histograms, engine gauges and counters.
 
 Latencies are taken where the server sees the engine's outputs: TTFT from admission to the first
 generated token, inter-token latency between a choice's successive tokens (a step that yields k
-tokens counts k intervals of dt/k), end-to-end from admission to the last output. Engine gauges
-(queue, running, KV blocks, prefix reuse) are read from `AsyncEngine.stats()` at scrape time.
+tokens counts k intervals of dt/k), end-to-end from admission to the last output. Engine numbers
+(queue, running, KV usage, prefix-cache queries and hits, preemptions, queue times) come from the
+stats the engine thread publishes after each step (`AsyncEngine.stats()`), so a scrape never waits
+for the engine.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,66 +91,115 @@ E2E_BUCKETS = (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _EngineGauges(Collector):
-    """Gauges read from the engine (and the server's admission count) at scrape time."""
+class _EngineMetrics(Collector):
+    """Engine gauges, counters and the queue-time histogram, from the engine's published stats."""
 
-    def __init__(self, engine: AsyncEngine, in_flight: Callable[[], int]) -> None:
+    def __init__(self, engine: AsyncEngine, model_name: str, in_flight: Callable[[], int]) -> None:
         self.engine = engine
+        self.model = [model_name]
         self.in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
         stats = self.engine.stats()
-        reused, computed = stats["prompt_tokens_reused"], stats["prompt_tokens_computed"]
-        yield _gauge(
-            "vivace_num_requests_waiting", "Requests queued in the engine, not yet scheduled.", stats["num_waiting"]
+        gauges = (
+            ("vivace_num_requests_waiting", "Requests queued in the engine, not yet scheduled.", stats["num_waiting"]),
+            ("vivace_num_requests_running", "Requests in the engine's running batch.", stats["num_running"]),
+            (
+                "vivace_requests_in_flight",
+                "Requests admitted by the server and not yet answered.",
+                self.in_flight(),
+            ),
+            (
+                "vivace_kv_cache_usage_perc",
+                "Fraction of KV cache blocks held by requests (1 = full).",
+                stats["blocks_in_use"] / stats["num_blocks"] if stats["num_blocks"] else 0.0,
+            ),
+            ("vivace_kv_blocks_in_use", "KV cache blocks held by requests.", stats["blocks_in_use"]),
+            ("vivace_kv_blocks_total", "KV cache blocks in the pool.", stats["num_blocks"]),
         )
-        yield _gauge("vivace_num_requests_running", "Requests in the engine's running batch.", stats["num_running"])
-        yield _gauge(
-            "vivace_requests_in_flight", "Requests admitted by the server and not yet answered.", self.in_flight()
+        for name, documentation, value in gauges:
+            family = GaugeMetricFamily(name, documentation, labels=["model_name"])
+            family.add_metric(self.model, value)
+            yield family
+        counters = (
+            (
+                "vivace_prefix_cache_queries",
+                "Prompt tokens looked up in the prefix cache.",
+                stats.get("prefix_cache_queries", 0),
+            ),
+            (
+                "vivace_prefix_cache_hits",
+                "Prompt tokens found in the prefix cache (not computed).",
+                stats.get("prefix_cache_hits", 0),
+            ),
+            ("vivace_num_preemptions", "Sequences preempted for lack of KV blocks.", stats.get("preemptions", 0)),
         )
-        yield _gauge("vivace_kv_blocks_in_use", "KV cache blocks held by requests.", stats["blocks_in_use"])
-        yield _gauge("vivace_kv_blocks_total", "KV cache blocks in the pool.", stats["num_blocks"])
-        yield _gauge(
-            "vivace_prefix_cache_hit_ratio",
-            "Share of prompt tokens served from the prefix cache instead of computed.",
-            reused / (reused + computed) if reused + computed else 0.0,
-        )
+        for name, documentation, value in counters:
+            family = CounterMetricFamily(name, documentation, labels=["model_name"])
+            family.add_metric(self.model, value)
+            yield family
+        queue = stats.get("queue_time")
+        if queue is not None:
+            family = HistogramMetricFamily(
+                "vivace_request_queue_time_seconds",
+                "Seconds a request waited in the engine before its first step.",
+                labels=["model_name"],
+            )
+            buckets = [(_bound(b), c) for b, c in zip(queue.bounds, queue.cumulative, strict=False)]
+            family.add_metric(self.model, [*buckets, ("+Inf", queue.count)], sum_value=queue.sum)
+            yield family
 
 
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=value)
+def _bound(value: float) -> str:
+    return repr(float(value))
 
 
 class ServerMetrics:
     """The server's metrics in their own registry (no process-global state)."""
 
-    def __init__(self, engine: AsyncEngine, in_flight: Callable[[], int]) -> None:
+    def __init__(self, engine: AsyncEngine, model_name: str, in_flight: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
             "vivace_requests", "Finished HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
         )
-        self.prompt_tokens = Counter("vivace_prompt_tokens", "Prompt tokens of admitted requests.", registry=r)
-        self.generation_tokens = Counter("vivace_generation_tokens", "Tokens generated.", registry=r)
+        model = ["model_name"]
+        self.prompt_tokens = Counter(
+            "vivace_prompt_tokens", "Prompt tokens of admitted requests.", model, registry=r
+        ).labels(model_name)
+        self.generation_tokens = Counter("vivace_generation_tokens", "Tokens generated.", model, registry=r).labels(
+            model_name
+        )
+        self.success = Counter(
+            "vivace_request_success",
+            "Finished choices by finish reason (stop, length, abort, error); a prompt given up before it "
+            "finished (client gone, engine failure) counts once as abort.",
+            [*model, "finished_reason"],
+            registry=r,
+        )
+        self.model_name = model_name
         self.ttft = Histogram(
             "vivace_time_to_first_token_seconds",
             "Admission to first generated token.",
+            model,
             buckets=TTFT_BUCKETS,
             registry=r,
-        )
+        ).labels(model_name)
         self.itl = Histogram(
             "vivace_inter_token_latency_seconds",
             "Time between a choice's successive tokens.",
+            model,
             buckets=ITL_BUCKETS,
             registry=r,
-        )
+        ).labels(model_name)
         self.e2e = Histogram(
             "vivace_e2e_request_latency_seconds",
             "Admission to the last output of a prompt.",
+            model,
             buckets=E2E_BUCKETS,
             registry=r,
-        )
-        r.register(_EngineGauges(engine, in_flight))
+        ).labels(model_name)
+        r.register(_EngineMetrics(engine, model_name, in_flight))
 
     def render(self) -> bytes:
         """The exposition text for GET /metrics."""
@@ -158,29 +210,48 @@ class ServerMetrics:
         last_token_at: dict[int, float] = {}
         seen_tokens: dict[int, int] = {}
         first = True
+        finished = False
         async with aclosing(outputs):  # type: ignore[type-var]
-            async for out in outputs:
-                now = time.perf_counter()
-                if first:
-                    self.prompt_tokens.inc(len(out.prompt_token_ids))
-                for choice in out.outputs:
-                    new = len(choice.token_ids) - seen_tokens.get(choice.index, 0)
-                    if new <= 0:
-                        continue
-                    seen_tokens[choice.index] = len(choice.token_ids)
-                    self.generation_tokens.inc(new)
-                    previous = last_token_at.get(choice.index)
-                    if previous is None:
-                        self.ttft.observe(now - admitted)
-                        new -= 1
-                        previous = now
-                    for _ in range(new):
-                        self.itl.observe((now - previous) / max(new, 1))
-                    last_token_at[choice.index] = now
-                first = False
-                if out.finished:
-                    self.e2e.observe(now - admitted)
-                yield out
+            try:
+                async for out in outputs:
+                    finished = out.finished
+                    yield self._record(out, first, admitted, last_token_at, seen_tokens)
+                    first = False
+            finally:
+                if not finished:  # closed early (client gone) or failed: its choices end as aborted
+                    self.success.labels(self.model_name, "abort").inc()
+
+    def _record(
+        self,
+        out: RequestOutput,
+        first: bool,
+        admitted: float,
+        last_token_at: dict[int, float],
+        seen_tokens: dict[int, int],
+    ) -> RequestOutput:
+        """Count one output's new tokens and latencies; `first` = the prompt's first output."""
+        now = time.perf_counter()
+        if first:
+            self.prompt_tokens.inc(len(out.prompt_token_ids))
+        for choice in out.outputs:
+            new = len(choice.token_ids) - seen_tokens.get(choice.index, 0)
+            if new <= 0:
+                continue
+            seen_tokens[choice.index] = len(choice.token_ids)
+            self.generation_tokens.inc(new)
+            previous = last_token_at.get(choice.index)
+            if previous is None:
+                self.ttft.observe(now - admitted)
+                new -= 1
+                previous = now
+            for _ in range(new):
+                self.itl.observe((now - previous) / max(new, 1))
+            last_token_at[choice.index] = now
+        if out.finished:
+            self.e2e.observe(now - admitted)
+            for choice in out.outputs:
+                self.success.labels(self.model_name, choice.finish_reason or "stop").inc()
+        return out
 
 
 class RequestCounter:
@@ -207,7 +278,7 @@ class RequestCounter:
             self.metrics().requests.labels(endpoint=_endpoint(scope["path"]), status=str(status)).inc()
 
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/models", "/v1/flows")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/classify", "/v1/embeddings", "/v1/models", "/v1/flows")
 
 
 def _endpoint(path: str) -> str:

@@ -1,34 +1,34 @@
-"""Request bodies of the OpenAI API as pydantic models; unknown fields are rejected by name."""
+"""Request bodies of the OpenAI API (and vLLM's extensions) as pydantic models.
+
+Unknown fields are ignored and reported (tolerant.py); a field the server knows but cannot honour
+(`best_of` above `n`, `echo`, `suffix`, beam search) is a 400 naming it.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
+from vivace.server.tolerant import TolerantModel
 
 MAX_N = 16  # choices per request: each one holds its own KV blocks
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StreamOptions(_Strict):
+class StreamOptions(TolerantModel):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage (so far) on every chunk
 
 
-class TextPart(_Strict):
+class TextPart(TolerantModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    """One message; content may be a string or a list of text parts (joined)."""
-
-    model_config = ConfigDict(extra="allow")  # clients echo back fields such as tool_calls
+class ChatMessage(TolerantModel):
+    """One message; content may be a string or a list of text parts (joined); `developer` reads as `system`."""
 
     role: str
     content: str | list[TextPart] | None = None
@@ -38,13 +38,14 @@ class ChatMessage(BaseModel):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        return {"role": self.role, "content": content or ""}
+        role = "system" if self.role == "developer" else self.role  # OpenAI's newer name for it
+        return {"role": role, "content": content or ""}
 
 
-class _SamplingRequest(_Strict):
+class _SamplingRequest(TolerantModel):
     """Fields shared by chat completions and completions."""
 
-    model: str
+    model: str | None = None  # None: the served model
     n: int = Field(1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
     max_tokens: int | None = None
@@ -64,24 +65,77 @@ class _SamplingRequest(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
 
+    # Known, honoured only at their no-op values (vLLM's benchmark client sends best_of=1).
+    best_of: int | None = None
+    use_beam_search: bool = False
+
     @property
     def include_usage(self) -> bool:
         return self.stream and self.stream_options is not None and self.stream_options.include_usage
 
+    @property
+    def continuous_usage(self) -> bool:
+        """Whether every streamed chunk carries the usage so far (vLLM's `continuous_usage_stats`)."""
+        return self.stream and self.stream_options is not None and self.stream_options.continuous_usage_stats
+
+    def check_honourable(self) -> None:
+        """Raise InvalidParameterError for a known field set to something the server cannot do."""
+        if self.best_of is not None and self.best_of != self.n:
+            raise InvalidParameterError("best_of", f"only best_of == n ({self.n}) is supported, got {self.best_of}")
+        if self.use_beam_search:
+            raise InvalidParameterError("use_beam_search", "beam search is not supported")
+
     def sampling_params(self) -> SamplingParams:
-        """The engine's SamplingParams; bad values raise InvalidParameterError naming the field."""
-        return sampling_params_from_fields(self.model_dump(exclude=_NOT_SAMPLING))
+        """The engine's SamplingParams; bad values, and known fields it cannot honour, raise
+        InvalidParameterError naming the field."""
+        self.check_honourable()
+        declared = set(type(self).model_fields) - _NOT_SAMPLING
+        return sampling_params_from_fields(self.model_dump(include=declared))
 
 
-# Request fields that are not sampling fields; every other one goes to sampling_params_from_fields,
-# which rejects names it does not know (so a new field cannot be silently ignored).
-_NOT_SAMPLING = {"model", "messages", "prompt", "user", "stream", "stream_options"}
+# Declared fields that are not sampling fields; every other one goes to sampling_params_from_fields,
+# which rejects names it does not know (so a new declared field cannot be silently dropped).
+_NOT_SAMPLING = {
+    "model",
+    "messages",
+    "prompt",
+    "user",
+    "stream",
+    "stream_options",
+    "best_of",
+    "use_beam_search",
+    "echo",
+    "suffix",
+    "add_generation_prompt",
+    "continue_final_message",
+}
 
 
-class ChatCompletionRequest(_SamplingRequest):
-    """POST /v1/chat/completions."""
+class ChatPromptFields(TolerantModel):
+    """A conversation and how its prompt ends; shared by chat completions and /tokenize."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    # vLLM's: end the prompt with the assistant header (default), or leave the last (assistant)
+    # message open so the reply continues it.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+
+    def check_chat_ending(self) -> None:
+        """Raise InvalidParameterError when the two endings are combined or there is nothing to continue."""
+        if self.continue_final_message and self.add_generation_prompt:
+            raise InvalidParameterError(
+                "continue_final_message",
+                "needs add_generation_prompt set to false (the two end the prompt differently)",
+            )
+        if self.continue_final_message and self.messages[-1].role != "assistant":
+            raise InvalidParameterError(
+                "continue_final_message", "the last message must be the assistant's to continue"
+            )
+
+
+class ChatCompletionRequest(ChatPromptFields, _SamplingRequest):
+    """POST /v1/chat/completions."""
+
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
@@ -92,6 +146,15 @@ class CompletionRequest(_SamplingRequest):
 
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = None
+    echo: bool = False  # known, not supported
+    suffix: str | None = None  # known, not supported
+
+    def check_honourable(self) -> None:
+        super().check_honourable()
+        if self.echo:
+            raise InvalidParameterError("echo", "echoing the prompt is not supported")
+        if self.suffix:
+            raise InvalidParameterError("suffix", "suffix (insertion) is not supported")
 
     def prompts(self) -> list[str | list[int]]:
         prompt = self.prompt
@@ -104,10 +167,10 @@ class CompletionRequest(_SamplingRequest):
         return list(prompt)  # type: ignore[arg-type]
 
 
-class ClassifyRequest(_Strict):
+class ClassifyRequest(TolerantModel):
     """POST /v1/classify: probability of each label for a text."""
 
-    model: str
+    model: str | None = None
     text: str
     labels: list[str]
     template: str | None = None

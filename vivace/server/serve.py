@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.config import EngineConfig
@@ -29,14 +29,13 @@ def run_server(
     port: int = 8000,
     api_key: str | None = None,
     max_queue: int | None = None,
-    max_model_len: int | None = None,
-    device: str = "cpu",
     served_model_name: str | None = None,
     log_level: str = "info",
     drain_timeout: float = 30.0,
     flows_dir: str | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> None:
-    """Load the model and serve it until SIGINT/SIGTERM, then drain (see drain.py)."""
+    """Load the model (EngineConfig from `engine_options`) and serve it until SIGINT/SIGTERM, then drain."""
     import uvicorn
 
     from vivace.flows.loader import examples_dir, load_flows
@@ -44,15 +43,34 @@ def run_server(
     from vivace.server.drain import DrainingServer
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
-    engine = AsyncEngine(
-        LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)), background=False
-    )
-    app = create_app(
-        engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue, flows=flows
-    )
+    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, **(engine_options or {}))), background=False)
+    name = served_model_name or model_name_for(model)
+    app = create_app(engine, name, api_key=api_key, max_queue=max_queue, flows=flows)
+    print(startup_summary(engine.engine, name, host, port), flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = DrainingServer(config, app.state.server, drain_timeout)
     serve_on_thread_step_on_main(server, engine)
+
+
+def startup_summary(engine: LLMEngine, name: str, host: str, port: int) -> str:
+    """What `vivace serve` serves, printed once the model is loaded."""
+    config = engine.config
+    kv_tokens = engine.scheduler.kv.num_blocks * config.block_size
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    rows = [
+        ("model", f"{name} ({config.model or default_model_path()})"),
+        ("device", config.device),
+        (
+            "dtype",
+            f"{config.resolved_dtype}, weights {config.resolved_quantization}, KV {config.resolved_kv_cache_dtype}",
+        ),
+        ("KV cache", f"{kv_tokens:,} tokens ({engine.scheduler.kv.num_blocks:,} blocks of {config.block_size})"),
+        ("context", f"{engine.max_model_len:,} tokens"),
+        ("max seqs", f"{config.max_num_seqs} running, {config.max_num_batched_tokens} tokens per step"),
+        ("web UI", f"{url}/"),
+        ("API", f"{url}/v1"),
+    ]
+    return "\n".join(f"vivace serve  {label:<9} {value}" for label, value in rows)
 
 
 def serve_on_thread_step_on_main(server: uvicorn.Server, engine: AsyncEngine) -> None:

@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.chat_continuation import render_continuation
 from vivace.engine.outputs import RequestOutput
 from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
-from vivace.server.protocol import ChatCompletionRequest
+from vivace.server.protocol import ChatPromptFields
 from vivace.server.shapes import LogprobFormatter
 
 RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
@@ -32,7 +33,7 @@ class ServerState:
         self.draining = False  # set on shutdown: nothing new is admitted
         self.created = int(time.time())
         self.logprobs = LogprobFormatter(engine.tokenizer)
-        self.metrics = ServerMetrics(engine, lambda: self.in_flight)
+        self.metrics = ServerMetrics(engine, model_name, lambda: self.in_flight)
 
     def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
         """A wrapper recording one response's prompts in the metrics, timed from now."""
@@ -54,11 +55,23 @@ class ServerState:
     def release(self) -> None:
         self.in_flight -= 1
 
-    def check_model(self, model: str) -> None:
-        if model != self.model_name:
+    def check_model(self, model: str | None) -> None:
+        """404 unless `model` names the served model; None (omitted) means the served model."""
+        if model is not None and model != self.model_name:
             raise APIError(
                 404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
             )
 
-    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        return self.engine.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
+    def chat_prompt(self, request: ChatPromptFields, add_special_tokens: bool = False) -> list[int]:
+        """The conversation's token ids: ending in a generation prompt, bare, or inside the last message.
+
+        The template places any BOS itself; `add_special_tokens` has the tokenizer add its own as well.
+        """
+        request.check_chat_ending()
+        tokenizer = self.engine.tokenizer
+        messages = [m.as_template_dict() for m in request.messages]
+        if request.continue_final_message:
+            text = render_continuation(tokenizer, messages)
+        else:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=request.add_generation_prompt)
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens)

@@ -95,9 +95,16 @@ async def collect(primed: list[Primed]) -> list[RequestOutput]:
 
 
 async def sse_events(
-    meta: ResponseMeta, primed: list[Primed], logprobs: LogprobFormatter, include_usage: bool
+    meta: ResponseMeta,
+    primed: list[Primed],
+    logprobs: LogprobFormatter,
+    include_usage: bool,
+    continuous_usage: bool = False,
 ) -> AsyncIterator[bytes]:
-    """The chunks of a streamed response, then [DONE]; an error mid-stream is one last error event."""
+    """The chunks of a streamed response, then [DONE]; an error mid-stream is one last error event.
+
+    `continuous_usage` puts the usage so far on every chunk (vLLM's `continuous_usage_stats`).
+    """
     finals: list[RequestOutput] = [first for first, _ in primed]
     sent_logprobs: dict[int, int] = {}
     text_offset: dict[int, int] = {}
@@ -107,7 +114,10 @@ async def sse_events(
                 {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
                 for i in range(len(primed) * meta.n)
             ]
-            yield sse({**meta.header(chunk=True), "choices": roles})
+            chunk = {**meta.header(chunk=True), "choices": roles}
+            if continuous_usage:
+                chunk["usage"] = Usage.of(finals).as_dict()
+            yield sse(chunk)
         async with aclosing(merge(primed)) as outputs:
             async for p, out in outputs:
                 finals[p] = out
@@ -134,7 +144,10 @@ async def sse_events(
                     choice["finish_reason"] = finish_reason(c)
                     choices.append(choice)
                 if choices:
-                    yield sse({**meta.header(chunk=True), "choices": choices})
+                    chunk = {**meta.header(chunk=True), "choices": choices}
+                    if continuous_usage:
+                        chunk["usage"] = Usage.of(finals).as_dict()
+                    yield sse(chunk)
         if include_usage:
             yield sse({**meta.header(chunk=True), "choices": [], "usage": Usage.of(finals).as_dict()})
         yield DONE

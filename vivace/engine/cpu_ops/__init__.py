@@ -6,8 +6,10 @@ torch's extension builder; None when no compiler is available. Each has a torch 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import platform
 from types import ModuleType
 
 log = logging.getLogger(__name__)
@@ -16,6 +18,28 @@ _SOURCES = [
     os.path.join(os.path.dirname(__file__), "csrc", name)
     for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp", "store_kv.cpp")
 ]
+
+
+def cpu_fingerprint(cpuinfo: str, machine: str) -> str:
+    """A short digest of what `-march=native` compiles for: the CPU model and its instruction-set flags."""
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")  # x86, then Arm's names
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in keys:
+            first.setdefault(key.strip(), " ".join(sorted(value.split())))
+    described = "\n".join([machine, *(f"{k}={first[k]}" for k in keys if k in first)])
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
+
+
+def _build_name() -> str:
+    """The extension's name, and so its build-cache folder: one per CPU, since the code is built for it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpuinfo = f.read()
+    except OSError:  # not Linux: the processor string is what the platform offers
+        cpuinfo = f"model name: {platform.processor()}"
+    return f"vivace_cpu_kernels_{cpu_fingerprint(cpuinfo, platform.machine())}"
 
 
 @functools.cache
@@ -27,7 +51,7 @@ def load_cpu_ops() -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         return load(
-            name="vivace_cpu_kernels",
+            name=_build_name(),
             sources=_SOURCES,
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],

@@ -1,0 +1,32 @@
+"""The CPU ops' build-cache name carries a fingerprint of the CPU they are compiled for (-march=native)."""
+
+from vivace.engine.cpu_ops import _build_name, cpu_fingerprint
+
+X86 = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx2 avx512f amx_tile
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx2 avx512f amx_tile
+"""
+
+
+def test_same_cpu_same_fingerprint_whatever_the_core_count_or_flag_order():
+    one_core = X86.split("processor\t: 1")[0]
+    reordered = X86.replace("fpu sse2 avx2 avx512f amx_tile", "avx2 fpu amx_tile sse2 avx512f")
+    assert cpu_fingerprint(X86, "x86_64") == cpu_fingerprint(one_core, "x86_64") == cpu_fingerprint(reordered, "x86_64")
+
+
+def test_another_instruction_set_or_model_or_architecture_changes_it():
+    base = cpu_fingerprint(X86, "x86_64")
+    assert cpu_fingerprint(X86.replace(" avx512f", ""), "x86_64") != base
+    assert cpu_fingerprint(X86.replace("8480+", "8470"), "x86_64") != base
+    assert cpu_fingerprint(X86, "aarch64") != base
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n"
+    assert cpu_fingerprint(arm, "aarch64") != cpu_fingerprint(arm.replace(" sve", ""), "aarch64")
+
+
+def test_this_machine_gets_a_fingerprinted_name():
+    name = _build_name()
+    assert name.startswith("vivace_cpu_kernels_") and len(name) == len("vivace_cpu_kernels_") + 12
+    assert name == _build_name()
