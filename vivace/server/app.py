@@ -211,7 +211,7 @@ async def _respond(
     body: ChatCompletionRequest | CompletionRequest,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
-    if stream and params.prompt_logprobs is not None:
+    if body.stream and params.prompt_logprobs is not None:
         raise APIError(400, "prompt_logprobs is not supported with stream=true", param="prompt_logprobs")
     state.admit()
     try:
