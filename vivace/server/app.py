@@ -211,7 +211,11 @@ async def _respond(
         state.release()
         raise
     if stream:
-        return SSEResponse(sse_events(meta, primed, state.logprobs, include_usage), on_close=state.release)
+        return SSEResponse(
+            sse_events(meta, primed, state.logprobs, include_usage),
+            on_close=state.release,
+            also_close=[gen for _, gen in primed],
+        )
     try:
         finals = await _unless_disconnected(request, collect(primed))
     finally:
