@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -14,11 +14,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vivace.engine.async_engine import AsyncEngine
-from vivace.engine.classify import classify_requests, label_probabilities
 from vivace.engine.config import SamplingParams
-from vivace.engine.outputs import RequestOutput
 from vivace.flows.model import Flow
 from vivace.flows.server import install_flows
+from vivace.server.classify import classify as classify_labels
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
@@ -109,7 +108,7 @@ def create_app(
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
         state.check_model(body.model)
         params = body.sampling_params()
-        prompt = state.chat_prompt(body)
+        prompt = await asyncio.to_thread(state.chat_prompt, body)  # templating and tokenizing: off the loop
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
         return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
 
@@ -125,42 +124,17 @@ def create_app(
     async def classify(request: Request) -> dict[str, Any]:
         body: ClassifyRequest = await parse_body(request, ClassifyRequest)
         state.check_model(body.model)
-        requests = classify_requests(state.engine.tokenizer, body.text, body.labels, body.template)
-        params = SamplingParams(max_tokens=1, temperature=0.0)
-        base = f"cls-{uuid.uuid4().hex}"
         state.admit()
-        observe = state.observed()
         try:
-            outs = await asyncio.gather(
-                *(
-                    _last(observe(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from)))
-                    for i, (ids, score_from) in enumerate(requests)
-                )
-            )
+            return await _unless_disconnected(request, classify_labels(state, body))
         finally:
             state.release()
-        probs = label_probabilities(body.labels, [o.prompt_logprobs or [] for o in outs])
-        best = max(probs, key=probs.__getitem__)
-        return {
-            "object": "classification",
-            "model": state.model_name,
-            "label": best,
-            "probabilities": probs,
-            "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)},
-        }
 
     if flows is not None:
         install_flows(app, v1, flows, state)
     app.include_router(v1)
     mount_ui(app)
     return app
-
-
-async def _last(outputs: AsyncIterator[RequestOutput]) -> RequestOutput:
-    final = None
-    async for out in outputs:
-        final = out
-    return final  # type: ignore[return-value]
 
 
 def _model_card(state: ServerState) -> dict[str, Any]:
