@@ -21,6 +21,7 @@ from vivace.flows.model import Flow, FlowError
 from vivace.flows.pool import ProviderPool
 from vivace.providers.local import LocalProvider
 from vivace.server.errors import APIError, as_api_error
+from vivace.server.json_body import InvalidJSONBody, load_json
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse
 
@@ -76,9 +77,9 @@ def flows_router(flows: dict[str, Flow], pool: ProviderPool, state: ServerState)
                 404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}", code="flow_not_found"
             )
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
+            body = load_json(await request.body() or b"{}")
+        except InvalidJSONBody as e:
+            raise APIError(400, str(e), e.param, "invalid_json") from None
         inputs = _inputs(body)
         try:
             flow.resolve_inputs(inputs)
