@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 import uuid
@@ -17,7 +18,9 @@ from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.config import SamplingParams
 from vivace.flows.model import Flow
 from vivace.flows.server import install_flows
+from vivace.server.admission import check_sequences
 from vivace.server.classify import classify as classify_labels
+from vivace.server.classify import classify_task
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
@@ -124,11 +127,12 @@ def create_app(
     async def classify(request: Request) -> dict[str, Any]:
         body: ClassifyRequest = await parse_body(request, ClassifyRequest)
         state.check_model(body.model)
-        state.admit()
+        task = classify_task(body)
+        state.admit(len(task.labels))  # one scored sequence per label
         try:
-            return await _unless_disconnected(request, classify_labels(state, body))
+            return await _unless_disconnected(request, classify_labels(state, task))
         finally:
-            state.release()
+            state.release(len(task.labels))
 
     if flows is not None:
         install_flows(app, v1, flows, state)
@@ -178,22 +182,25 @@ async def _respond(
     include_usage: bool,
 ) -> Response:
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
-    state.admit()
+    units = len(prompts) * params.n  # sequences this request puts into the engine
+    check_sequences(len(prompts), params.n)
+    state.admit(units)
+    release = functools.partial(state.release, units)
     try:
         primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id, state.observed()))
     except BaseException:
-        state.release()
+        release()
         raise
     if stream:
         return SSEResponse(
             sse_events(meta, primed, state.logprobs, include_usage),
-            on_close=state.release,
+            on_close=release,
             also_close=[gen for _, gen in primed],
         )
     try:
         finals = await _unless_disconnected(request, collect(primed))
     finally:
-        state.release()
+        release()
     errors = [o.error for o in finals if o.error]
     if errors:
         raise APIError(500, f"the engine failed on this request: {errors[0]}", code="engine_error")

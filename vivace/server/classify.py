@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vivace.engine.classify import classify_requests, label_probabilities
+from vivace.engine.classify_prompt import check_labels
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.outputs import RequestOutput
 from vivace.server.protocol import ClassifyRequest
@@ -34,25 +35,28 @@ class ClassifyTask:
 
 
 def classify_task(body: ClassifyRequest) -> ClassifyTask:
-    """The body's text and options; a missing or mixed field is an InvalidParameterError naming it."""
+    """The body's text and options (checked, see classify_prompt.py); a missing, mixed or bad field is an
+    InvalidParameterError naming it."""
     if body.validResponses is not None:
         if body.labels is not None or body.text is not None:
             raise InvalidParameterError("validResponses", "give either {text, labels} or {prompt, validResponses}")
         if body.prompt is None:
             raise InvalidParameterError("prompt", "is required with validResponses")
-        return ClassifyTask(body.prompt, body.validResponses, body.template, body.question, "validResponses")
-    if body.text is None:
-        raise InvalidParameterError("text", "is required (or give LLaMbA's prompt and validResponses)")
-    if body.labels is None:
-        raise InvalidParameterError("labels", "is required")
-    if body.prompt is not None:
-        raise InvalidParameterError("prompt", "goes with validResponses, not with text and labels")
-    return ClassifyTask(body.text, body.labels, body.template, body.question, "labels")
+        task = ClassifyTask(body.prompt, body.validResponses, body.template, body.question, "validResponses")
+    else:
+        if body.text is None:
+            raise InvalidParameterError("text", "is required (or give LLaMbA's prompt and validResponses)")
+        if body.labels is None:
+            raise InvalidParameterError("labels", "is required")
+        if body.prompt is not None:
+            raise InvalidParameterError("prompt", "goes with validResponses, not with text and labels")
+        task = ClassifyTask(body.text, body.labels, body.template, body.question, "labels")
+    check_labels(task.labels, task.labels_param)  # before admission counts them
+    return task
 
 
-async def classify(state: ServerState, body: ClassifyRequest) -> dict[str, Any]:
+async def classify(state: ServerState, task: ClassifyTask) -> dict[str, Any]:
     """Score every option over one shared prefix and return the response body."""
-    task = classify_task(body)
     requests = await asyncio.to_thread(
         classify_requests,
         state.engine.tokenizer,
