@@ -322,6 +322,12 @@ def serve(
         str | None,
         typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples)."),
     ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Open connections at most (default 1000, within the file-descriptor limit); more get 503."
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, models) over HTTP."""
     from vivace.flows.model import FlowError
@@ -339,6 +345,7 @@ def serve(
                 device=device,
                 drain_timeout=drain_timeout,
                 flows_dir=flows,
+                max_connections=max_connections,
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None

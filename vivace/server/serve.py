@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vivace.engine.async_engine import AsyncEngine
@@ -35,6 +36,7 @@ def run_server(
     log_level: str = "info",
     drain_timeout: float = 30.0,
     flows_dir: str | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM, then drain (see drain.py)."""
     import uvicorn
@@ -42,6 +44,7 @@ def run_server(
     from vivace.flows.loader import examples_dir, load_flows
     from vivace.server.app import create_app
     from vivace.server.drain import DrainingServer
+    from vivace.server.transport import TransportLimits, connection_cap, guarded_protocol
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
     engine = AsyncEngine(
@@ -50,7 +53,11 @@ def run_server(
     app = create_app(
         engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue, flows=flows
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    limits = TransportLimits()
+    limits = replace(limits, max_connections=connection_cap(max_connections or limits.max_connections))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, http=guarded_protocol(limits)
+    )
     server = DrainingServer(config, app.state.server, drain_timeout)
     serve_on_thread_step_on_main(server, engine)
 
