@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +24,7 @@ from vivace.server.classify import classify_task
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
+from vivace.server.security import AccessGuard
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
@@ -68,26 +69,26 @@ def create_app(
     max_queue: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     flows: dict[str, Flow] | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes (and `flows`, if given)."""
+    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes (and `flows`, if given).
+
+    `api_key` guards every route but /health and the UI; `allowed_origins` may call it from browsers
+    (CORS); see security.py.
+    """
     state = ServerState(engine, model_name, api_key, max_queue)
     app = FastAPI(title="vivace", description="OpenAI-compatible API over the vivace engine")
     app.state.server = state
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AccessGuard, api_key=api_key, allowed_origins=allowed_origins)
     app.add_middleware(RequestCounter, metrics=lambda: state.metrics)
+    if allowed_origins:  # outermost: preflights are answered before the key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"], allow_headers=["*"]
+        )
 
-    async def authorize(request: Request) -> None:
-        if state.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
-            raise APIError(
-                401, "missing or invalid API key; send 'Authorization: Bearer <key>'", code="invalid_api_key"
-            )
-
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+    v1 = APIRouter(prefix="/v1")
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -20,6 +20,7 @@ from vivace.server.json_body import InvalidJSONBody, load_json
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",

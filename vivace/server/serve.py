@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,7 @@ def run_server(
     drain_timeout: float = 30.0,
     flows_dir: str | None = None,
     max_connections: int | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM, then drain (see drain.py)."""
     import uvicorn
@@ -44,6 +47,7 @@ def run_server(
     from vivace.flows.loader import examples_dir, load_flows
     from vivace.server.app import create_app
     from vivace.server.drain import DrainingServer
+    from vivace.server.security import DropQueryStrings
     from vivace.server.transport import TransportLimits, connection_cap, guarded_protocol
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
@@ -51,13 +55,19 @@ def run_server(
         LLMEngine(EngineConfig(model=model, device=device, max_model_len=max_model_len)), background=False
     )
     app = create_app(
-        engine, served_model_name or model_name_for(model), api_key=api_key, max_queue=max_queue, flows=flows
+        engine,
+        served_model_name or model_name_for(model),
+        api_key=api_key,
+        max_queue=max_queue,
+        flows=flows,
+        allowed_origins=allowed_origins,
     )
     limits = TransportLimits()
     limits = replace(limits, max_connections=connection_cap(max_connections or limits.max_connections))
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, http=guarded_protocol(limits)
     )
+    logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())  # after Config, which configures logging
     server = DrainingServer(config, app.state.server, drain_timeout)
     serve_on_thread_step_on_main(server, engine)
 
