@@ -316,7 +316,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     api_key: Annotated[
-        str | None, typer.Option(envvar="VIVACE_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1.")
+        str | None,
+        typer.Option(
+            envvar="VIVACE_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on every route but /health and the web UI. Prefer the "
+            "VIVACE_API_KEY environment variable: a flag's value is readable by every user in the process list.",
+        ),
     ] = None,
     max_queue: Annotated[
         int | None, typer.Option(min=0, help="Requests that may wait beyond the running batch; more get 429.")
@@ -331,6 +336,20 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug, trace.")
     ] = "info",
+    allowed_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origins",
+            help="Web origins (https://host:port) allowed to call the API from a browser (CORS); repeat or "
+            "separate with commas.",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Open connections at most (default 1000, within the file-descriptor limit); more get 503."
+        ),
+    ] = None,
     engine_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, embeddings, models) over HTTP."""
@@ -353,6 +372,8 @@ def serve(
                 drain_timeout=drain_timeout,
                 flows_dir=flows,
                 engine_options=engine_options or {},
+                max_connections=max_connections,
+                allowed_origins=[o.strip() for value in allowed_origins or [] for o in value.split(",") if o.strip()],
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None

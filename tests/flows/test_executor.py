@@ -191,3 +191,19 @@ async def test_unknown_provider_fails_the_step_clearly(pool):
     flow = FlowBuilder("unknown").step("a", "hi", provider="nosuch:model").build()
     result = await collect(flow, {}, pool)
     assert "provider 'nosuch:model' is not available: unknown provider 'nosuch'" in result.steps["a"].error
+
+
+async def test_fan_out_past_the_cap_fails_the_step_before_any_call(pool, engine):
+    from vivace.flows.executor import MAX_FOR_EACH_ITEMS
+
+    flow = (
+        FlowBuilder("wide", max_tokens=2, seed=1)
+        .input("count", default=str(MAX_FOR_EACH_ITEMS + 1))
+        .step("each", "Say {{ item }}.", for_each="range(count | int) | list")
+        .build()
+    )
+    result = await collect(flow, {}, pool)
+    failed = result.steps["each"]
+    assert isinstance(failed, StepFailed) and f"at most {MAX_FOR_EACH_ITEMS}" in failed.error
+    assert not [e for e in result.events if isinstance(e, StepStarted) and e.index is not None]
+    assert engine.stats()["num_waiting"] == engine.stats()["num_running"] == 0

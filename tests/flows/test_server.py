@@ -154,12 +154,12 @@ def test_a_flow_run_is_an_admitted_request(served):
             time.sleep(0.02)
         assert state.in_flight == 0
 
-        state.max_in_flight = 0
+        state.admission.limit = state.admission.units = 1  # as if one sequence already filled it
         full = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
         assert (
             full.status_code == 429 and full.json()["error"]["code"] == "queue_full" and "retry-after" in full.headers
         )
-        state.max_in_flight, state.draining = None, True
+        state.admission.limit, state.admission.units, state.draining = None, 0, True
         draining = httpx.post(f"{url}/v1/flows/fanout", json={"inputs": {}})
         assert draining.status_code == 503 and draining.json()["error"]["code"] == "server_shutdown"
     finally:

@@ -40,6 +40,8 @@ def test_serve_passes_options(monkeypatch):
                 "drain_timeout": 30.0,
                 "flows_dir": None,
                 "engine_options": {"max_model_len": 1024},
+                "max_connections": 50,
+                "allowed_origins": ["https://a.example", "https://b.example", "http://c:1"],
             },
         )
     ]
@@ -119,6 +121,13 @@ def test_model_name():
 def _state(max_queue: int | None) -> ServerState:
     engine = SimpleNamespace(engine=SimpleNamespace(config=SimpleNamespace(max_num_seqs=2)), tokenizer=None)
     return ServerState(engine, "m", None, max_queue)  # type: ignore[arg-type]
+
+
+def test_api_key_from_the_environment(monkeypatch):
+    calls = []
+    monkeypatch.setattr(serve, "run_server", lambda *args, **kwargs: calls.append(kwargs))
+    assert CliRunner().invoke(cli.app, ["serve"], env={"VIVACE_API_KEY": "from-env"}).exit_code == 0
+    assert calls[0]["api_key"] == "from-env"
 
 
 def test_queue_limit_refuses_with_429():

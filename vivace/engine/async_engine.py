@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator
-from queue import SimpleQueue
+from collections.abc import AsyncIterator, Callable
+from queue import Empty, SimpleQueue
 
 from vivace.engine.config import EngineConfig, SamplingParams
 from vivace.engine.engine import LLMEngine
@@ -25,7 +25,13 @@ class EngineShutdownError(EngineDeadError):
 
 
 class AsyncEngine:
-    """Thread-safe front of an LLMEngine for asyncio servers; abort on cancellation."""
+    """Thread-safe front of an LLMEngine for asyncio servers; abort on cancellation.
+
+    Adds and aborts are commands on one queue that the engine thread runs, in order, before each
+    step. A request is accepted the moment its add is queued, so an abort queued after it (on any
+    cancellation, however early) always finds it; and all the commands that piled up during a step
+    run together, instead of each waiting its turn for the engine lock.
+    """
 
     def __init__(self, engine: LLMEngine, background: bool = True) -> None:
         """`background=False` leaves the loop to the caller: run `run_loop()` on the thread that should
@@ -34,6 +40,7 @@ class AsyncEngine:
         self.tokenizer = engine.tokenizer
         self._lock = threading.Lock()  # guards every call into the engine
         self._wake = threading.Event()
+        self._commands: SimpleQueue[Callable[[], None]] = SimpleQueue()  # run by the engine thread
         # Each request's outputs, or the exception that ends it, go to its caller's loop and queue.
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._ids = itertools.count()
@@ -78,6 +85,7 @@ class AsyncEngine:
         """Step the engine while it has work, until `shutdown()`; blocks the calling thread."""
         while not self._stopped:
             with self._lock:
+                self._run_commands()
                 busy = self.engine.has_unfinished_requests()
                 outputs = self.engine.step() if busy else []
                 self._stats = self.engine.stats()
@@ -86,6 +94,19 @@ class AsyncEngine:
             if not busy:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
+
+    def _run_commands(self) -> None:
+        """Run every queued add and abort, in the order they were queued (the caller holds the lock)."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except Empty:
+                return
+            command()
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        self._commands.put(command)
+        self._wake.set()
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         """Hand a step's outputs to their callers: one wake-up per event loop, not one per request.
@@ -127,16 +148,25 @@ class AsyncEngine:
         request_id = request_id or f"req-{next(self._ids)}"
         queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        added: asyncio.Future[None] = loop.create_future()
 
         def add() -> None:
-            with self._lock:
+            try:
                 self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool)
-                self._queues[request_id] = (loop, queue)
-            self._wake.set()
+            except Exception as exc:  # raised to the caller below
+                _call_soon(loop, _settle, added, exc)
+                return
+            self._queues[request_id] = (loop, queue)
+            _call_soon(loop, _settle, added, None)
 
-        await asyncio.to_thread(add)
+        self._submit(add)
         finished = False
         try:
+            try:
+                await added
+            except Exception:
+                finished = True  # validation failed: nothing was queued
+                raise
             while not finished:
                 out = await queue.get()
                 if isinstance(out, Exception):
@@ -146,18 +176,29 @@ class AsyncEngine:
                 yield out
         finally:
             if not finished:
-                await self.abort(request_id)
+                # Queued behind the add, so it finds the request; nothing to await, so a second
+                # cancellation cannot skip it.
+                self._submit(lambda: self._abort_now(request_id))
 
     async def abort(self, request_id: str) -> None:
-        """Stop a request and free its KV blocks."""
-
-        def do_abort() -> None:
+        """Stop a request and free its KV blocks; returns once the engine thread has done it."""
+        if self._stopped:  # no engine thread runs commands any more
             with self._lock:
-                self._queues.pop(request_id, None)
-                self.engine.abort(request_id)
-            self._wake.set()  # the loop publishes stats without the aborted request's blocks
+                self._abort_now(request_id)
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
 
-        await asyncio.to_thread(do_abort)
+        def abort() -> None:
+            self._abort_now(request_id)
+            _call_soon(loop, _settle, done, None)
+
+        self._submit(abort)
+        await done
+
+    def _abort_now(self, request_id: str) -> None:
+        self._queues.pop(request_id, None)
+        self.engine.abort(request_id)
 
     def refuse_new(self, reason: str) -> None:
         """From now on `generate` raises EngineShutdownError(reason); requests already added go on."""
@@ -169,6 +210,7 @@ class AsyncEngine:
 
     def _abort_all(self, reason: str) -> int:
         with self._lock:
+            self._run_commands()  # adds queued before now are aborted too (the loop may have stopped)
             request_ids = self.engine.request_ids()
             for request_id in request_ids:
                 self.engine.abort(request_id)
@@ -194,6 +236,22 @@ class AsyncEngine:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._abort_all("the engine was shut down")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the caller's loop is gone
+        pass
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _put_all(batch: list[tuple[asyncio.Queue, RequestOutput]]) -> None:

@@ -4,37 +4,46 @@ from __future__ import annotations
 
 import math
 
-from vivace.engine.config import InvalidParameterError
-from vivace.engine.tokenizer import Tokenizer
-
-DEFAULT_INSTRUCTION = (
-    "Classify the text into exactly one of these labels: {labels}.\n\nText: {text}\n\nAnswer with the label only."
+from vivace.engine.classify_prompt import (
+    DEFAULT_INSTRUCTION,
+    PLAIN_QUESTION_TEMPLATE,
+    PLAIN_TEMPLATE,
+    QUESTION_INSTRUCTION,
+    check_labels,
+    check_template,
+    fill,
 )
-PLAIN_TEMPLATE = "Text: {text}\nLabels: {labels}\nLabel:"
+from vivace.engine.tokenizer import Tokenizer
 
 
 def classify_requests(
-    tokenizer: Tokenizer, text: str, labels: list[str], template: str | None
+    tokenizer: Tokenizer,
+    text: str,
+    labels: list[str],
+    template: str | None,
+    question: str | None = None,
+    labels_param: str = "labels",
 ) -> list[tuple[list[int], int]]:
     """(prompt ids, index of the first label token) per label; every prompt shares the same prefix ids.
 
-    `template` is a format string with {text} and {labels}; without one, the model's chat template
-    wraps an instruction (or a plain "Label:" prompt when the model has no chat template).
+    `template` holds {text}, {labels} and {question} placeholders (filled literally, see
+    classify_prompt.py); without one, the model's chat template wraps an instruction (asking
+    `question` about the text when given), or a plain "Label:" prompt when the model has none.
+    Label errors name `labels_param`, the field the client sent them in.
     """
-    if not labels:
-        raise InvalidParameterError("labels", "must name at least one label")
-    if len(set(labels)) != len(labels) or any(not label for label in labels):
-        raise InvalidParameterError("labels", "must be distinct non-empty strings")
-    joined = ", ".join(labels)
+    check_labels(labels, labels_param)
+    values = {"text": text, "labels": ", ".join(labels), "question": question or ""}
     if template is not None:
-        prefix_ids = tokenizer.encode(template.format(text=text, labels=joined), add_special_tokens=True)
+        check_template(template)
+        prefix_ids = tokenizer.encode(fill(template, values), add_special_tokens=True)
         sep = " "
     elif tokenizer.chat_template:
-        message = {"role": "user", "content": DEFAULT_INSTRUCTION.format(text=text, labels=joined)}
-        prefix_ids = tokenizer.encode_chat([message])
+        instruction = QUESTION_INSTRUCTION if question is not None else DEFAULT_INSTRUCTION
+        prefix_ids = tokenizer.encode_chat([{"role": "user", "content": fill(instruction, values)}])
         sep = ""
     else:
-        prefix_ids = tokenizer.encode(PLAIN_TEMPLATE.format(text=text, labels=joined), add_special_tokens=True)
+        plain = PLAIN_QUESTION_TEMPLATE if question is not None else PLAIN_TEMPLATE
+        prefix_ids = tokenizer.encode(fill(plain, values), add_special_tokens=True)
         sep = " "
     # Labels are tokenized on their own so the shared prefix is byte-identical across requests.
     return [(prefix_ids + tokenizer.encode(sep + label, add_special_tokens=False), len(prefix_ids)) for label in labels]

@@ -181,7 +181,12 @@ class SamplingParams:
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
             ("prompt_logprobs", self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20, "must be in [0, 20]"),
             # torch's generators take seeds in [-2**63, 2**64): wider ones would fail at admission.
-            ("seed", self.seed is None or -(2**63) <= self.seed < 2**64, "must fit in 64 bits"),
+            # Choice i is seeded with seed + i: the last one must fit too.
+            (
+                "seed",
+                self.seed is None or -(2**63) <= self.seed <= 2**64 - self.n,
+                "must fit in 64 bits (with n-1 added)",
+            ),
         ]
         for name, ok, message in checks:
             if not ok:

@@ -25,6 +25,8 @@ from vivace.flows.parsers import ParseError, as_items, parse
 from vivace.flows.pool import ProviderPool
 from vivace.providers.base import GenerationRequest
 
+MAX_FOR_EACH_ITEMS = 128  # one step's fan-out: each item is a model call (an engine sequence) in flight at once
+
 
 class StepError(RuntimeError):
     """Why one step (or one for_each item) failed; `reason` as in StepFailed."""
@@ -141,6 +143,11 @@ class _Run:
             items = as_items(self.templates[step.name][2](**context))
         except Exception as e:
             raise StepError(f"step {step.name!r}: for_each {step.for_each!r} failed: {e}") from None
+        if len(items) > MAX_FOR_EACH_ITEMS:
+            raise StepError(
+                f"step {step.name!r}: for_each gave {len(items)} items; at most {MAX_FOR_EACH_ITEMS} model calls "
+                "fan out from one step"
+            )
         self.emit(StepStarted(step.name, at=self.now(), items=len(items)))
         start = self.now()
         results = await asyncio.gather(

@@ -6,6 +6,7 @@ character) arrives intact. A client that hangs up cancels the run, which aborts 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -21,6 +22,7 @@ from vivace.flows.model import Flow, FlowError
 from vivace.flows.pool import ProviderPool
 from vivace.providers.local import LocalProvider
 from vivace.server.errors import APIError, as_api_error
+from vivace.server.json_body import InvalidJSONBody, load_json
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse
 
@@ -59,7 +61,7 @@ def _inputs(body: Any) -> dict[str, str]:
 def flows_router(flows: dict[str, Flow], pool: ProviderPool, state: ServerState) -> APIRouter:
     """The flow API routes (mount under /v1, behind the API key check).
 
-    A run is one admitted request, like a completion: it counts against --max-queue, is refused
+    A run is one admitted request, like a completion: it counts one unit per step against --max-queue, is refused
     while the server drains, and a drain waits for it (its steps are aborted at the deadline).
     """
     router = APIRouter()
@@ -76,16 +78,17 @@ def flows_router(flows: dict[str, Flow], pool: ProviderPool, state: ServerState)
                 404, f"flow {name!r} not found; this server has {', '.join(flows) or 'no flows'}", code="flow_not_found"
             )
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
+            body = load_json(await request.body() or b"{}")
+        except InvalidJSONBody as e:
+            raise APIError(400, f"the body is not valid JSON: {e}", e.param, "invalid_json") from None
         inputs = _inputs(body)
         try:
             flow.resolve_inputs(inputs)
         except FlowError as e:
             raise APIError(400, str(e), "inputs", "invalid_value") from None
-        state.admit()
-        return SSEResponse(flow_events(flow, inputs, pool), on_close=state.release)
+        units = len(flow.steps)  # at least one model call per step (for_each items beyond that are capped)
+        state.admit(units)
+        return SSEResponse(flow_events(flow, inputs, pool), on_close=functools.partial(state.release, units))
 
     return router
 

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vivace.engine.async_engine import AsyncEngine
-from vivace.engine.classify import classify_requests, label_probabilities
 from vivace.engine.config import SamplingParams
-from vivace.engine.outputs import RequestOutput
 from vivace.flows.model import Flow
 from vivace.flows.server import install_flows
+from vivace.server.admission import check_sequences
+from vivace.server.classify import classify as classify_labels
+from vivace.server.classify import classify_task
 from vivace.server.embeddings import install_embeddings
 from vivace.server.errors import APIError, install_handlers, parse_body
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
+from vivace.server.security import AccessGuard
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
@@ -69,27 +72,27 @@ def create_app(
     max_queue: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     flows: dict[str, Flow] | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes (and `flows`, if given)."""
+    """A FastAPI app serving `engine` under `model_name` with the OpenAI routes (and `flows`, if given).
+
+    `api_key` guards every route but /health and the UI; `allowed_origins` may call it from browsers
+    (CORS); see security.py.
+    """
     state = ServerState(engine, model_name, api_key, max_queue)
     app = FastAPI(title="vivace", description="OpenAI-compatible API over the vivace engine")
     app.state.server = state
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AccessGuard, api_key=api_key, allowed_origins=allowed_origins)
     app.add_middleware(RequestCounter, metrics=lambda: state.metrics)
     app.add_middleware(IgnoredFieldsHeader)
+    if allowed_origins:  # outermost: preflights are answered before the key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"], allow_headers=["*"]
+        )
 
-    async def authorize(request: Request) -> None:
-        if state.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
-            raise APIError(
-                401, "missing or invalid API key; send 'Authorization: Bearer <key>'", code="invalid_api_key"
-            )
-
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+    v1 = APIRouter(prefix="/v1")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -115,7 +118,7 @@ def create_app(
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
         state.check_model(body.model)
         params = body.sampling_params()
-        prompt = state.chat_prompt(body)
+        prompt = await asyncio.to_thread(state.chat_prompt, body)  # templating and tokenizing: off the loop
         meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
         return await _respond(request, state, meta, [prompt], params, body)
 
@@ -131,44 +134,20 @@ def create_app(
     async def classify(request: Request) -> dict[str, Any]:
         body: ClassifyRequest = await parse_body(request, ClassifyRequest)
         state.check_model(body.model)
-        requests = classify_requests(state.engine.tokenizer, body.text, body.labels, body.template)
-        params = SamplingParams(max_tokens=1, temperature=0.0)
-        base = f"cls-{uuid.uuid4().hex}"
-        state.admit()
-        observe = state.observed()
+        task = classify_task(body)
+        state.admit(len(task.labels))  # one scored sequence per label
         try:
-            outs = await asyncio.gather(
-                *(
-                    _last(observe(state.engine.generate(ids, params, request_id=f"{base}-{i}", score_from=score_from)))
-                    for i, (ids, score_from) in enumerate(requests)
-                )
-            )
+            return await _unless_disconnected(request, classify_labels(state, task))
         finally:
-            state.release()
-        probs = label_probabilities(body.labels, [[t.logprob for t in o.prompt_logprobs or []] for o in outs])
-        best = max(probs, key=probs.__getitem__)
-        return {
-            "object": "classification",
-            "model": state.model_name,
-            "label": best,
-            "probabilities": probs,
-            "usage": {"prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)},
-        }
+            state.release(len(task.labels))
 
-    install_tokenize_routes(app, state, [Depends(authorize)])
+    install_tokenize_routes(app, state)
     install_embeddings(v1, state)
     if flows is not None:
         install_flows(app, v1, flows, state)
     app.include_router(v1)
     mount_ui(app)
     return app
-
-
-async def _last(outputs: AsyncIterator[RequestOutput]) -> RequestOutput:
-    final = None
-    async for out in outputs:
-        final = out
-    return final  # type: ignore[return-value]
 
 
 def _model_card(state: ServerState) -> dict[str, Any]:
@@ -213,19 +192,25 @@ async def _respond(
     """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
     if body.stream and params.prompt_logprobs is not None:
         raise APIError(400, "prompt_logprobs is not supported with stream=true", param="prompt_logprobs")
-    state.admit()
+    units = len(prompts) * params.n  # sequences this request puts into the engine
+    check_sequences(len(prompts), params.n)
+    state.admit(units)
+    release = functools.partial(state.release, units)
     try:
         primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id, state.observed()))
     except BaseException:
-        state.release()
+        release()
         raise
     if body.stream:
-        events = sse_events(meta, primed, state.logprobs, body.include_usage, body.continuous_usage)
-        return SSEResponse(events, on_close=state.release)
+        return SSEResponse(
+            sse_events(meta, primed, state.logprobs, body.include_usage, body.continuous_usage),
+            on_close=release,
+            also_close=[gen for _, gen in primed],
+        )
     try:
         finals = await _unless_disconnected(request, collect(primed))
     finally:
-        state.release()
+        release()
     errors = [o.error for o in finals if o.error]
     if errors:
         raise APIError(500, f"the engine failed on this request: {errors[0]}", code="engine_error")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,16 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from vivace.engine.async_engine import EngineDeadError, EngineShutdownError
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError
 from vivace.engine.scheduler import RequestTooLargeError
+from vivace.server.json_body import InvalidJSONBody, load_json
 from vivace.server.tolerant import record_ignored
 
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -91,9 +93,9 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
     """Read and validate a JSON body; malformed JSON and bad fields become 400s naming the problem."""
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"malformed JSON body: {e}", code="invalid_json") from None
+        data = load_json(raw)
+    except InvalidJSONBody as e:
+        raise APIError(400, str(e), e.param, "invalid_json" if e.param is None else "invalid_value") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object", code="invalid_json")
     try:
@@ -118,6 +120,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return APIError(exc.status_code, str(exc.detail)).response()
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client left while sending its body: nothing to log, and not a server error.
+        return APIError(499, "the client closed the connection", code="client_closed").response()
 
     async def _mapped(request: Request, exc: Exception) -> JSONResponse:
         return as_api_error(exc).response()

@@ -168,9 +168,15 @@ class CompletionRequest(_SamplingRequest):
 
 
 class ClassifyRequest(TolerantModel):
-    """POST /v1/classify: probability of each label for a text."""
+    """POST /v1/classify: probability of each label for a text.
+
+    Either `{text, labels, template?}` or LLaMbA's `{prompt, question, validResponses}`.
+    """
 
     model: str | None = None
-    text: str
-    labels: list[str]
+    text: str | None = None
+    labels: list[str] | None = None
     template: str | None = None
+    prompt: str | None = None
+    question: str | None = None
+    validResponses: list[str] | None = None  # noqa: N815 (LLaMbA's field name)

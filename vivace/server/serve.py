@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.async_engine import AsyncEngine
@@ -34,6 +37,8 @@ def run_server(
     drain_timeout: float = 30.0,
     flows_dir: str | None = None,
     engine_options: dict[str, Any] | None = None,
+    max_connections: int | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> None:
     """Load the model (EngineConfig from `engine_options`) and serve it until SIGINT/SIGTERM, then drain."""
     import uvicorn
@@ -41,13 +46,20 @@ def run_server(
     from vivace.flows.loader import examples_dir, load_flows
     from vivace.server.app import create_app
     from vivace.server.drain import DrainingServer
+    from vivace.server.security import DropQueryStrings
+    from vivace.server.transport import TransportLimits, connection_cap, guarded_protocol
 
     flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
     engine = AsyncEngine(LLMEngine(EngineConfig(model=model, **(engine_options or {}))), background=False)
     name = served_model_name or model_name_for(model)
-    app = create_app(engine, name, api_key=api_key, max_queue=max_queue, flows=flows)
+    app = create_app(engine, name, api_key=api_key, max_queue=max_queue, flows=flows, allowed_origins=allowed_origins)
     print(startup_summary(engine.engine, name, host, port), flush=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    limits = TransportLimits()
+    limits = replace(limits, max_connections=connection_cap(max_connections or limits.max_connections))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, http=guarded_protocol(limits)
+    )
+    logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())  # after Config, which configures logging
     server = DrainingServer(config, app.state.server, drain_timeout)
     serve_on_thread_step_on_main(server, engine)
 

@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.chat_continuation import render_continuation
 from vivace.engine.outputs import RequestOutput
+from vivace.server.admission import Admission, AdmissionRefused
 from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
 from vivace.server.protocol import ChatPromptFields
 from vivace.server.shapes import LogprobFormatter
-
-RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
 
 
 class ServerState:
@@ -27,33 +26,36 @@ class ServerState:
         self.engine = engine
         self.model_name = model_name
         self.api_key = api_key
-        # Requests beyond the running batch that may wait; more are refused with 429.
-        self.max_in_flight = None if max_queue is None else engine.engine.config.max_num_seqs + max_queue
-        self.in_flight = 0
+        # Sequences beyond the running batch that may wait; more are refused with 429 (admission.py).
+        limit = None if max_queue is None else engine.engine.config.max_num_seqs + max_queue
+        self.admission = Admission(limit)
         self.draining = False  # set on shutdown: nothing new is admitted
         self.created = int(time.time())
         self.logprobs = LogprobFormatter(engine.tokenizer)
         self.metrics = ServerMetrics(engine, model_name, lambda: self.in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered."""
+        return self.admission.requests
 
     def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
         """A wrapper recording one response's prompts in the metrics, timed from now."""
         admitted = time.perf_counter()
         return lambda outputs: self.metrics.observe(outputs, admitted)
 
-    def admit(self) -> None:
+    def admit(self, units: int = 1) -> None:
+        """Count a request that puts `units` sequences into the engine; 503 while draining, 429 when full."""
         if self.draining:
             raise APIError(503, "the server is shutting down", code="server_shutdown")
-        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
-            raise APIError(
-                429,
-                f"the server is full ({self.in_flight} requests in flight); retry later",
-                code="queue_full",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self.in_flight += 1
+        try:
+            self.admission.admit(units)
+        except AdmissionRefused as e:
+            raise APIError(429, str(e), code="queue_full", headers={"Retry-After": str(e.retry_after)}) from None
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    def release(self, units: int = 1) -> None:
+        """The request admitted with `units` has ended."""
+        self.admission.release(units)
 
     def check_model(self, model: str | None) -> None:
         """404 unless `model` names the served model; None (omitted) means the served model."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -42,11 +42,17 @@ async def start(
     gens = [engine.generate(p, params, request_id=f"{base_id}-{i}") for i, p in enumerate(prompts)]
     if observe is not None:
         gens = [observe(g) for g in gens]
-    firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    try:
+        firsts = await asyncio.gather(*(anext(g) for g in gens), return_exceptions=True)
+    except BaseException:  # cancelled (the client hung up): abort every prompt now, not at garbage collection
+        with anyio.CancelScope(shield=True):
+            for g in gens:
+                await g.aclose()  # type: ignore[attr-defined]
+        raise
     errors = [f for f in firsts if isinstance(f, BaseException)]
     if errors:
         for g in gens:
-            await g.aclose()
+            await g.aclose()  # type: ignore[attr-defined]
         raise errors[0]
     return list(zip(firsts, gens, strict=True))  # type: ignore[arg-type]
 
@@ -162,12 +168,20 @@ class SSEResponse(StreamingResponse):
     while, so this listens for http.disconnect itself and closes the body (aborting the request).
     """
 
-    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        on_close: Callable[[], None] | None = None,
+        also_close: Sequence[AsyncIterator[Any]] = (),
+    ) -> None:
+        """`also_close`: streams the body would close, closed here too in case the body never started
+        (a client gone before the first write leaves an unstarted body, whose aclose does nothing)."""
         super().__init__(
             body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         self._body = body
         self._on_close = on_close
+        self._also_close = also_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -186,5 +200,7 @@ class SSEResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._body.aclose()  # type: ignore[attr-defined]
+                for stream in self._also_close:
+                    await stream.aclose()  # type: ignore[attr-defined]
                 if self._on_close is not None:
                     self._on_close()

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.params import Depends
 
 from vivace import __version__
 from vivace.engine.config import InvalidParameterError
@@ -39,9 +38,9 @@ class DetokenizeRequest(TolerantModel):
     tokens: list[int]
 
 
-def install_tokenize_routes(app: FastAPI, state: ServerState, dependencies: list[Depends]) -> None:
-    """Add /tokenize and /detokenize (behind `dependencies`, e.g. the API key) and /version to `app`."""
-    router = APIRouter(dependencies=dependencies)
+def install_tokenize_routes(app: FastAPI, state: ServerState) -> None:
+    """Add /tokenize, /detokenize and /version to `app` (behind the API key like every route: security.py)."""
+    router = APIRouter()
     tokenizer = state.engine.tokenizer
 
     @router.post("/tokenize")
