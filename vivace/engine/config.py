@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vivace.engine.structured.params import StructuredOutputsParams
 
 
 class InvalidParameterError(ValueError):
@@ -158,6 +161,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None = off; k >= 0 = chosen token's logprob plus top-k alternatives
     skip_special_tokens: bool = True
+    # The output must match this (a JSON schema, regex, grammar, ...); None = unconstrained.
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
