@@ -25,6 +25,7 @@ from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, Compl
 from vivace.server.shapes import CHAT, TEXT, ResponseMeta, full_body
 from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
+from vivace.server.tool_calls import constrained, plan_tools
 from vivace.server.ui import mount_ui
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -109,8 +110,13 @@ def create_app(
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
         state.check_model(body.model)
         params = body.sampling_params()
-        prompt = state.chat_prompt(body)
-        meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
+        tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+        if tools.constraint is not None:
+            params = constrained(params, tools.constraint)
+        prompt = state.chat_prompt(body, tools)
+        meta = ResponseMeta(
+            f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n, tools.parse
+        )
         return await _respond(request, state, meta, [prompt], params, body.stream, body.include_usage)
 
     @v1.post("/completions")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
+from vivace.server.tool_calls import Tool, ToolChoice
 
 MAX_N = 16  # choices per request: each one holds its own KV blocks
 
@@ -38,7 +39,11 @@ class ChatMessage(BaseModel):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        return {"role": self.role, "content": content or ""}
+        message = {"role": self.role, "content": content or ""}
+        for key in ("tool_calls", "tool_call_id"):  # tool-call history (server/tool_calls.py renders it)
+            if (self.model_extra or {}).get(key) is not None:
+                message[key] = self.model_extra[key]
+        return message
 
 
 class _SamplingRequest(_Strict):
@@ -62,6 +67,13 @@ class _SamplingRequest(_Strict):
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Structured outputs (OpenAI's response_format, vLLM's guided_* and structured_outputs).
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -74,7 +86,17 @@ class _SamplingRequest(_Strict):
 
 # Request fields that are not sampling fields; every other one goes to sampling_params_from_fields,
 # which rejects names it does not know (so a new field cannot be silently ignored).
-_NOT_SAMPLING = {"model", "messages", "prompt", "user", "stream", "stream_options"}
+_NOT_SAMPLING = {
+    "model",
+    "messages",
+    "prompt",
+    "user",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+}
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -84,6 +106,9 @@ class ChatCompletionRequest(_SamplingRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(_SamplingRequest):

@@ -15,6 +15,7 @@ from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
 from vivace.server.protocol import ChatCompletionRequest
 from vivace.server.shapes import LogprobFormatter
+from vivace.server.tool_calls import ToolPlan, template_messages
 
 RETRY_AFTER_SECONDS = 1  # what a refused client is told to wait: the batch turns over in about that
 
@@ -60,5 +61,9 @@ class ServerState:
                 404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
             )
 
-    def chat_prompt(self, request: ChatCompletionRequest) -> list[int]:
-        return self.engine.tokenizer.encode_chat([m.as_template_dict() for m in request.messages])
+    def chat_prompt(self, request: ChatCompletionRequest, tools: ToolPlan | None = None) -> list[int]:
+        """The prompt's token ids: the messages (tool-call history included) and `tools` through the template."""
+        tokenizer = self.engine.tokenizer
+        messages = [m.as_template_dict() for m in request.messages]
+        messages, variables = template_messages(messages, tools or ToolPlan(), tokenizer.chat_template)
+        return tokenizer.encode_chat(messages, **variables)
