@@ -12,10 +12,10 @@ from types import TracebackType
 from typing import Any
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
-from vivace.engine.request_params import SAMPLING_FIELDS as _PARAMS_FIELDS
+from vivace.engine.request_params import REQUEST_FIELDS as _PARAMS_FIELDS
 from vivace.engine.request_params import sampling_params_from_fields
 
-# Per-line sampling overrides a request may carry; `n` is left out because an output line holds one text.
+# Per-line sampling overrides a request may carry (structured outputs included); `n` is left out because an output line holds one text.
 SAMPLING_FIELDS: frozenset[str] = _PARAMS_FIELDS - {"n"}
 _REQUEST_FIELDS = frozenset({"id", "prompt", "messages"})
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vivace.engine.structured.params import StructuredOutputsParams
 
 
 class InvalidParameterError(ValueError):
@@ -161,6 +164,8 @@ class SamplingParams:
     logprobs: int | None = None  # None = off; k >= 0 = chosen token's logprob plus top-k alternatives
     prompt_logprobs: int | None = None  # None = off; k >= 0 = every prompt token's logprob plus top-k (vLLM)
     skip_special_tokens: bool = True
+    # The output must match this (a JSON schema, regex, grammar, ...); None = unconstrained.
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

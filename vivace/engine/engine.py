@@ -23,6 +23,7 @@ from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import check_token_ids, make_generator
 from vivace.engine.scheduler import ScheduledSeq, Scheduler
 from vivace.engine.sequence import Sequence
+from vivace.engine.structured.grammar import GrammarCompiler
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class LLMEngine:
             max_num_seqs=config.max_num_seqs,
             max_model_len=self.max_model_len,
         )
+        # Structured outputs' grammars for this tokenizer; llguidance's tables are built on first use.
+        self.grammars = GrammarCompiler(self.tokenizer, self.model_config.vocab_size, self.eos_token_ids)
         self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len, self.scheduler.finish)
         self._seq_ids = itertools.count()
         self._arrivals = itertools.count()
@@ -92,6 +95,8 @@ class LLMEngine:
         max_new = params.max_tokens if params.max_tokens is not None else self.max_model_len - len(ids)
         self.scheduler.check_fits(len(ids), max_new)
         check_token_ids(params, self.model_config.vocab_size)
+        if params.structured_outputs is not None:
+            self.grammars.grammar(params.structured_outputs)
         return ids
 
     def add_request(
@@ -139,8 +144,18 @@ class LLMEngine:
                 )
             )
         text = prompt if isinstance(prompt, str) else None
+        constraint = params.structured_outputs
+        matchers = None if constraint is None else [self.grammars.matcher(constraint) for _ in seqs]
         self.outputs.add_request(
-            request_id, text, ids, params, seqs, stream=stream, scores_prompt=score_from is not None, pools=pool
+            request_id,
+            text,
+            ids,
+            params,
+            seqs,
+            stream=stream,
+            scores_prompt=score_from is not None,
+            matchers=matchers,
+            pools=pool,
         )
         for seq in seqs:
             self.scheduler.add(seq)
@@ -169,7 +184,7 @@ class LLMEngine:
         self.num_steps += 1
         self._record_queue_times(batch.prefills)
         try:
-            result = self.runner.execute(batch)
+            result = self.runner.execute(batch, self.outputs.matcher_of if self.outputs.num_constrained else None)
         except Exception as exc:  # a failed step fails its requests, never the engine
             log.exception("engine step failed")
             self.scheduler.invalidate(batch)

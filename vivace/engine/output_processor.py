@@ -2,7 +2,10 @@
 RequestOutput objects. The engine core only schedules and steps; everything a request sees is built here.
 
 Per-sequence output state is keyed by sequence id; a sequence this processor finishes is retired
-through the `finish_seq` callback (the scheduler's), so its KV blocks are freed at once.
+through the `finish_seq` callback (the scheduler's), so its KV blocks are freed at once. A constrained
+sequence's grammar matcher (structured outputs) is part of that state: it advances with each appended
+token (a preempted sequence keeps its tokens, so recomputing it leaves the matcher right), and the
+sequence finishes with "stop" when its grammar is complete.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class _SeqOutput:
     pending: str = ""  # emitted since the last RequestOutput
     logprobs: list[TokenLogprob] | None = None
     stop_reason: str | int | None = None
+    matcher: Any = None  # llguidance.LLMatcher of a constrained sequence
 
     def emit(self, text: str) -> None:
         self.text += text
@@ -77,6 +81,7 @@ class OutputProcessor:
         self._finish_seq = finish_seq
         self._requests: dict[str, _Request] = {}
         self._states: dict[int, _SeqOutput] = {}  # seq_id -> its output state
+        self.num_constrained = 0  # unfinished requests with structured outputs
 
     # ---- requests -----------------------------------------------------------------------
     def __contains__(self, request_id: str) -> bool:
@@ -99,13 +104,19 @@ class OutputProcessor:
         *,
         stream: bool,
         scores_prompt: bool,
+        matchers: list[Any] | None = None,
         pools: bool = False,
     ) -> None:
-        """Start tracking a request's sequences (already queued in the scheduler by the caller)."""
+        """Start tracking a request's sequences (already queued in the scheduler by the caller).
+
+        `matchers`: one grammar matcher per sequence for a constrained request.
+        """
         request = _Request(request_id, prompt, prompt_ids, params, seqs, stream, pools=pools)
         if scores_prompt:
             request.prompt_logprobs = []
-        for seq in seqs:
+        if matchers is not None:
+            self.num_constrained += 1
+        for i, seq in enumerate(seqs):
             state = _SeqOutput(
                 detok=IncrementalDetokenizer(
                     self.tokenizer,
@@ -114,9 +125,14 @@ class OutputProcessor:
                 ),
                 stops=StopStringMatcher(params.stop) if params.stop else None,
                 logprobs=[] if params.logprobs is not None else None,
+                matcher=None if matchers is None else matchers[i],
             )
             self._states[seq.seq_id] = state
         self._requests[request_id] = request
+
+    def matcher_of(self, seq: Sequence) -> Any:
+        """The grammar matcher of a constrained sequence, None for an unconstrained one."""
+        return self._states[seq.seq_id].matcher
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Finish every sequence of a request as aborted; its final output, or None if unknown."""
@@ -201,6 +217,11 @@ class OutputProcessor:
                 return
         else:
             state.emit(delta)
+        if state.matcher is not None:
+            state.matcher.consume_token(token)
+            if state.matcher.is_stopped():  # the grammar is complete: nothing but EOS could follow
+                self._finish(seq, "stop")
+                return
         if (
             params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens
         ) or seq.num_tokens >= self.max_model_len:
@@ -223,6 +244,8 @@ class OutputProcessor:
         """The final output of a finished request, whose state is then forgotten."""
         del self._requests[request.request_id]
         output = self._output(request, True)
+        if self._states[request.seqs[0].seq_id].matcher is not None:
+            self.num_constrained -= 1
         for seq in request.seqs:
             del self._states[seq.seq_id]
         return output

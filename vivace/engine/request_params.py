@@ -12,6 +12,8 @@ What it accepts, beyond SamplingParams' own field names:
   error. `logprobs` as an int (OpenAI completions, the engine) is the number of alternatives.
 - `stop` as one string or a list of strings.
 - `logit_bias` keys as token ids or strings of them (JSON object keys are strings).
+- Structured outputs: `response_format`, vLLM's `guided_json` / `guided_regex` / `guided_grammar` /
+  `guided_choice` and `structured_outputs` (see structured/request_fields.py).
 - A None value means "not given" (SamplingParams' default), except for `max_tokens`, where None means
   no limit (up to the context length) as it does in SamplingParams.
 
@@ -26,11 +28,12 @@ from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.structured.request_fields import STRUCTURED_FIELDS, structured_from_fields
 
 SAMPLING_FIELDS: frozenset[str] = frozenset(f.name for f in dataclass_fields(SamplingParams))
 # OpenAI's names that are not SamplingParams fields.
 OPENAI_FIELDS: frozenset[str] = frozenset({"max_completion_tokens", "top_logprobs"})
-REQUEST_FIELDS: frozenset[str] = SAMPLING_FIELDS | OPENAI_FIELDS
+REQUEST_FIELDS: frozenset[str] = SAMPLING_FIELDS | OPENAI_FIELDS | STRUCTURED_FIELDS
 
 _INT_FIELDS = (
     "n",
@@ -67,6 +70,7 @@ def sampling_params_from_fields(fields: Mapping[str, Any]) -> SamplingParams:
             raise SamplingFieldTypeError(name, f"must be true or false, got {given[name]!r}")
 
     kwargs = {name: value for name, value in given.items() if name in SAMPLING_FIELDS}
+    kwargs["structured_outputs"] = structured_from_fields(given)
     renamed: dict[str, str] = {}  # SamplingParams field -> the request field its value came from
     if "max_completion_tokens" in given:
         kwargs["max_tokens"] = given["max_completion_tokens"]

@@ -7,6 +7,8 @@ graph for a decode-only step), samples, and scores prompt tokens where a sequenc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,10 @@ from vivace.engine.sampler import SamplerOutput, sample
 from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
 from vivace.engine.sequence import Sequence
+from vivace.engine.structured.masks import GrammarMasks, RowMasks
+
+# A sequence's grammar matcher (structured outputs), or None when it is unconstrained.
+MatcherOf = Callable[[Sequence], Any]
 
 
 @dataclass
@@ -76,6 +82,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.eos_token_ids = eos_token_ids
         cfg = model.cfg
+        self.grammar_masks = GrammarMasks(cfg.vocab_size)
         use_graphs = cuda_graphs and self.backend.supports_cuda_graphs and self.device.type == "cuda"
         # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
         # block, which the scheduler never hands out, takes the padding rows' K/V.
@@ -124,10 +131,17 @@ class ModelRunner:
         return StepInputs(upload(ids, torch.long, self.device), upload(positions, torch.long, self.device), meta)
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> StepResult:
-        """Run one step; sequences with `score_from` set also get logprobs of their prompt tokens."""
+    def execute(self, batch: ScheduledBatch, matcher_of: MatcherOf | None = None) -> StepResult:
+        """Run one step; sequences with `score_from` set also get logprobs of their prompt tokens.
+
+        `matcher_of` gives constrained sequences' grammar matchers: their token masks are computed on
+        a worker thread while the model runs. None when no sequence is constrained.
+        """
         if self.graphs is not None and not batch.prefills and self.graphs.fits(len(batch.decodes)):
-            return self._execute_graph(batch)
+            return self._execute_graph(batch, matcher_of)
+        masks = None
+        if matcher_of is not None:
+            masks = self.grammar_masks.start([matcher_of(item.seq) for item in batch.all() if item.samples])
         inputs = self.prepare_inputs(batch)
         hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
         rows: list[int] = []
@@ -151,13 +165,14 @@ class ModelRunner:
         output = None
         if sampled:
             last_rows = hidden.index_select(0, upload(rows, torch.long, hidden.device))
-            output = self._sample(self.model.compute_logits(last_rows), sampled)
+            output = self._sample(self.model.compute_logits(last_rows), sampled, masks)
         return StepResult(sampled, output, prompt_scores, pooled)
 
-    def _execute_graph(self, batch: ScheduledBatch) -> StepResult:
+    def _execute_graph(self, batch: ScheduledBatch, matcher_of: MatcherOf | None) -> StepResult:
         """A decode-only step replayed from the CUDA graph of its padded size (every row samples)."""
         bs = self.block_size
         decodes = batch.decodes
+        masks = None if matcher_of is None else self.grammar_masks.start([matcher_of(item.seq) for item in decodes])
         rows = DecodeRows(token_ids=[], positions=[], slots=[], block_tables=[], context_lens=[])
         for item in decodes:
             seq, pos = item.seq, item.start
@@ -167,9 +182,11 @@ class ModelRunner:
             rows.block_tables.append(seq.block_table[: pos // bs + 1])
             rows.context_lens.append(pos + 1)
         logits = self.graphs.run(rows)
-        return StepResult(list(decodes), self._sample(logits, decodes), [])
+        return StepResult(list(decodes), self._sample(logits, decodes, masks), [])
 
-    def _sample(self, logits: torch.Tensor, sampled: list[ScheduledSeq]) -> SamplerOutput:
+    def _sample(
+        self, logits: torch.Tensor, sampled: list[ScheduledSeq], masks: Future[RowMasks] | None = None
+    ) -> SamplerOutput:
         """Sample one token per row of `logits` (on its device) for the sequences in `sampled`."""
         seqs = [item.seq for item in sampled]
         params = [s.params for s in seqs]
@@ -187,6 +204,7 @@ class ModelRunner:
             vocab_size=logits.shape[-1],
             device=logits.device,
             eos_token_ids=self.eos_token_ids,
+            grammar=None if masks is None else masks.result(),
         )
         return sample(logits, sampling, self.kernels.argmax_rows)
 

@@ -2,6 +2,7 @@
 
 Order of operations, per row (each step is skipped for the whole batch when no row needs it):
 
+0. Structured outputs: tokens the row's grammar does not allow next are set to -inf.
 1. logit_bias is added.
 2. min_tokens: while len(output) < min_tokens, EOS ids (unless ignore_eos) and stop_token_ids are
    set to -inf.
@@ -52,8 +53,12 @@ class SamplerOutput:
 
 
 def adjusted_logits(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-    """Steps 1-4 (bias, min_tokens, penalties); returns `logits` itself when no row needs any."""
+    """Steps 0-4 (grammar, bias, min_tokens, penalties); returns `logits` itself when no row needs any."""
     x = logits
+    if batch.allowed is not None:
+        rows, allowed = batch.allowed
+        x = x.clone()
+        x[rows] = x[rows].masked_fill_(~allowed, _NEG_INF)
     if batch.bias is not None:
         x = x + batch.bias
     if batch.min_tokens_mask is not None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.device_io import upload
+
+if TYPE_CHECKING:
+    from vivace.engine.structured.masks import RowMasks
 
 _WINDOW = 256  # candidates sorted for top_k/top_p before falling back to a full sort
 
@@ -33,6 +37,12 @@ def check_token_ids(params: SamplingParams, vocab_size: int) -> None:
         for t in ids:
             if not 0 <= int(t) < vocab_size:
                 raise InvalidParameterError(name, f"token id {t} is outside the vocabulary [0, {vocab_size})")
+
+
+def unpack_bitmask(bits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[R, W] int32 bitmask (bit t of a row's words set = token t allowed) -> [R, vocab_size] bool."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bits.device)
+    return ((bits.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)[:, :vocab_size]
 
 
 def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
@@ -56,6 +66,8 @@ class SamplingBatch:
     vocab_size: int
     all_greedy: bool
     all_random: bool
+    # Step 0, structured outputs: (row ids [R], allowed tokens [R, V] bool); None when no row is constrained.
+    allowed: tuple[torch.Tensor, torch.Tensor] | None
     greedy_rows: torch.Tensor | None  # [G] long; only when greedy and sampled rows mix
     sampled_rows: torch.Tensor | None  # [S] long; likewise
     # Steps 1-4, over all rows; None when no row needs the step.
@@ -117,11 +129,13 @@ class SamplingBatch:
         eos_token_ids: Sequence[int] = (),
         default_generator: torch.Generator | None = None,
         speculative_sort: bool | None = None,
+        grammar: RowMasks | None = None,
     ) -> SamplingBatch:
         """Gather the rows' parameters into tensors on `device`; rows may share a params object.
 
         `speculative_sort`: full-sort only the top_p rows that turn out to need it, which means
-        looking at the data (a wait on a GPU); default on CPU only.
+        looking at the data (a wait on a GPU); default on CPU only. `grammar`: the constrained
+        rows' token masks (structured outputs).
         """
         B, V = len(params), vocab_size
         device = torch.device(device)
@@ -218,11 +232,17 @@ class SamplingBatch:
             fits = [(p.top_k if 0 < p.top_k < V else V) <= window for p in sp]
             beyond = [j for j, p in enumerate(sp) if not fits[j] and p.top_p < 1.0]
 
+        allowed = None
+        if grammar is not None:
+            bits = grammar.bits.to(device, non_blocking=True)
+            allowed = (long(grammar.rows), unpack_bitmask(bits, V))
+
         return cls(
             batch_size=B,
             vocab_size=V,
             all_greedy=not sampled,
             all_random=not greedy,
+            allowed=allowed,
             greedy_rows=long(greedy) if mixed else None,
             sampled_rows=long(sampled) if mixed else None,
             bias=bias,

@@ -9,6 +9,7 @@ request, which frees its KV blocks.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, nullcontext
@@ -72,6 +73,7 @@ class _Run:
                 ENV.from_string(s.prompt),
                 ENV.from_string(s.system) if s.system is not None else None,
                 ENV.compile_expression(s.for_each) if s.for_each is not None else None,
+                ENV.from_string(s.schema) if isinstance(s.schema, str) else None,
             )
             for name, s in flow.steps.items()
         }
@@ -187,7 +189,7 @@ class _Run:
         return finished
 
     def _request(self, step: Step, context: dict[str, Any]) -> GenerationRequest:
-        prompt_t, system_t, _ = self.templates[step.name]
+        prompt_t, system_t, _, _ = self.templates[step.name]
         try:
             prompt = prompt_t.render(context)
             system = system_t.render(context) if system_t is not None else None
@@ -206,6 +208,19 @@ class _Run:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return GenerationRequest(messages=messages, **sampling)
 
+    def _schema(self, step: Step, context: dict[str, Any]) -> dict[str, Any]:
+        """The step's JSON schema: as written, or its template rendered and decoded."""
+        template = self.templates[step.name][3]
+        if template is None:
+            return step.schema  # type: ignore[return-value]
+        try:
+            schema = json.loads(template.render(context))
+        except (jinja2.TemplateError, ValueError) as e:
+            raise StepError(f"step {step.name!r}: its schema template did not give JSON: {e}") from None
+        if not isinstance(schema, dict):
+            raise StepError(f"step {step.name!r}: its schema must be a JSON object, got {schema!r}")
+        return schema
+
     async def _call(self, step: Step, context: dict[str, Any], index: int | None) -> StepFinished:
         """One model call: render, stream (emitting deltas), parse."""
         request = self._request(step, context)
@@ -214,6 +229,9 @@ class _Run:
             provider = await self.pool.get(spec)
         except Exception as e:
             raise StepError(f"step {step.name!r}: provider {spec!r} is not available: {e}") from None
+        if step.schema is not None and provider.structured_outputs:
+            schema = {"name": step.name, "schema": self._schema(step, context), "strict": True}
+            request.extra["response_format"] = {"type": "json_schema", "json_schema": schema}
         parts: list[str] = []
         tokens = prompt_tokens = 0
         finish_reason = None

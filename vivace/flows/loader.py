@@ -31,6 +31,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "system": (str,),
     "provider": (str,),
     "parser": (str,),
+    "schema": (dict, str),
     "for_each": (str,),
     "max_tokens": (int,),
     "temperature": _NUMBER,

@@ -63,7 +63,9 @@ class Step:
 
     `provider` None means the flow's default. `parser` is None (the value is the text), "json",
     "line" (the first line), "lines" or "list". `default` is the value used when the parser cannot
-    parse the text (without one, a parse failure fails the step). `for_each` is a jinja2 expression giving a list; the step
+    parse the text (without one, a parse failure fails the step). `schema` (with parser "json"): the
+    JSON schema the output must match, a mapping or a template rendering to one; a provider that can
+    constrain its output (`local:`) is made to, others are only parsed. `for_each` is a jinja2 expression giving a list; the step
     then runs once per item, its templates seeing `item` and `index`, and its value is the list of
     the items' values. `timeout` bounds each model call of the step, in seconds.
     """
@@ -73,6 +75,7 @@ class Step:
     system: str | None = None
     provider: str | None = None
     parser: str | None = None
+    schema: dict[str, Any] | str | None = None
     default: Any = None
     for_each: str | None = None
     max_tokens: int = 256
@@ -127,6 +130,8 @@ class Flow:
                     f"flow {name!r}, step {step.name!r}: unknown parser {step.parser!r}; "
                     f"use one of {', '.join(sorted(PARSERS))}"
                 )
+            if step.schema is not None and step.parser != "json":
+                raise FlowError(f"flow {name!r}, step {step.name!r}: a schema needs `parser: json`")
             if not isinstance(step.max_tokens, int) or step.max_tokens < 1:
                 raise FlowError(f"flow {name!r}, step {step.name!r}: max_tokens must be a positive integer")
             if step.timeout is not None and step.timeout <= 0:
@@ -229,6 +234,8 @@ def _dependencies(flow: str, step: Step, inputs: dict[str, FlowInput], steps: di
     names = referenced_names(flow, step.name, "prompt", step.prompt)
     if step.system is not None:
         names |= referenced_names(flow, step.name, "system", step.system)
+    if isinstance(step.schema, str):
+        names |= referenced_names(flow, step.name, "schema", step.schema)
     if step.for_each is not None:
         names -= ITEM_NAMES
         names |= _expression_names(flow, step.name, step.for_each)

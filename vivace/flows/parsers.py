@@ -26,7 +26,12 @@ def _snippet(text: str, limit: int = 80) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """The first JSON object or array in `text`: inside a ``` fence if there is one, else anywhere."""
+    """`text` if it is all one JSON value (a constrained step's output); else the first JSON object or
+    array in it: inside a ``` fence if there is one, else anywhere."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
         for match in re.finditer(r"[\[{]", candidate):

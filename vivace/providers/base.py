@@ -67,6 +67,8 @@ class Provider(ABC):
     """A model behind one streaming interface; `id` is the `provider:model` it was made from."""
 
     id: str
+    # Whether the provider honours `response_format` json_schema in `extra` (flow steps with a schema).
+    structured_outputs: bool = False
 
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:

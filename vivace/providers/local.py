@@ -24,6 +24,12 @@ _EXTRA_SAMPLING = (
     "min_tokens",
     "logit_bias",
     "stop_token_ids",
+    "response_format",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "guided_choice",
+    "structured_outputs",
 )
 
 
@@ -44,6 +50,8 @@ def sampling_params_for(request: GenerationRequest) -> SamplingParams:
 
 class LocalProvider(Provider):
     """Wraps a running AsyncEngine; `from_path` loads (and then owns) one."""
+
+    structured_outputs = True
 
     def __init__(self, engine: AsyncEngine, id: str = "local:", *, owns_engine: bool = False) -> None:
         self.engine = engine

@@ -31,6 +31,7 @@ from vivace.server.state import ServerState
 from vivace.server.streaming import SSEResponse, collect, sse_events, start
 from vivace.server.tokenize_routes import install_tokenize_routes
 from vivace.server.tolerant import IgnoredFieldsHeader
+from vivace.server.tool_calls import constrained, plan_tools
 from vivace.server.ui import mount_ui
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -118,8 +119,13 @@ def create_app(
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
         state.check_model(body.model)
         params = body.sampling_params()
-        prompt = await asyncio.to_thread(state.chat_prompt, body)  # templating and tokenizing: off the loop
-        meta = ResponseMeta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n)
+        tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+        if tools.constraint is not None:
+            params = constrained(params, tools.constraint)
+        prompt = await asyncio.to_thread(state.chat_prompt, body, tools)  # templating and tokenizing: off the loop
+        meta = ResponseMeta(
+            f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n, tools.parse
+        )
         return await _respond(request, state, meta, [prompt], params, body)
 
     @v1.post("/completions")

@@ -13,6 +13,7 @@ from pydantic import Field
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
 from vivace.server.tolerant import TolerantModel
+from vivace.server.tool_calls import Tool, ToolChoice
 
 MAX_N = 16  # choices per request: each one holds its own KV blocks
 
@@ -38,8 +39,11 @@ class ChatMessage(TolerantModel):
         content = self.content
         if isinstance(content, list):
             content = "".join(part.text for part in content)
-        role = "system" if self.role == "developer" else self.role  # OpenAI's newer name for it
-        return {"role": role, "content": content or ""}
+        message = {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
+        for key in ("tool_calls", "tool_call_id"):  # tool-call history (server/tool_calls.py renders it)
+            if (self.model_extra or {}).get(key) is not None:
+                message[key] = self.model_extra[key]
+        return message
 
 
 class _SamplingRequest(TolerantModel):
@@ -64,6 +68,13 @@ class _SamplingRequest(TolerantModel):
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Structured outputs (OpenAI's response_format, vLLM's guided_* and structured_outputs).
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
     # Known, honoured only at their no-op values (vLLM's benchmark client sends best_of=1).
     best_of: int | None = None
@@ -108,6 +119,9 @@ _NOT_SAMPLING = {
     "suffix",
     "add_generation_prompt",
     "continue_final_message",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 
 
@@ -139,6 +153,9 @@ class ChatCompletionRequest(ChatPromptFields, _SamplingRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(_SamplingRequest):

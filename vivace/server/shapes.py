@@ -7,6 +7,7 @@ from typing import Any
 
 from vivace.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from vivace.engine.tokenizer import Tokenizer
+from vivace.server.tool_calls import parse_tool_calls
 
 CHAT = "chat"
 TEXT = "text"
@@ -21,6 +22,7 @@ class ResponseMeta:
     model: str
     kind: str  # CHAT or TEXT
     n: int
+    tool_calls: bool = False  # parse the choices' text for tool calls (server/tool_calls.py)
 
     @property
     def object(self) -> str:
@@ -133,12 +135,18 @@ def full_body(meta: ResponseMeta, finals: list[RequestOutput], logprobs: Logprob
     for p, out in enumerate(finals):
         for c in out.outputs:
             choice: dict[str, Any] = {"index": p * meta.n + c.index}
+            reason = finish_reason(c)
             if meta.kind == CHAT:
                 choice["message"] = {"role": "assistant", "content": c.text}
+                if meta.tool_calls:
+                    content, calls = parse_tool_calls(c.text)
+                    if calls:
+                        choice["message"] = {"role": "assistant", "content": content, "tool_calls": calls}
+                        reason = "tool_calls" if reason == "stop" else reason
             else:
                 choice["text"] = c.text
             choice["logprobs"] = logprobs.format(meta.kind, c.logprobs)
-            choice["finish_reason"] = finish_reason(c)
+            choice["finish_reason"] = reason
             if meta.kind != CHAT and out.prompt_logprobs is not None:
                 choice["prompt_logprobs"] = logprobs.prompt(out.prompt_logprobs)
             choices.append(choice)

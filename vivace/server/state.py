@@ -17,6 +17,7 @@ from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
 from vivace.server.protocol import ChatPromptFields
 from vivace.server.shapes import LogprobFormatter
+from vivace.server.tool_calls import ToolPlan, template_messages
 
 
 class ServerState:
@@ -64,16 +65,22 @@ class ServerState:
                 404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
             )
 
-    def chat_prompt(self, request: ChatPromptFields, add_special_tokens: bool = False) -> list[int]:
-        """The conversation's token ids: ending in a generation prompt, bare, or inside the last message.
+    def chat_prompt(
+        self, request: ChatPromptFields, tools: ToolPlan | None = None, add_special_tokens: bool = False
+    ) -> list[int]:
+        """The conversation's token ids (tool-call history and `tools` through the template), ending in a
+        generation prompt, bare, or inside the last message.
 
         The template places any BOS itself; `add_special_tokens` has the tokenizer add its own as well.
         """
         request.check_chat_ending()
         tokenizer = self.engine.tokenizer
         messages = [m.as_template_dict() for m in request.messages]
+        messages, variables = template_messages(messages, tools or ToolPlan(), tokenizer.chat_template)
         if request.continue_final_message:
-            text = render_continuation(tokenizer, messages)
+            text = render_continuation(tokenizer, messages, **variables)
         else:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=request.add_generation_prompt)
+            text = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=request.add_generation_prompt, **variables
+            )
         return tokenizer.encode(text, add_special_tokens=add_special_tokens)

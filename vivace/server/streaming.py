@@ -17,6 +17,7 @@ from vivace.engine.config import SamplingParams
 from vivace.engine.outputs import RequestOutput
 from vivace.server.errors import as_api_error
 from vivace.server.shapes import CHAT, LogprobFormatter, ResponseMeta, Usage, finish_reason
+from vivace.server.tool_calls import ToolCallStream
 
 Primed = tuple[RequestOutput, AsyncIterator[RequestOutput]]
 
@@ -114,6 +115,7 @@ async def sse_events(
     finals: list[RequestOutput] = [first for first, _ in primed]
     sent_logprobs: dict[int, int] = {}
     text_offset: dict[int, int] = {}
+    tool_streams: dict[int, ToolCallStream] = {}  # per choice, when the response parses tool calls
     try:
         if meta.kind == CHAT:
             roles = [
@@ -140,14 +142,25 @@ async def sse_events(
                     if not c.delta and not new_logprobs and c.finish_reason is None:
                         continue
                     choice: dict[str, Any] = {"index": index}
-                    if meta.kind == CHAT:
+                    reason = finish_reason(c)
+                    if meta.tool_calls:
+                        parser = tool_streams.setdefault(index, ToolCallStream())
+                        deltas = parser.feed(c.delta) + (parser.finish() if reason else [])
+                        if parser.calls and reason == "stop":
+                            reason = "tool_calls"
+                        for delta in deltas:  # one chunk each: content and calls never share a delta
+                            yield sse({**meta.header(chunk=True), "choices": [_chunk_choice(index, delta)]})
+                        if reason is None and not new_logprobs:
+                            continue
+                        choice["delta"] = {}
+                    elif meta.kind == CHAT:
                         choice["delta"] = {"content": c.delta} if c.delta else {}
                     else:
                         choice["text"] = c.delta
                     offset = text_offset.get(index, 0)
                     choice["logprobs"] = logprobs.format(meta.kind, new_logprobs, offset) if new_logprobs else None
                     text_offset[index] = offset + sum(len(logprobs.token(t.token_id)) for t in new_logprobs or [])
-                    choice["finish_reason"] = finish_reason(c)
+                    choice["finish_reason"] = reason
                     choices.append(choice)
                 if choices:
                     chunk = {**meta.header(chunk=True), "choices": choices}
@@ -159,6 +172,10 @@ async def sse_events(
         yield DONE
     except Exception as e:  # headers are sent: the error travels as the last event
         yield sse(as_api_error(e).body())
+
+
+def _chunk_choice(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
 
 
 class SSEResponse(StreamingResponse):

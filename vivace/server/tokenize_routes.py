@@ -49,7 +49,7 @@ def install_tokenize_routes(app: FastAPI, state: ServerState) -> None:
         body: Any = await parse_body(request, TokenizeChatRequest if chat else TokenizeCompletionRequest)
         state.check_model(body.model)
         if chat:
-            ids = await asyncio.to_thread(state.chat_prompt, body, body.add_special_tokens)
+            ids = await asyncio.to_thread(state.chat_prompt, body, None, body.add_special_tokens)
         else:
             ids = await asyncio.to_thread(tokenizer.encode, body.prompt, body.add_special_tokens)
         strs = tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
