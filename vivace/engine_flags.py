@@ -33,7 +33,7 @@ FLAG_HELP: dict[str, str] = {
     "quantization": "Linear weights: auto (int8 on CPU in float32), none, int8.",
     "attention_backend": "Kernel set: auto, torch (reference), cpu (C++ ops), triton (CUDA).",
     "cuda_graphs": "Run every step eagerly: no CUDA graphs for decode.",
-    "kv_cache_dtype": "KV cache storage: auto, float32, bfloat16, float16.",
+    "kv_cache_dtype": "KV cache storage: auto, float32, bfloat16, float16, int8 (a scale per token and head).",
     "block_size": "Tokens per KV cache block.",
     "kv_cache_memory_bytes": "KV cache budget: bytes (4GiB, 512MB, 1000000) or a fraction of free memory "
     "(0.5), like vLLM's --gpu-memory-utilization. Default: 0.10 of host memory on CPU, 0.85 of the GPU's.",
