@@ -118,7 +118,7 @@ def test_client_gone_mid_body_is_a_499_without_a_traceback(server, caplog):
     with socket.create_connection((url.hostname, url.port)) as sock:
         sock.sendall(head.encode() + b'{"model": "')
         time.sleep(0.3)  # the handler is now waiting for the rest of the body
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed claim
     while _metric(server, "vivace_requests_total", 'endpoint="/v1/completions",status="499"') == before:
         assert time.monotonic() < deadline, "the cut-off request was not counted as a 499"
         time.sleep(0.05)

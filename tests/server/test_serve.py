@@ -25,7 +25,10 @@ def _serve(monkeypatch, *args: str) -> list:
 
 def test_serve_passes_options(monkeypatch):
     calls = _serve(
-        monkeypatch, "m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3", "--max-model-len", "1024"
+        monkeypatch,
+        *["m.gguf", "--port", "9001", "--api-key", "k", "--max-queue", "3", "--max-model-len", "1024"],
+        *["--allowed-origins", "https://a.example,https://b.example", "--allowed-origins", "http://c:1"],
+        *["--max-connections", "50"],
     )
     assert calls == [
         (
