@@ -71,9 +71,15 @@ def test_bench_run_matches_the_servers_metrics(live, tmp_path):
     warm = 1  # the warm-up request reaches the server but not the report
     ok = delta(before, after, "vivace_requests_total", endpoint="/v1/completions", status="200")
     assert ok == len(records) + warm
-    assert delta(before, after, "vivace_prompt_tokens_total") == sum(r.prompt_tokens for r in records) + 12 * warm
-    assert delta(before, after, "vivace_generation_tokens_total") == sum(r.output_tokens for r in records) + 6 * warm
-    assert delta(before, after, "vivace_time_to_first_token_seconds_count") == len(records) + warm
+    assert (
+        delta(before, after, "vivace_prompt_tokens_total", model_name=MODEL)
+        == sum(r.prompt_tokens for r in records) + 12 * warm
+    )
+    assert (
+        delta(before, after, "vivace_generation_tokens_total", model_name=MODEL)
+        == sum(r.output_tokens for r in records) + 6 * warm
+    )
+    assert delta(before, after, "vivace_time_to_first_token_seconds_count", model_name=MODEL) == len(records) + warm
     for lv in result.levels:
         assert lv.summary.completed == 3 and lv.summary.output_tokens == 18 and lv.summary.input_tokens == 36
         assert lv.summary.ttft.p50 is not None and lv.summary.itl.count == 3 * 5

@@ -147,7 +147,7 @@ def test_a_flow_run_is_an_admitted_request(served):
             events = read_events(response.iter_lines())
             assert next(events)[0] == "step_started"
             assert state.in_flight == 1
-            assert httpx.get(f"{url}/metrics").text.count("vivace_requests_in_flight 1.0") == 1
+            assert httpx.get(f"{url}/metrics").text.count('vivace_requests_in_flight{model_name="admission"} 1.0') == 1
             assert [n for n, _ in events][-1] == "flow_finished"
         deadline = time.monotonic() + 5
         while state.in_flight and time.monotonic() < deadline:  # released when the response closes

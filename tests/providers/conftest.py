@@ -39,10 +39,13 @@ class Peer:
     base_url: str
     script: list[dict] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)  # {"time", "path", "body", "authorization"} per request
+    sleeping: int = 0  # requests inside a "sleep" step now
+    most_sleeping: int = 0  # the most at once since the last plan()
 
     def plan(self, *steps: dict) -> None:
         self.script[:] = list(steps)
         self.requests.clear()
+        self.most_sleeping = 0
 
 
 def _peer_app(peer: Peer):
@@ -75,7 +78,12 @@ def _peer_app(peer: Peer):
 
         async def events():
             if step["do"] == "sleep":
-                await asyncio.sleep(step["seconds"])
+                peer.sleeping += 1
+                peer.most_sleeping = max(peer.most_sleeping, peer.sleeping)
+                try:
+                    await asyncio.sleep(step["seconds"])
+                finally:
+                    peer.sleeping -= 1
             words = step.get("words", ["Hello", " world"])
             for i, word in enumerate(words):
                 if step["do"] == "error_after" and i == step["after"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import httpx
 import numpy as np
@@ -66,6 +67,7 @@ def test_openai_sdk(server):
         ({"input": "x", "dimensions": 7}, "dimensions"),
         ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
         ({"input": [10**9]}, "input"),
+        ({"input": ["fine", "x" * 5000]}, "input"),  # the first is queued; the second's length fails it
         ({}, "input"),
     ],
 )
@@ -73,4 +75,7 @@ def test_bad_bodies_are_400s_naming_the_field(server, body, param):
     response = post(server, body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
-    assert server.engine.stats()["num_running"] == 0
+    deadline = time.monotonic() + 5  # an input queued before another failed is aborted, not left running
+    while server.engine.stats()["num_running"] + server.engine.stats()["num_waiting"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.engine.stats()["num_running"] == server.engine.stats()["num_waiting"] == 0

@@ -109,9 +109,7 @@ class OpenAICompatibleProvider(Provider):
         # An AsyncClient's pool belongs to one event loop; callers on a new loop get a new client.
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-            )
+            self._client = httpx.AsyncClient(timeout=self._timeout, limits=_UNBOUNDED_POOL)
             self._client_loop = loop
         return self._client
 

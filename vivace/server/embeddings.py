@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from vivace.engine.config import InvalidParameterError
 from vivace.engine.pooling import EMBEDDING_PARAMS
+from vivace.engine.scheduler import RequestTooLargeError
 from vivace.server.errors import APIError, parse_body
 from vivace.server.state import ServerState
 from vivace.server.tolerant import TolerantModel
@@ -65,12 +66,19 @@ def install_embeddings(v1: APIRouter, state: ServerState) -> None:
         prompts = body.inputs()
         base = f"embd-{uuid.uuid4().hex}"
         state.admit()
+        tasks = [asyncio.ensure_future(_final(state, p, f"{base}-{i}")) for i, p in enumerate(prompts)]
         try:
-            outs = await asyncio.gather(*(_final(state, p, f"{base}-{i}") for i, p in enumerate(prompts)))
-        except InvalidParameterError as e:  # the engine names its own field; here the client sent `input`
-            if e.param != "prompt":
-                raise
-            raise InvalidParameterError("input", str(e)[len("prompt: ") :]) from None
+            outs = await asyncio.gather(*tasks)
+        except BaseException as e:  # one input failed (or the handler was cancelled): abort the others too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The engine names its own field; the client's is `input`.
+            if isinstance(e, InvalidParameterError) and e.param == "prompt":
+                raise InvalidParameterError("input", str(e)[len("prompt: ") :]) from None
+            if isinstance(e, RequestTooLargeError):
+                raise APIError(400, str(e), "input", "context_length_exceeded") from None
+            raise
         finally:
             state.release()
         data = []
