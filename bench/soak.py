@@ -6,7 +6,8 @@ Against one server subprocess, for `--duration` seconds (2 minutes by default), 
   bad bodies   one client sending hostile bodies in turn: JSON nested 50,000 deep, lone surrogates,
                n past its cap, 1,000 prompts, text/plain bodies, a classify template with format specs,
                a body cut off mid-send;
-  metrics      /metrics polled every 0.5 s; /health probed every 0.25 s (its latency is reported).
+  metrics      /metrics polled every `--metrics-every` s (0.5; 0 = off); /health probed every 0.25 s
+               (its latency is reported).
 Every `--sample-every` seconds it records KV blocks in use, requests running and the server's RSS.
 At the end the load stops and the server must drain to zero running requests and zero KV blocks.
 
@@ -208,7 +209,11 @@ async def soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         await asyncio.gather(
             *(streamer(client, model, stop_at, args.cancel_every, tally) for _ in range(args.streams)),
             bad_bodies(client, port, model, stop_at, tally),
-            poll(client, "/metrics", 0.5, stop_at, tally, metrics_times),
+            *(
+                [poll(client, "/metrics", args.metrics_every, stop_at, tally, metrics_times)]
+                if args.metrics_every
+                else []
+            ),
             poll(client, "/health", 0.25, stop_at, tally, health_times),
             sampler(client, pid, t0, args.sample_every, stop_at, samples),
         )
@@ -224,6 +229,7 @@ async def soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
     health_sorted = sorted(health_times)
     return {
         "duration_s": round(load_s, 1),
+        "metrics_every_s": args.metrics_every,
         "streams": args.streams,
         "outcomes": dict(sorted(tally.counts.items())),
         "server_errors_5xx": sum(n for k, n in tally.counts.items() if re.search(r" 5\d\d$", k)),
@@ -242,7 +248,8 @@ async def soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"Soak: {result['duration_s']} s, {result['streams']} streaming clients, bad bodies, /metrics every 0.5 s",
+        f"Soak: {result['duration_s']} s, {result['streams']} streaming clients, bad bodies, "
+        f"/metrics every {result['metrics_every_s']} s (0 = not polled)",
         "",
         "| outcome | count |",
         "| --- | ---: |",
@@ -269,6 +276,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16, help="concurrent streaming clients")
     parser.add_argument("--cancel-every", type=int, default=4, help="one stream in this many hangs up early")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between KV/RSS samples")
+    parser.add_argument("--metrics-every", type=float, default=0.5, help="seconds between /metrics polls; 0 = off")
     parser.add_argument("--max-model-len", type=int, default=2048)
     args = parser.parse_args()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -279,7 +287,7 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=60)
-    (RESULTS_DIR / "soak.json").write_text(json.dumps(result, indent=2))
+    (RESULTS_DIR / f"soak-metrics{args.metrics_every:g}.json").write_text(json.dumps(result, indent=2))
     print(markdown(result))
 
 
