@@ -9,7 +9,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.server.conftest import GREEDY_PROMPT, MODEL
+from tests.server.conftest import GREEDY_PROMPT, MODEL, SERVED_MAX_MODEL_LEN
+from vivace.engine.classify_prompt import MAX_LABELS
+from vivace.server.admission import MAX_PROMPTS
+from vivace.server.json_body import MAX_DEPTH
+from vivace.server.protocol import MAX_N
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +149,86 @@ def test_still_serving_after_fuzzing(server):
     assert response.status_code == 200
     assert response.json()["choices"][0]["text"] == server.offline["completion"]
     assert server.engine.stats()["blocks_in_use"] == 0
+
+
+# ---- the classes a red-team run found 500s in: integer edges, deep nesting, lone surrogates, list caps ----
+
+INT_EDGES = [0, 1, -1, 2**31 - 1, 2**31, -(2**31), 2**53 + 1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1]
+INT_EDGES += [2**64 - 2, 2**64 - 1, 2**64, 2**70, -(2**70)]
+FLOAT_EDGES = [0.0, -0.0, 5e-324, 1e-300, 1e308, -1e308, 1.0, 2.0, -2.0, 2.0000001, 100.0, 100.5, -100.5]
+NUMERIC_FIELDS = [
+    "n",
+    "max_tokens",
+    "min_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "logprobs",
+]
+edge_numbers = st.one_of(st.sampled_from(INT_EDGES), st.sampled_from(FLOAT_EDGES))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edges=st.dictionaries(st.sampled_from(NUMERIC_FIELDS), edge_numbers, min_size=1, max_size=4),
+    bias=st.one_of(st.none(), st.dictionaries(st.sampled_from(INT_EDGES).map(str), edge_numbers, max_size=2)),
+)
+def test_integer_and_float_edges_on_every_numeric_field_never_5xx(server, edges, bias):
+    # A prompt that leaves 4 tokens of context: whatever max_tokens says, a valid body generates at most 4.
+    body = {"model": MODEL, "prompt": [42] * (SERVED_MAX_MODEL_LEN - 4), **edges}
+    if bias is not None:
+        body["logit_bias"] = bias
+    response = _post(server.base_url, "/v1/completions", json.dumps(body).encode())
+    assert response.status_code < 500, (body, response.text)
+    if response.status_code == 400:
+        assert response.json()["error"]["param"] in {*edges, "logit_bias", "prompt"}, (body, response.text)
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + '"x"' + "]" * depth
+
+
+RAW = "@raw@"  # replaced by a raw JSON fragment (deep values are written as text: nothing recurses on this side)
+hostile_fragments = st.one_of(
+    st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2).map(_nested),
+    st.sampled_from([1000, 30_000]).map(_nested),
+    st.sampled_from(['"\\ud800"', '["ok", "\\udfff"]', '{"\\ud800": "x"}', '[{"text": "a\\ud800b"}]']),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    field=st.sampled_from(["prompt", "messages", "text", "labels", "stop", "user", "template", "model", "extra"]),
+    fragment=hostile_fragments,
+)
+def test_deep_nesting_and_lone_surrogates_anywhere_never_5xx(server, endpoint, field, fragment):
+    body = json.dumps({**VALID[endpoint], field: RAW}).replace(json.dumps(RAW), fragment)
+    response = _post(server.base_url, endpoint, body.encode())
+    assert response.status_code < 500, (endpoint, field, response.text[:300])
+    if fragment.count("[") > MAX_DEPTH or "\\ud8" in fragment or "\\udf" in fragment:
+        assert response.status_code == 400, (endpoint, field, fragment[:80], response.text[:300])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prompts=st.sampled_from([1, MAX_PROMPTS // 16, MAX_PROMPTS, MAX_PROMPTS + 1]),
+    n=st.sampled_from([1, 2, MAX_N, MAX_N + 1]),
+    labels=st.sampled_from([1, MAX_LABELS, MAX_LABELS + 1]),
+)
+def test_list_valued_fields_at_and_past_their_caps_never_5xx(server, prompts, n, labels):
+    body = {"model": MODEL, "prompt": ["Hi"] * prompts, "n": n, "max_tokens": 1, "temperature": 0}
+    response = _post(server.base_url, "/v1/completions", json.dumps(body).encode())
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code == 200:
+        assert len(response.json()["choices"]) == prompts * n
+    else:
+        assert response.json()["error"]["param"] in {"prompt", "n"}
+    body = {"model": MODEL, "text": "x", "labels": [f"l{i}" for i in range(labels)]}
+    response = _post(server.base_url, "/v1/classify", json.dumps(body).encode())
+    assert (response.status_code == 200) == (labels <= MAX_LABELS), response.text[:300]
