@@ -52,7 +52,7 @@ def main(
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Path to a .gguf file or an HF-layout directory (default: packaged model)."),
+    typer.Option("--model", "-m", help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
 MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
@@ -303,7 +303,11 @@ def batch(
 @app.command()
 def serve(
     model: Annotated[
-        str | None, typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")
+        str | None,
+        typer.Argument(help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."),
+    ] = None,
+    model_option: Annotated[
+        str | None, typer.Option("--model", "-m", help="The model, as the MODEL argument (give one of the two).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -327,6 +331,9 @@ def serve(
     from vivace.flows.model import FlowError
     from vivace.server.serve import run_server
 
+    if model is not None and model_option is not None and model != model_option:
+        raise typer.BadParameter(f"MODEL {model!r} and --model {model_option!r} disagree; give one", param_hint="--model")
+    model = model if model is not None else model_option
     try:
         with _usage_errors("MODEL"):
             run_server(
