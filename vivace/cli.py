@@ -52,7 +52,9 @@ def main(
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."),
+    typer.Option(
+        "--model", "-m", help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
 MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
@@ -332,7 +334,9 @@ def serve(
     from vivace.server.serve import run_server
 
     if model is not None and model_option is not None and model != model_option:
-        raise typer.BadParameter(f"MODEL {model!r} and --model {model_option!r} disagree; give one", param_hint="--model")
+        raise typer.BadParameter(
+            f"MODEL {model!r} and --model {model_option!r} disagree; give one", param_hint="--model"
+        )
     model = model if model is not None else model_option
     try:
         with _usage_errors("MODEL"):

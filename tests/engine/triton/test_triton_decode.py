@@ -65,9 +65,7 @@ def test_sliding_window_reads_only_the_window(window, num_splits, block_size):
         window=window,
     )
     for b, n in enumerate(lens):
-        ref = reference_attention(
-            q[b : b + 1], cache.keys[b][:n], cache.values[b][:n], 0.2, n - 1, window
-        )
+        ref = reference_attention(q[b : b + 1], cache.keys[b][:n], cache.values[b][:n], 0.2, n - 1, window)
         torch.testing.assert_close(out[b], ref[0], atol=1e-5, rtol=1e-5)
 
 

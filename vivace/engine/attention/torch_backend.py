@@ -96,7 +96,12 @@ class TorchAttentionBackend(AttentionBackend):
                 slots = upload((table.unsqueeze(-1) * bs + torch.arange(bs)).view(-1)[:end], torch.long, dev)
             meta.prefills.append(
                 PrefillSpan(
-                    row, item.num_tokens, end, slots, upload(key_lag >= 0, torch.bool, dev), upload(key_lag, torch.long, dev)
+                    row,
+                    item.num_tokens,
+                    end,
+                    slots,
+                    upload(key_lag >= 0, torch.bool, dev),
+                    upload(key_lag, torch.long, dev),
                 )
             )
             row += item.num_tokens
