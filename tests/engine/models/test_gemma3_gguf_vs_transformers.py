@@ -19,6 +19,8 @@ from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.llm import LLM
 from vivace.engine.loaders.default_model import gemma3_model_path, resolve_model_path
 from vivace.engine.loaders.gguf import gguf_model_config, open_gguf
+from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
+from vivace.engine.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +42,13 @@ def path() -> str:
 
 
 @pytest.fixture(scope="module")
-def prompts(path: str) -> dict[str, list[int]]:
-    from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
+def tokenizer(path: str) -> Tokenizer:
+    """Our tokenizer, built from the GGUF's metadata."""
+    return tokenizer_from_gguf_metadata(open_gguf(path).metadata)
 
-    tokenizer = tokenizer_from_gguf_metadata(open_gguf(path).metadata)
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer: Tokenizer) -> dict[str, list[int]]:
     generator = torch.Generator().manual_seed(0)
     return {
         "chat": tokenizer.encode_chat(CHAT),
@@ -104,13 +109,13 @@ def test_config_read_from_the_file(path: str) -> None:
     assert cfg.eos_token_ids == [1, 106]  # <eos>, and <end_of_turn> which ends a chat reply
 
 
-def test_tokenizer_and_chat_template(path: str, llm: LLM) -> None:
+def test_tokenizer_and_chat_template(path: str, tokenizer: Tokenizer) -> None:
     from transformers import AutoTokenizer
 
     theirs = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
     for text in TEXTS:
-        assert llm.tokenizer.encode(text) == theirs(text).input_ids, text
-    assert llm.tokenizer.apply_chat_template(CHAT) == (
+        assert tokenizer.encode(text) == theirs(text).input_ids, text
+    assert tokenizer.apply_chat_template(CHAT) == (
         "<bos><start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n"
     )
 

@@ -79,7 +79,8 @@ def _prefill_kernel(
         t = t0 + tl.arange(0, BN)
         tmask = t < key_end
         causal = t[None, :] <= q_pos[:, None]
-        visible = tl.where(window > 0, causal & (t[None, :] > q_pos[:, None] - window), causal)
+        # Rows past the chunk's end (never stored) see every key, so none of them is all -inf.
+        visible = tl.where(window > 0, causal & (t[None, :] > q_pos[:, None] - window), causal) | ~rmask[:, None]
         # Row i's first visible key is key_start + i (or 0): in its first tile, as attend_key_tile needs.
         m, denom, acc = attend_key_tile(
             q,
