@@ -231,7 +231,7 @@ def markdown_table(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="GGUF file (default: the packaged SmolLM2-135M-Instruct)")
+    ap.add_argument("--model", help="GGUF file or packaged model name: smollm2 (default), gemma3")
     ap.add_argument("--only", choices=["vivace", "llamacpp"], help="run one engine only")
     ap.add_argument("--part", choices=["single", "offline", "all"], default="all")
     ap.add_argument("--threads", type=int, default=2)
@@ -242,9 +242,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="JSON output file (default: bench/results/engine_cpu-<time>.json)")
     args = ap.parse_args()
 
-    from vivace.engine.loaders.default_model import default_model_path
+    from vivace.engine.loaders.default_model import resolve_model_path
 
-    model = args.model or default_model_path()
+    model = resolve_model_path(args.model)
     engines = [args.only] if args.only else ["llamacpp", "vivace"]
     parts = ["single", "offline"] if args.part == "all" else [args.part]
     work = make_workload(args.num_requests, gguf_vocab_size(model), args.seed)

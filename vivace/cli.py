@@ -53,7 +53,9 @@ def main(
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Path to a .gguf file or an HF-layout directory (default: packaged model)."),
+    typer.Option(
+        "--model", "-m", help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
 MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
@@ -305,7 +307,8 @@ def batch(
 @with_engine_flags
 def serve(
     model: Annotated[
-        str | None, typer.Argument(help="A .gguf file or HF-layout directory (default: packaged model).")
+        str | None,
+        typer.Argument(help="A .gguf file, an HF-layout directory, or a packaged model: smollm2 (default) or gemma3."),
     ] = None,
     model_option: Annotated[
         str | None, typer.Option("--model", "-m", help="The model, as an option instead of the argument.")

@@ -21,7 +21,7 @@ class InvalidParameterError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Shape of a Llama-family decoder (Llama, SmolLM, Qwen2, Mistral)."""
+    """Shape of a decoder model (Llama, SmolLM, Qwen2/3, Mistral, Gemma 3)."""
 
     architecture: str = "llama"
     vocab_size: int = 32000
@@ -40,13 +40,26 @@ class ModelConfig:
     attention_bias: bool = False  # Qwen2-style bias on q/k/v projections
     bos_token_id: int | None = None
     eos_token_ids: list[int] = field(default_factory=list)
+    # Per layer "full_attention" or "sliding_attention" (HF's layer_types); empty = every layer full.
+    layer_types: list[str] = field(default_factory=list)
+    sliding_window: int | None = None  # keys a sliding layer's query sees, itself included
+    rope_local_theta: float | None = None  # sliding layers' RoPE base (Gemma 3; they take no rope_scaling)
+    query_pre_attn_scalar: float | None = None  # attention scale is its -1/2 power (Gemma); None = head_dim
+    final_logit_softcapping: float | None = None  # logits = cap * tanh(logits / cap) (Gemma)
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of `layer`, or None when it attends over the whole context."""
+        if self.layer_types and self.layer_types[layer] == "sliding_attention":
+            return self.sliding_window
+        return None
 
 
 @dataclass
 class EngineConfig:
     """Everything that decides how the engine runs; one object flows from the CLI/server down."""
 
-    model: str | None = None  # path to a .gguf file or an HF-layout directory; None = packaged default
+    # A .gguf file, an HF-layout directory, or a packaged model by name ("smollm2", "gemma3"); None = smollm2.
+    model: str | None = None
     # A tokenizer to use instead of the model's own: a .gguf file (only its metadata is read, so a
     # tensor-less one does) or an HF directory. random: models otherwise take the packaged model's.
     tokenizer: str | None = None

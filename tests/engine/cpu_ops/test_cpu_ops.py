@@ -21,9 +21,10 @@ kernels = load_cpu_ops()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: the torch path is used")
 
 
+@pytest.mark.parametrize("window", [None, 3, 21])  # whole context; sliding windows inside and across blocks
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("seed", range(6))
-def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype) -> None:
+def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype, window: int | None) -> None:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     bs = rng.choice([1, 4, 16])
@@ -57,7 +58,7 @@ def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype)
         v_cache = to_cache(torch.randn(num_blocks * bs, kv_heads, head_dim), torch.empty(0, dtype=kv_dtype))
         backend = CpuAttentionBackend(bs, cpu, kernels) if use_kernel else TorchAttentionBackend(bs, cpu)
         meta = backend.build_metadata(batch, slot_mapping)
-        return backend.forward(q, k_new, v_new, k_cache, v_cache, meta, scale)
+        return backend.forward(q, k_new, v_new, k_cache, v_cache, meta, scale, window)
 
     assert torch.allclose(run(True), run(False), atol=1e-5, rtol=1e-4)
 

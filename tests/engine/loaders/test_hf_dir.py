@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from vivace.engine.loaders import load_model
 from vivace.engine.loaders.errors import CorruptModelError, ModelNotFoundError, UnsupportedModelError
-from vivace.engine.loaders.hf_dir import load_hf_dir
+from vivace.engine.loaders.hf_dir import hf_model_config, load_hf_dir
 from vivace.engine.loaders.types import LoadedModel
 
 VOCAB = 49152  # the exported SmolLM2 tokenizer's
@@ -281,3 +281,46 @@ def test_wrong_shape(tmp_path: Path, smollm: LoadedModel) -> None:
     path = _write_dir(tmp_path / "m", smollm, config, weights)
     with pytest.raises(CorruptModelError, match=r"k_proj\.weight has shape \(64, 64\), config implies \(32, 64\)"):
         load_hf_dir(str(path), torch.float32)
+
+
+GEMMA3_BASE = {
+    "model_type": "gemma3_text",
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 7,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "sliding_window": 512,
+    "query_pre_attn_scalar": 256,
+}
+
+
+def test_gemma3_transformers4_keys() -> None:
+    """transformers 4 wrote `sliding_window_pattern` and `rope_local_base_freq` (no layer_types)."""
+    raw = {**GEMMA3_BASE, "sliding_window_pattern": 6, "rope_theta": 1e6, "rope_local_base_freq": 1e4}
+    cfg = hf_model_config(raw, "gemma")
+    assert [cfg.layer_window(i) for i in range(7)] == [512] * 5 + [None, 512]
+    assert (cfg.rope_theta, cfg.rope_local_theta, cfg.query_pre_attn_scalar) == (1e6, 1e4, 256)
+
+
+def test_gemma3_transformers5_keys() -> None:
+    """transformers 5 writes `layer_types` and `rope_parameters` per layer type."""
+    raw = {
+        **GEMMA3_BASE,
+        "layer_types": ["full_attention"] + ["sliding_attention"] * 6,
+        "rope_parameters": {
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+    }
+    cfg = hf_model_config(raw, "gemma")
+    assert [cfg.layer_window(i) for i in range(7)] == [None] + [512] * 6
+    assert cfg.rope_scaling == {"rope_type": "linear", "factor": 8.0}  # the global layers' only
+    assert (cfg.rope_theta, cfg.rope_local_theta) == (1e6, 1e4)
+
+
+def test_gemma2_attention_softcapping_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="attn_logit_softcapping"):
+        hf_model_config({**GEMMA3_BASE, "attn_logit_softcapping": 50.0}, "gemma")

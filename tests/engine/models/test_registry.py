@@ -175,7 +175,8 @@ def test_a_registered_family_runs_through_the_engine(tmp_path: Path, toy_family:
 
 def test_unknown_architectures_are_named_with_the_supported_ones() -> None:
     with pytest.raises(
-        UnsupportedModelError, match=r"architecture 'nope' is not supported; supported: llama, mistral, qwen2"
+        UnsupportedModelError,
+        match=r"architecture 'nope' is not supported; supported: gemma3, gemma3_text, llama, mistral, qwen2, qwen3",
     ):
         model_class("nope")
     assert {"llama", "mistral", "qwen2"} <= set(supported_architectures())

@@ -44,10 +44,25 @@ def make_paged_cache(
     return PagedCache(k, v, torch.tensor(tables, dtype=torch.int32), keys, values)
 
 
+def poison_before(cache: PagedCache, seq: int, first_key: int, block_size: int) -> None:
+    """NaN into the pages of sequence `seq` that hold only keys before `first_key`: a kernel that
+    reads them (as a sliding window must not) turns its output NaN."""
+    for block in range(first_key // block_size):
+        page = int(cache.tables[seq, block])
+        cache.k[page * block_size : (page + 1) * block_size] = float("nan")
+        cache.v[page * block_size : (page + 1) * block_size] = float("nan")
+
+
 def reference_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, first_position: int
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    scale: float,
+    first_position: int,
+    window: int | None = None,
 ) -> torch.Tensor:
-    """Float32 causal attention of q [n, H, D] at positions first_position.. over keys [L, KVH, D]."""
+    """Float32 causal attention of q [n, H, D] at positions first_position.. over keys [L, KVH, D];
+    with a `window`, a query at position p sees keys (p - window, p] only."""
     heads, kv_heads = q.shape[1], keys.shape[1]
     group = heads // kv_heads
     k = keys.float().repeat_interleave(group, dim=1).transpose(0, 1)  # [H, L, D]
@@ -55,5 +70,7 @@ def reference_attention(
     scores = torch.einsum("nhd,hld->hnl", q.float(), k) * scale
     positions = torch.arange(first_position, first_position + q.shape[0])
     mask = torch.arange(keys.shape[0])[None, :] <= positions[:, None]
+    if window is not None:
+        mask &= torch.arange(keys.shape[0])[None, :] > positions[:, None] - window
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.einsum("hnl,hld->nhd", scores.softmax(-1), v)

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
 
-from tests.engine.triton.reference import make_paged_cache, reference_attention  # noqa: E402
+from tests.engine.triton.reference import make_paged_cache, poison_before, reference_attention  # noqa: E402
 from vivace.engine.attention.triton_decode import BLOCK_N, num_decode_splits, paged_decode  # noqa: E402
 
 
@@ -52,6 +52,36 @@ def test_int8_cache_rows_are_dequantized_in_the_kernel(kv_heads, heads, head_dim
     for b in range(3):
         n = int(lens[b])
         ref = reference_attention(q[b : b + 1], cache.keys[b][:n], cache.values[b][:n], scale, first_position=n - 1)
+        torch.testing.assert_close(out[b], ref[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "window,num_splits,block_size",
+    [(5, 1, 16), (37, 3, 16), (BLOCK_N + 1, 2, 8), (200, 2, 16)],  # inside a page, across pages, > contexts
+)
+def test_sliding_window_reads_only_the_window(window, num_splits, block_size):
+    """Pages wholly before a row's window hold NaN: the output is finite only if they are never read."""
+    gen = torch.Generator().manual_seed(window)
+    lens = [130, 60, 3, window + 1]
+    heads, kv_heads, head_dim = 4, 1, 32  # MQA, as Gemma 3
+    cache = make_paged_cache(lens, kv_heads, head_dim, block_size, torch.float32, gen)
+    for b, n in enumerate(lens):
+        poison_before(cache, b, max(0, n - window), block_size)
+    q = torch.randn(len(lens), heads, head_dim, generator=gen)
+    out = paged_decode(
+        q,
+        cache.k,
+        cache.v,
+        cache.tables,
+        torch.tensor(lens, dtype=torch.int32),
+        block_size,
+        0.2,
+        num_splits,
+        max_context=max(lens),
+        window=window,
+    )
+    for b, n in enumerate(lens):
+        ref = reference_attention(q[b : b + 1], cache.keys[b][:n], cache.values[b][:n], 0.2, n - 1, window)
         torch.testing.assert_close(out[b], ref[0], atol=1e-5, rtol=1e-5)
 
 

@@ -59,8 +59,13 @@ class AttentionBackend(ABC):
         v_cache: torch.Tensor,
         meta: Any,
         scale: float,
+        window: int | None = None,
     ) -> torch.Tensor:
-        """Write the new k, v [T, KVH, D] into the cache, then attend with q [T, H, D]; returns [T, H, D]."""
+        """Write the new k, v [T, KVH, D] into the cache, then attend with q [T, H, D]; returns [T, H, D].
+
+        `window`: a query at position p sees keys at positions (p - window, p] (sliding-window
+        attention); None = the whole causal context. Keys before the window are never read.
+        """
 
     def graph_metadata(self, buffers: GraphBuffers) -> Any:
         """Metadata reading a decode graph's static buffers; only backends that support graphs have it."""

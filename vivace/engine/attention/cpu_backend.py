@@ -55,9 +55,10 @@ class CpuAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         meta: CpuAttentionMetadata,
         scale: float,
+        window: int | None = None,
     ) -> torch.Tensor:
         """One compiled call writes the step's K/V, one attends every row over the cache."""
         self.ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
         return self.ops.paged_decode_attention(
-            q.contiguous(), k_cache, v_cache, meta.block_tables, meta.context_lens, self.block_size, scale
+            q.contiguous(), k_cache, v_cache, meta.block_tables, meta.context_lens, self.block_size, scale, window or 0
         )

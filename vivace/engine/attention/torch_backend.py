@@ -1,8 +1,8 @@
 """Paged attention in plain PyTorch: the reference every other backend is checked against.
 
 No compiled op runs on this path. New K/V of every token in the step are written first (cast to the
-cache dtype, or quantized for an int8 cache: kv_quant.py), then decodes attend in one batched call over their gathered, padded contexts, and
-each prefill chunk in one call over its context.
+cache dtype, or quantized for an int8 cache: kv_quant.py), then decodes attend in one batched call
+over their gathered, padded contexts, and each prefill chunk in one call over its context.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class PrefillSpan:
     context_len: int
     slots: torch.Tensor | None  # [context_len] cache slots when part of the context was cached
     mask: torch.Tensor  # [num_tokens, context_len] bool, True = attend
+    key_lag: torch.Tensor  # [num_tokens, context_len] query position - key position
 
 
 @dataclass
@@ -40,7 +41,19 @@ class TorchAttentionMetadata:
     num_decode_tokens: int = 0
     decode_slots: torch.Tensor | None = None  # [D, L] slots of each decode's context, padded
     decode_mask: torch.Tensor | None = None  # [D, 1, 1, L] bool, True = attend
+    decode_key_lag: torch.Tensor | None = None  # [D, 1, 1, L] query position - key position
     prefills: list[PrefillSpan] = field(default_factory=list)
+    # Masks of sliding-window layers, built by the first such layer of the step and reused by the rest.
+    window_masks: dict[int, tuple[torch.Tensor | None, list[torch.Tensor]]] = field(default_factory=dict)
+
+    def masks(self, window: int | None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """The decode mask and each prefill span's mask, narrowed to keys less than `window` positions back."""
+        if window is None:
+            return self.decode_mask, [span.mask for span in self.prefills]
+        if window not in self.window_masks:
+            decode = None if self.decode_mask is None else self.decode_mask & (self.decode_key_lag < window)
+            self.window_masks[window] = (decode, [span.mask & (span.key_lag < window) for span in self.prefills])
+        return self.window_masks[window]
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -67,21 +80,31 @@ class TorchAttentionBackend(AttentionBackend):
             offsets = torch.arange(bs, dtype=torch.long)
             decode_slots = (tables.unsqueeze(-1) * bs + offsets).view(len(decodes), max_blocks * bs)
             lengths = torch.tensor([item.start + 1 for item in decodes], dtype=torch.long)
-            decode_mask = (torch.arange(max_blocks * bs).unsqueeze(0) < lengths.unsqueeze(1)).view(
+            key_lag = (lengths.unsqueeze(1) - 1 - torch.arange(max_blocks * bs).unsqueeze(0)).view(
                 len(decodes), 1, 1, max_blocks * bs
             )
             meta.decode_slots = upload(decode_slots, torch.long, dev)
-            meta.decode_mask = upload(decode_mask, torch.bool, dev)
+            meta.decode_mask = upload(key_lag >= 0, torch.bool, dev)
+            meta.decode_key_lag = upload(key_lag, torch.long, dev)
         row = len(decodes)
         for item in batch.prefills:
             start, end = item.start, item.start + item.num_tokens
             # An explicit mask even without a cached prefix: one attention kernel for both cases.
-            mask = torch.arange(end).unsqueeze(0) <= torch.arange(start, end).unsqueeze(1)
+            key_lag = torch.arange(start, end).unsqueeze(1) - torch.arange(end).unsqueeze(0)
             slots = None
             if start:
                 table = torch.tensor(item.seq.block_table[: -(-end // bs)], dtype=torch.long)
                 slots = upload((table.unsqueeze(-1) * bs + torch.arange(bs)).view(-1)[:end], torch.long, dev)
-            meta.prefills.append(PrefillSpan(row, item.num_tokens, end, slots, upload(mask, torch.bool, dev)))
+            meta.prefills.append(
+                PrefillSpan(
+                    row,
+                    item.num_tokens,
+                    end,
+                    slots,
+                    upload(key_lag >= 0, torch.bool, dev),
+                    upload(key_lag, torch.long, dev),
+                )
+            )
             row += item.num_tokens
         return meta
 
@@ -94,6 +117,7 @@ class TorchAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         meta: TorchAttentionMetadata,
         scale: float,
+        window: int | None = None,
     ) -> torch.Tensor:
         """Attention for q [T, H, D] with new k, v [T, KVH, D]; writes k, v into the cache. Returns [T, H, D]."""
         k_stored, v_stored = to_cache(k, k_cache), to_cache(v, v_cache)
@@ -106,15 +130,16 @@ class TorchAttentionBackend(AttentionBackend):
         num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
         group = num_heads // kv_heads
         out = torch.empty_like(q)
+        decode_mask, prefill_masks = meta.masks(window)
         num_decodes = meta.num_decode_tokens
         if num_decodes:
             # Queries that share a KV head ride together as a short "query length" of `group`.
             qd = q[:num_decodes].view(num_decodes, kv_heads, group, head_dim)
             kd = from_cache(k_cache[meta.decode_slots], q.dtype).transpose(1, 2)  # [D, KVH, L, D]
             vd = from_cache(v_cache[meta.decode_slots], q.dtype).transpose(1, 2)
-            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale)
+            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask, scale=scale)
             out[:num_decodes] = od.reshape(num_decodes, num_heads, head_dim)
-        for span in meta.prefills:
+        for span, mask in zip(meta.prefills, prefill_masks, strict=True):
             rows = slice(span.start, span.start + span.num_tokens)
             qp = q[rows].transpose(0, 1)  # [H, n, D]
             if span.slots is None:
@@ -122,6 +147,6 @@ class TorchAttentionBackend(AttentionBackend):
             else:
                 kp = from_cache(k_cache[span.slots], q.dtype).transpose(0, 1)
                 vp = from_cache(v_cache[span.slots], q.dtype).transpose(0, 1)
-            op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=span.mask, scale=scale, enable_gqa=group > 1)
+            op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=scale, enable_gqa=group > 1)
             out[rows] = op.transpose(0, 1)
         return out

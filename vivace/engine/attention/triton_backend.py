@@ -98,6 +98,7 @@ class TritonAttentionBackend(AttentionBackend):
         v_cache: torch.Tensor,
         meta: TritonAttentionMetadata,
         scale: float,
+        window: int | None = None,
     ) -> torch.Tensor:
         """q [T, H, D], new k, v [T, KVH, D] -> [T, H, D]."""
         k_cache.index_copy_(0, meta.slot_mapping, to_cache(k, k_cache))
@@ -116,6 +117,7 @@ class TritonAttentionBackend(AttentionBackend):
                 meta.decode_num_splits,
                 meta.decode_max_context,
                 out=out[:num_decodes],
+                window=window,
             )
         if meta.prefill_cu_query is not None:
             paged_prefill(
@@ -129,5 +131,6 @@ class TritonAttentionBackend(AttentionBackend):
                 self.block_size,
                 scale,
                 out=out[num_decodes:],
+                window=window,
             )
         return out

@@ -32,6 +32,7 @@ def _decode_partial_kernel(
     part_lse_ptr,
     scale,
     split_len,
+    window,
     stride_qt,
     stride_qh,
     stride_ks,
@@ -58,7 +59,8 @@ def _decode_partial_kernel(
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     ctx = tl.load(lens_ptr + seq)
-    start = split * split_len
+    first = tl.where(window > 0, tl.maximum(ctx - window, 0), 0)  # keys before the window are never read
+    start = first + split * split_len
     end = tl.minimum(start + split_len, ctx)
 
     g = tl.arange(0, GROUP_PAD)
@@ -161,11 +163,13 @@ def paged_decode(
     num_splits: int,
     max_context: int,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Attention of q [B, H, D] over each row's first context_lens[b] cached keys; returns [B, H, D].
 
     `max_context` bounds every context length (it sizes the splits; under a CUDA graph pass the
-    engine's max_model_len so the launch does not depend on the step's lengths).
+    engine's max_model_len so the launch does not depend on the step's lengths). `window`: each row
+    attends only over its last `window` keys, which the splits then cover.
     """
     num_seqs, num_heads, head_dim = q.shape
     kv_heads = k_cache.shape[1]
@@ -174,7 +178,8 @@ def paged_decode(
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("paged_decode needs the head dimension contiguous in q and the caches")
     group = num_heads // kv_heads
-    split_len = -(-max(1, -(-max_context // num_splits)) // BLOCK_N) * BLOCK_N
+    span = max_context if window is None else min(max_context, window)
+    split_len = -(-max(1, -(-span // num_splits)) // BLOCK_N) * BLOCK_N
     out = torch.empty_like(q) if out is None else out
     part_out = torch.empty(num_seqs, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
     part_lse = torch.empty(num_seqs, num_heads, num_splits, dtype=torch.float32, device=q.device)
@@ -189,6 +194,7 @@ def paged_decode(
         part_lse,
         scale,
         split_len,
+        window or 0,
         q.stride(0),
         q.stride(1),
         k_cache.stride(0),

@@ -17,7 +17,7 @@ from vivace.engine.attention.triton_common import dot_options
 from vivace.engine.attention.triton_tile import attend_key_tile
 
 BLOCK_M = 32
-BLOCK_N = 32
+BLOCK_N = 32  # >= BLOCK_M: under a sliding window every row of a tile keeps a key in its first key tile
 
 
 @triton.jit
@@ -30,6 +30,7 @@ def _prefill_kernel(
     cu_query_ptr,
     starts_ptr,
     scale,
+    window,
     stride_qt,
     stride_qh,
     stride_ks,
@@ -69,14 +70,19 @@ def _prefill_kernel(
     ).to(DOT)
     q_pos = first_pos + r
     key_end = first_pos + tl.minimum((tile + 1) * BM, num_rows)  # last row's position + 1
+    # Under a sliding window the tile's first row sees keys from its position - window + 1 on.
+    key_start = tl.where(window > 0, tl.maximum(first_pos + tile * BM - window + 1, 0), 0)
     m = tl.full([BM], float("-inf"), tl.float32)
     denom = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, DIM_PAD], tl.float32)
     k_head, v_head, table_row = k_ptr + kvh * stride_kh, v_ptr + kvh * stride_vh, tables_ptr + seq * stride_tb
-    for t0 in range(0, key_end, BN):
+    for t0 in range(key_start, key_end, BN):
         t = t0 + tl.arange(0, BN)
         tmask = t < key_end
-        # Key 0 is in every row's first tile, as attend_key_tile needs.
+        causal = t[None, :] <= q_pos[:, None]
+        # Rows past the chunk's end (never stored) see every key, so none of them is all -inf.
+        visible = tl.where(window > 0, causal & (t[None, :] > q_pos[:, None] - window), causal) | ~rmask[:, None]
+        # Row i's first visible key is key_start + i (or 0): in its first tile, as attend_key_tile needs.
         m, denom, acc = attend_key_tile(
             q,
             m,
@@ -87,7 +93,7 @@ def _prefill_kernel(
             table_row,
             t,
             tmask,
-            (t[None, :] <= q_pos[:, None]) & tmask[None, :],
+            visible & tmask[None, :],
             d,
             dmask,
             scale,
@@ -118,11 +124,13 @@ def paged_prefill(
     block_size: int,
     scale: float,
     out: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query rows q [T, H, D] over the paged cache; returns [T, H, D].
 
     Sequence b owns rows cu_query[b]:cu_query[b+1] at positions starts[b].., and its keys are
-    positions 0..(its last row's position) found through block_tables[b].
+    positions 0..(its last row's position) found through block_tables[b]; with a `window`, a row at
+    position p sees only keys (p - window, p].
     """
     num_rows, num_heads, head_dim = q.shape
     kv_heads = k_cache.shape[1]
@@ -149,6 +157,7 @@ def paged_prefill(
         cu_query,
         starts,
         scale,
+        window or 0,
         q.stride(0),
         q.stride(1),
         k_cache.stride(0),

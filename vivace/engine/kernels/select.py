@@ -35,6 +35,7 @@ class Kernels:
     rms_norm: Norm
     add_rms_norm: AddNorm | None  # (x + residual, then norm) in one call; None = add, then rms_norm
     silu_mul: Callable[[torch.Tensor], torch.Tensor]
+    gelu_tanh_mul: Callable[[torch.Tensor], torch.Tensor]
     rotary: Callable[[RotaryEmbedding], Any]  # wraps the tables in the rotation this set applies
     argmax_rows: Callable[[torch.Tensor], torch.Tensor]
     int8_ops: ModuleType | None = None  # the compiled int8 linear; None = its torch reference
@@ -79,6 +80,7 @@ def torch_kernels(block_size: int, device: torch.device) -> Kernels:
         rms_norm=torch_ops.rms_norm,
         add_rms_norm=None,
         silu_mul=torch_ops.silu_mul,
+        gelu_tanh_mul=torch_ops.gelu_tanh_mul,
         rotary=lambda rope: rope,
         argmax_rows=torch_ops.argmax_rows,
     )
@@ -98,6 +100,7 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
         rms_norm=ops.rms_norm,
         add_rms_norm=ops.add_rms_norm,
         silu_mul=ops.silu_mul,
+        gelu_tanh_mul=torch_ops.gelu_tanh_mul,
         rotary=lambda rope: CompiledRotary(rope, ops),
         argmax_rows=argmax_rows,
         int8_ops=ops,
@@ -119,6 +122,7 @@ def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) ->
         rms_norm=rms_norm,
         add_rms_norm=add_rms_norm,
         silu_mul=torch_ops.silu_mul,
+        gelu_tanh_mul=torch_ops.gelu_tanh_mul,
         rotary=lambda rope: TritonRotary(rope.cos, rope.signed_sin),
         argmax_rows=torch_ops.argmax_rows,
     )

@@ -17,6 +17,12 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:]
 
 
+def gelu_tanh_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """GeGLU's gelu(gate) * up (tanh approximation, as Gemma) over rows laid out [gate | up]."""
+    intermediate = gate_up.shape[-1] // 2
+    return F.gelu(gate_up[:, :intermediate], approximate="tanh") * gate_up[:, intermediate:]
+
+
 def argmax_rows(x: torch.Tensor) -> torch.Tensor:
     """First index of each row's largest value."""
     return x.argmax(dim=-1)

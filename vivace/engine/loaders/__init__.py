@@ -27,14 +27,14 @@ __all__ = [
 
 
 def load_model(path: str | None, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a .gguf file or an HF directory (config.json + safetensors); None loads the packaged default."""
+    """Load a .gguf file or an HF directory (config.json + safetensors); a packaged model's short name
+    ("smollm2", "gemma3") loads it, None the packaged default."""
     # Imported here: importing loaders.errors alone need not load every format's reader.
-    from vivace.engine.loaders.default_model import default_model_path
+    from vivace.engine.loaders.default_model import resolve_model_path
     from vivace.engine.loaders.gguf import load_gguf
     from vivace.engine.loaders.hf_dir import load_hf_dir
 
-    if path is None:
-        path = default_model_path()
+    path = resolve_model_path(path)
     if os.path.isdir(path):
         return load_hf_dir(path, dtype)
     if os.path.isfile(path):

@@ -17,7 +17,7 @@ from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 # llama.cpp's converter permutes Q/K rows for its interleaved ("NORM") RoPE on these; qwen2 uses NEOX
 # RoPE (HF's rotate_half layout) and is stored unpermuted.
 _PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
@@ -57,7 +57,23 @@ _LAYER_NAMES = {
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
 }
+# Gemma 3's four norms per layer: llama.cpp's ffn_norm is its pre-feed-forward norm.
+_GEMMA3_LAYER_NAMES = {
+    **_LAYER_NAMES,
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+}
+_LAYER_NAMES_BY_ARCH = {"gemma3": _GEMMA3_LAYER_NAMES}
+# Gemma's RMSNorm scales by (1 + w); llama.cpp's converter stores 1 + w, HF checkpoints store w.
+_NORMS_STORED_PLUS_ONE = ("gemma3",)
+# llama.cpp's Gemma 3 constants where the GGUF carries none: every 6th layer global, the others a
+# sliding window with RoPE base 10000 (llama-model.cpp).
+_GEMMA3_SLIDING_PATTERN = 6
+_GEMMA3_LOCAL_ROPE_BASE = 10000.0
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
@@ -78,8 +94,10 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     for tensor in file.tensors:
         if tensor.name == _ROPE_FREQS:
             continue
-        name = hf_tensor_name(tensor.name, path)
+        name = hf_tensor_name(tensor.name, path, architecture)
         values = dequantize_tensor(file, tensor)
+        if architecture in _NORMS_STORED_PLUS_ONE and tensor.name.endswith("norm.weight"):
+            values -= 1.0
         if architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_q.weight", ".attn_q.bias")):
             values = unpermute_qk(values, config.num_heads)
         elif architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_k.weight", ".attn_k.bias")):
@@ -116,14 +134,15 @@ def unpermute_qk(values: np.ndarray, num_heads: int) -> np.ndarray:
     return np.ascontiguousarray(grouped.swapaxes(1, 2)).reshape(values.shape)
 
 
-def hf_tensor_name(name: str, path: str) -> str:
-    """The HF transformers name of a llama.cpp tensor name."""
+def hf_tensor_name(name: str, path: str, architecture: str = "llama") -> str:
+    """The HF transformers name of a llama.cpp tensor name in a model of `architecture`."""
     if name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[name]
+    layer_names = _LAYER_NAMES_BY_ARCH.get(architecture, _LAYER_NAMES)
     match = _LAYER_RE.match(name)
-    if match and match.group(2) in _LAYER_NAMES:
-        return f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
-    raise UnsupportedModelError(f"{path}: tensor {name!r} is not part of a Llama-family model; cannot map it")
+    if match and match.group(2) in layer_names:
+        return f"model.layers.{match.group(1)}.{layer_names[match.group(2)]}"
+    raise UnsupportedModelError(f"{path}: tensor {name!r} is not part of a {architecture} model; cannot map it")
 
 
 def gguf_model_config(
@@ -150,12 +169,18 @@ def gguf_model_config(
     head_dim = get("attention.key_length") or get("rope.dimension_count") or hidden // heads
     tokens = meta.get("tokenizer.ggml.tokens") or []
     eos_ids = [meta.get(f"tokenizer.ggml.{key}") for key in ("eos_token_id", "eot_token_id", "eom_token_id")]
+    num_layers = int(required("block_count"))
+    gemma = {}
+    if arch == "gemma3":
+        gemma = _gemma3_config(get, num_layers, hidden // heads, int(head_dim))
+        if "<end_of_turn>" in tokens:  # a chat turn's end: stops generation as HF's generation_config says
+            eos_ids.append(tokens.index("<end_of_turn>"))
     return ModelConfig(
         architecture=arch,
         vocab_size=int(get("vocab_size") or len(tokens)),
         hidden_size=hidden,
         intermediate_size=int(required("feed_forward_length")),
-        num_layers=int(required("block_count")),
+        num_layers=num_layers,
         num_heads=heads,
         num_kv_heads=int(get("attention.head_count_kv") or heads),
         head_dim=int(head_dim),
@@ -167,7 +192,24 @@ def gguf_model_config(
         attention_bias="blk.0.attn_q.bias" in tensor_names,
         bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
         eos_token_ids=list(dict.fromkeys(int(i) for i in eos_ids if i is not None)),
+        **gemma,
     )
+
+
+def _gemma3_config(get: Any, num_layers: int, width_per_head: int, head_dim: int) -> dict[str, Any]:
+    """Gemma 3's sliding-window layout, local RoPE base and attention scale, as llama.cpp derives them."""
+    pattern = _GEMMA3_SLIDING_PATTERN
+    window = get("attention.sliding_window")
+    return {
+        "layer_types": [
+            "full_attention" if (i + 1) % pattern == 0 or not window else "sliding_attention" for i in range(num_layers)
+        ],
+        "sliding_window": int(window) if window else None,
+        "rope_local_theta": _GEMMA3_LOCAL_ROPE_BASE,
+        # llama.cpp: 1/sqrt(hidden / heads) for the 27B (62 layers), 1/sqrt(head_dim) for the others.
+        "query_pre_attn_scalar": float(width_per_head if num_layers == 62 else head_dim),
+        "final_logit_softcapping": get("final_logit_softcapping"),
+    }
 
 
 def _rope_scaling(get: Any, freq_factors: np.ndarray | None) -> dict[str, Any] | None:

@@ -43,16 +43,21 @@ def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(supported)}"
         )
+    if raw.get("attn_logit_softcapping"):
+        raise UnsupportedModelError(f"{path}: attn_logit_softcapping (Gemma 2) is not supported")
     try:
         hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
-        rope_theta, rope_scaling = _rope(raw)
+        rope_theta, rope_scaling, rope_local_theta = _rope(raw)
         eos = raw.get("eos_token_id")
+        num_layers = int(raw["num_hidden_layers"])
+        layer_types = _layer_types(raw, num_layers)
+        sliding = "sliding_attention" in layer_types
         return ModelConfig(
             architecture=model_type,
             vocab_size=int(raw["vocab_size"]),
             hidden_size=hidden,
             intermediate_size=int(raw["intermediate_size"]),
-            num_layers=int(raw["num_hidden_layers"]),
+            num_layers=num_layers,
             num_heads=heads,
             num_kv_heads=int(raw.get("num_key_value_heads") or heads),
             head_dim=int(raw.get("head_dim") or hidden // heads),
@@ -64,6 +69,11 @@ def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
             attention_bias=bool(raw.get("attention_bias", model_type == "qwen2")),
             bos_token_id=raw.get("bos_token_id"),
             eos_token_ids=list(eos) if isinstance(eos, list) else ([] if eos is None else [int(eos)]),
+            layer_types=layer_types if sliding else [],
+            sliding_window=int(raw["sliding_window"]) if sliding else None,
+            rope_local_theta=rope_local_theta,
+            query_pre_attn_scalar=raw.get("query_pre_attn_scalar"),
+            final_logit_softcapping=raw.get("final_logit_softcapping"),
         )
     except KeyError as exc:
         raise CorruptModelError(f"{path}/config.json is missing required key {exc.args[0]!r}") from exc
@@ -71,17 +81,37 @@ def hf_model_config(raw: dict[str, Any], path: str) -> ModelConfig:
         raise CorruptModelError(f"{path}/config.json has a malformed value: {exc}") from exc
 
 
-def _rope(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """(rope_theta, rope_scaling) from either the classic keys or transformers 5's `rope_parameters`."""
+def _rope(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None, float | None]:
+    """(rope_theta, rope_scaling, sliding layers' rope_theta) from the classic keys or transformers 5's
+    `rope_parameters` (flat, or per layer type as Gemma 3 has it)."""
     params = raw.get("rope_parameters")
+    if isinstance(params, dict) and isinstance(params.get("full_attention"), dict):
+        theta, scaling, _ = _rope({"rope_parameters": params["full_attention"]})
+        local = params.get("sliding_attention") or {}
+        return theta, scaling, float(local["rope_theta"]) if "rope_theta" in local else None
+    local_theta = raw.get("rope_local_base_freq")  # transformers 4's Gemma 3 key
+    local_theta = None if local_theta is None else float(local_theta)
     if isinstance(params, dict):
         theta = float(params.get("rope_theta", raw.get("rope_theta", 10000.0)))
         scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-        return theta, None if scaling.get("rope_type", "default") == "default" else scaling
+        return theta, None if scaling.get("rope_type", "default") == "default" else scaling, local_theta
     scaling = raw.get("rope_scaling")
     if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default":
         scaling = None
-    return float(raw.get("rope_theta", 10000.0)), scaling
+    return float(raw.get("rope_theta", 10000.0)), scaling, local_theta
+
+
+def _layer_types(raw: dict[str, Any], num_layers: int) -> list[str]:
+    """Each layer's attention kind: `layer_types`, else Gemma 3's `sliding_window_pattern` (every Nth global)."""
+    types = raw.get("layer_types")
+    if isinstance(types, list):
+        if len(types) != num_layers:
+            raise ValueError(f"layer_types has {len(types)} entries for {num_layers} layers")
+        return [str(t) for t in types]
+    pattern = raw.get("sliding_window_pattern") if raw.get("model_type") == "gemma3_text" else None
+    if pattern and raw.get("sliding_window"):
+        return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(num_layers)]
+    return []
 
 
 def _read_config(path: str) -> dict[str, Any]:

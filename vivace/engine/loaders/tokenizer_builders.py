@@ -11,6 +11,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as BackendTokenizer
 
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
+from vivace.engine.loaders.fallback_chat_templates import fallback_chat_template
 from vivace.engine.loaders.json_file import read_json_object
 from vivace.engine.tokenizer import Tokenizer
 
@@ -173,7 +174,8 @@ def tokenizer_from_gguf_metadata(meta: Mapping[str, Any]) -> Tokenizer:
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", default_bos))
     add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
     _set_bos_eos_post_processor(backend, named["bos_token"], named["eos_token"], add_bos, add_eos)
-    return Tokenizer(backend, chat_template=meta.get("tokenizer.chat_template"), **named)
+    template = meta.get("tokenizer.chat_template") or fallback_chat_template(meta.get("general.architecture", ""))
+    return Tokenizer(backend, chat_template=template, **named)
 
 
 def tokenizer_from_hf_dir(directory: str) -> Tokenizer:

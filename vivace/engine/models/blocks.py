@@ -49,9 +49,19 @@ class Weights:
 
 
 class PagedAttention:
-    """q/k/v projection (fused), rotary on q and k, paged attention through the backend, output projection."""
+    """q/k/v projection (fused), optional per-head q/k RMSNorm, rotary on q and k, paged attention
+    through the backend (over the whole context, or the last `window` keys), output projection."""
 
-    def __init__(self, cfg: ModelConfig, weights: Weights, prefix: str, scale: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: Weights,
+        prefix: str,
+        scale: float | None = None,
+        qk_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
+    ) -> None:
+        """`qk_norm`: (q_norm, k_norm) weights over head_dim as the kernels' rms_norm takes them (Qwen3, Gemma 3)."""
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.q_size = cfg.num_heads * cfg.head_dim
         self.kv_size = cfg.num_kv_heads * cfg.head_dim
@@ -59,6 +69,10 @@ class PagedAttention:
         self.o_proj = weights.linear([prefix + "o_proj"])
         self.backend = weights.kernels.attention
         self.scale = cfg.head_dim**-0.5 if scale is None else scale
+        self.qk_norm = qk_norm
+        self.norm = weights.kernels.rms_norm
+        self.eps = cfg.rms_norm_eps
+        self.window = window
 
     def __call__(
         self, x: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor
@@ -66,17 +80,21 @@ class PagedAttention:
         num_tokens = x.shape[0]
         qkv = self.qkv(x)
         qk_end = self.q_size + self.kv_size
-        qk = rope.apply(
-            qkv[:, :qk_end].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim), rope_tables
-        )
+        qk = qkv[:, :qk_end].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
+        if self.qk_norm is not None:
+            q_weight, k_weight = self.qk_norm
+            q = self.norm(qkv[:, : self.q_size].reshape(-1, self.head_dim), q_weight, self.eps)
+            k = self.norm(qkv[:, self.q_size : qk_end].reshape(-1, self.head_dim), k_weight, self.eps)
+            qk = torch.cat([q.view(num_tokens, -1), k.view(num_tokens, -1)], dim=1).view(qk.shape)
+        qk = rope.apply(qk, rope_tables)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
-        attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale)
+        attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
         return self.o_proj(attn.reshape(num_tokens, self.q_size))
 
 
 class GatedMLP:
-    """down(act(gate(x)) * up(x)), gate and up fused into one matmul; `act_mul` is the kernels' (e.g. silu_mul)."""
+    """down(act(gate(x)) * up(x)), gate and up fused into one matmul; `act_mul` is the kernels' (silu_mul, gelu_tanh_mul)."""
 
     def __init__(self, weights: Weights, prefix: str, act_mul: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.gate_up = weights.linear([prefix + "gate_proj", prefix + "up_proj"])

@@ -17,10 +17,14 @@ from vivace.engine.models.registry import register_model
 class LlamaLayer:
     """One decoder block: RMSNorm -> GQA attention -> residual -> RMSNorm -> SwiGLU -> residual."""
 
-    def __init__(self, cfg: ModelConfig, weights: Weights, prefix: str) -> None:
+    def __init__(self, cfg: ModelConfig, weights: Weights, prefix: str, qk_norm: bool = False) -> None:
+        """`qk_norm`: RMSNorm every query and key head (`self_attn.q_norm`, `self_attn.k_norm`; Qwen3)."""
         kernels = weights.kernels
         self.eps = cfg.rms_norm_eps
-        self.attn = PagedAttention(cfg, weights, prefix + "self_attn.")
+        norms = None
+        if qk_norm:
+            norms = (weights[prefix + "self_attn.q_norm.weight"], weights[prefix + "self_attn.k_norm.weight"])
+        self.attn = PagedAttention(cfg, weights, prefix + "self_attn.", qk_norm=norms)
         self.mlp = GatedMLP(weights, prefix + "mlp.", kernels.silu_mul)
         self.input_norm = weights[prefix + "input_layernorm.weight"]
         self.post_norm = weights[prefix + "post_attention_layernorm.weight"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from vivace.engine.kernels.select import Kernels
     from vivace.engine.models.blocks import DecoderModel
 
-FAMILY_MODULES = ("vivace.engine.models.llama",)
+FAMILY_MODULES = ("vivace.engine.models.llama", "vivace.engine.models.qwen3", "vivace.engine.models.gemma3")
 
 _REGISTRY: dict[str, type[DecoderModel]] = {}
 

@@ -29,8 +29,9 @@ static inline float row_scale(const int8_t* row, int64_t d) {
 }
 
 // q [D, H, d] float32; k_cache/v_cache [S, KVH, d] float32 or bfloat16, or [S, KVH, d + 4] int8 rows
-// with their scale (contiguous); block_tables
-// [D, MB] int32; context_lens [D] int32. Returns [D, H, d] float32.
+// with their scale (contiguous); block_tables [D, MB] int32; context_lens [D] int32; window > 0: each
+// row sees only its last `window` keys (sliding-window attention; blocks before them are never read),
+// 0: the whole context. Returns [D, H, d] float32.
 #if defined(__AVX512F__)
 #include <immintrin.h>
 static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
@@ -127,7 +128,7 @@ template <typename KV>
 static void decode_impl(
     torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
     torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale,
-    torch::Tensor out) {
+    int64_t window, torch::Tensor out) {
   const int64_t D = q.size(0), H = q.size(1), d = q.size(2);
   const int64_t KVH = k_cache.size(1), row = k_cache.size(2);  // row: d, or d + 4 for int8 rows
   const int64_t group = H / KVH;
@@ -148,24 +149,26 @@ static void decode_impl(
     for (int64_t work = begin; work < end; ++work) {
       const int64_t s = work / KVH, kh = work % KVH;
       const int64_t ctx = clp[s];
-      scores.resize(group * ctx);
+      const int64_t first = window > 0 ? std::max<int64_t>(0, ctx - window) : 0;  // first key attended
+      const int64_t n_keys = ctx - first;
+      scores.resize(group * n_keys);
       const float* qs = qp + (s * H + kh * group) * d;
       // Pass 1: scores of every query head of this kv head, reading each key once.
       // Walk blocks, then offsets: no integer division per token.
-      for (int64_t t0 = 0, b = 0; t0 < ctx; t0 += block_size, ++b) {
+      for (int64_t b = first / block_size, t0 = b * block_size; t0 < ctx; t0 += block_size, ++b) {
         const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
-        const int64_t n = std::min(block_size, ctx - t0);
-        for (int64_t o = 0; o < n; ++o)
-          score_row(qs, kp + ((base + o) * KVH + kh) * row, group, d, fscale, scores.data() + t0 + o, ctx);
+        const int64_t lo = std::max(first, t0) - t0, n = std::min(block_size, ctx - t0);
+        for (int64_t o = lo; o < n; ++o)
+          score_row(qs, kp + ((base + o) * KVH + kh) * row, group, d, fscale, scores.data() + t0 + o - first, n_keys);
       }
-      for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * ctx, ctx);
+      for (int64_t g = 0; g < group; ++g) softmax(scores.data() + g * n_keys, n_keys);
       // Pass 2: weighted sum of values, reading each value once.
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t0 = 0, b = 0; t0 < ctx; t0 += block_size, ++b) {
+      for (int64_t b = first / block_size, t0 = b * block_size; t0 < ctx; t0 += block_size, ++b) {
         const int64_t base = static_cast<int64_t>(btp[s * MB + b]) * block_size;
-        const int64_t n = std::min(block_size, ctx - t0);
-        for (int64_t o = 0; o < n; ++o)
-          accumulate_row(acc.data(), scores.data() + t0 + o, ctx, vp + ((base + o) * KVH + kh) * row, group, d);
+        const int64_t lo = std::max(first, t0) - t0, n = std::min(block_size, ctx - t0);
+        for (int64_t o = lo; o < n; ++o)
+          accumulate_row(acc.data(), scores.data() + t0 + o - first, n_keys, vp + ((base + o) * KVH + kh) * row, group, d);
       }
       std::copy(acc.begin(), acc.end(), op + (s * H + kh * group) * d);
     }
@@ -174,7 +177,7 @@ static void decode_impl(
 
 torch::Tensor paged_decode_attention(
     torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
-    torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale) {
+    torch::Tensor block_tables, torch::Tensor context_lens, int64_t block_size, double scale, int64_t window) {
   TORCH_CHECK(q.dtype() == torch::kFloat32, "queries must be float32");
   TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches must share a dtype");
   TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
@@ -183,11 +186,11 @@ torch::Tensor paged_decode_attention(
   TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 4 : 0), "cache rows must be head_dim wide (+ 4 scale bytes if int8)");
   auto out = torch::empty_like(q);
   if (int8) {
-    decode_impl<int8_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+    decode_impl<int8_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, window, out);
   } else if (k_cache.dtype() == torch::kFloat32) {
-    decode_impl<float>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+    decode_impl<float>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, window, out);
   } else if (k_cache.dtype() == torch::kBFloat16) {
-    decode_impl<uint16_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, out);
+    decode_impl<uint16_t>(q, k_cache, v_cache, block_tables, context_lens, block_size, scale, window, out);
   } else {
     TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16 or int8");
   }
@@ -205,7 +208,9 @@ torch::Tensor silu_mul(torch::Tensor gate_up);
 void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor slots);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)");
+  m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)",
+        py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"), py::arg("context_lens"),
+        py::arg("block_size"), py::arg("scale"), py::arg("window") = 0);
   m.def("int8_linear", &int8_linear, "int8 linear with per-row activation scales (CPU)");
   m.def("pack_int8_weight", &pack_int8_weight, "int8 weights packed for the small-row VNNI kernel, and column sums");
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension (CPU, float32)");
