@@ -33,8 +33,8 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
     check_device(config.device)
     dtype = DTYPES[config.resolved_dtype]
     quantization = config.resolved_quantization
-    if quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
-        raise InvalidParameterError("quantization", "int8 weights run on CPU with dtype float32 only")
+    if quantization in ("int8", "gguf") and (dtype is not torch.float32 or config.device != "cpu"):
+        raise InvalidParameterError("quantization", f"{quantization} weights run on CPU with dtype float32 only")
     if is_random_spec(config.model):
         loaded = load_random_model(config.model, dtype, config.device, config.tokenizer)
     else:
@@ -44,7 +44,7 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
         if config.device != "cpu":  # before the model fuses q/k/v and gate/up, so that happens on the device
             loaded.weights = {name: w.to(config.device, dtype) for name, w in loaded.weights.items()}
     kernels = select_kernels(config, loaded.config, dtype)
-    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels)
+    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks)
     return EngineModel(model, loaded.config, loaded.tokenizer, kernels)
 
 
