@@ -59,7 +59,13 @@ def llama_server_top1(url: str, ids: list[int]) -> torch.Tensor:
     out = []
     with httpx.Client(base_url=url, timeout=120) as client:
         for p in range(len(ids) - 1):
-            body = {"prompt": ids[: p + 1], "n_predict": 1, "temperature": 0, "cache_prompt": True, "return_tokens": True}
+            body = {
+                "prompt": ids[: p + 1],
+                "n_predict": 1,
+                "temperature": 0,
+                "cache_prompt": True,
+                "return_tokens": True,
+            }
             response = client.post("/completion", json=body)
             response.raise_for_status()
             out.append(response.json()["tokens"][0])
@@ -86,13 +92,23 @@ def main() -> None:
     for fmt in [f for f in args.formats.split(",") if f]:
         t0 = time.perf_counter()
         predictions = vivace_top1(LLM(args.model, quantization=fmt, **common), ids)
-        rows.append({"engine": f"vivace {fmt}", "agreement": (predictions == reference).float().mean().item(),
-                     "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "engine": f"vivace {fmt}",
+                "agreement": (predictions == reference).float().mean().item(),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     if args.llama_server:
         t0 = time.perf_counter()
         predictions = llama_server_top1(args.llama_server, ids)
-        rows.append({"engine": "llama-server", "agreement": (predictions == reference).float().mean().item(),
-                     "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "engine": "llama-server",
+                "agreement": (predictions == reference).float().mean().item(),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     print(f"held text: {args.text} ({len(ids)} tokens; {len(ids) - 1} positions scored)")
     print("| engine | top-1 agreement with float32 |\n|---|---|")
     for row in rows:

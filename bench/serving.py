@@ -170,7 +170,9 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=128, help="mean output tokens")
     parser.add_argument("--spread", type=float, default=0.5, help="lengths uniform in mean*(1 -/+ spread)")
     parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="llama-server's threads (vivace: one per core)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="llama-server's threads (vivace: one per core)"
+    )
     parser.add_argument("--peer", choices=["none", "llama-server"], default="none")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline `LLM.generate` run")
     args = parser.parse_args()

@@ -280,7 +280,9 @@ def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
     model = fast.engine.model
     # Q4_1 layers and the Q8_0 tied head are computed on the file's blocks, none re-quantized to int8.
     assert isinstance(model.lm_head, BlockQuantLinear) and model.lm_head.blocks.qtype == Q8_0
-    assert isinstance(model.layers[0].mlp.gate_up, BlockQuantLinear) and model.layers[0].mlp.gate_up.blocks.qtype == Q4_1
+    assert (
+        isinstance(model.layers[0].mlp.gate_up, BlockQuantLinear) and model.layers[0].mlp.gate_up.blocks.qtype == Q4_1
+    )
     assert fast.engine.kv_dtype == torch.bfloat16
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     prompt = DOC + "\nIn one sentence, the Thames is"

@@ -154,8 +154,11 @@ def test_dequantize_close_to_original(tiny_gguf, tiny_weights, qtype: Q) -> None
 def test_block_types_are_also_kept_as_stored_in_hf_row_order(tiny_gguf, qtype: Q) -> None:
     """The blocks the CPU kernel computes on dequantize to exactly the loaded weights (Q/K rows unpermuted alike)."""
     model = load_gguf(str(tiny_gguf(matrix_type=qtype)))
-    for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight",
-                 "model.layers.0.mlp.down_proj.weight"]:
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ]:
         blocks = model.blocks[name]
         assert blocks.qtype == int(qtype) and blocks.shape == tuple(model.weights[name].shape)
         assert torch.equal(dequantize_blocks(blocks), model.weights[name])

@@ -16,7 +16,15 @@ log = logging.getLogger(__name__)
 
 _SOURCES = [
     os.path.join(os.path.dirname(__file__), "csrc", name)
-    for name in ("paged_decode.cpp", "int8_linear.cpp", "rms_norm.cpp", "argmax.cpp", "elementwise.cpp", "store_kv.cpp", "block_linear.cpp")
+    for name in (
+        "paged_decode.cpp",
+        "int8_linear.cpp",
+        "rms_norm.cpp",
+        "argmax.cpp",
+        "elementwise.cpp",
+        "store_kv.cpp",
+        "block_linear.cpp",
+    )
 ]
 
 

@@ -60,9 +60,7 @@ class Weights:
         """A linear layer over `weight` in this model's format; `names`: its tensors, whose GGUF blocks it may use."""
         parts = [self.blocks.get(name) for name in names]
         blocks = QuantBlocks.cat(parts) if parts and all(p is not None for p in parts) else None  # type: ignore[arg-type]
-        return make_linear(
-            weight, bias, self.quantization, self.kernels.int8_ops, blocks, self.kernels.block_linear
-        )
+        return make_linear(weight, bias, self.quantization, self.kernels.int8_ops, blocks, self.kernels.block_linear)
 
 
 class PagedAttention:
