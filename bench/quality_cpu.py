@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--formats", default="gguf,int8", help="vivace weight formats to score")
     parser.add_argument("--llama-server", default=None, help="URL of a llama-server on the same GGUF")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kv-cache-dtype", default="auto", help="KV cache of the scored formats (auto: bfloat16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = Path(args.text).read_text(encoding="utf-8", errors="replace")
@@ -91,7 +92,8 @@ def main() -> None:
     rows = []
     for fmt in [f for f in args.formats.split(",") if f]:
         t0 = time.perf_counter()
-        predictions = vivace_top1(LLM(args.model, quantization=fmt, **common), ids)
+        llm = LLM(args.model, quantization=fmt, kv_cache_dtype=args.kv_cache_dtype, **common)
+        predictions = vivace_top1(llm, ids)
         rows.append(
             {
                 "engine": f"vivace {fmt}",
