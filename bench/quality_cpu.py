@@ -80,7 +80,11 @@ def main() -> None:
     parser.add_argument("--formats", default="gguf,int8", help="vivace weight formats to score")
     parser.add_argument("--llama-server", default=None, help="URL of a llama-server on the same GGUF")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--kv-cache-dtype", default="auto", help="KV cache of the scored formats (auto: bfloat16)")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        help="KV cache of the scored formats (auto: bfloat16; the CPU kernels take float32 or bfloat16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = Path(args.text).read_text(encoding="utf-8", errors="replace")
