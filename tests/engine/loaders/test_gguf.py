@@ -11,6 +11,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
 
+from vivace.engine.kernels.block_quant import dequantize_blocks
 from vivace.engine.loaders import load_model
 from vivace.engine.loaders.errors import (
     CorruptModelError,
@@ -147,6 +148,25 @@ def test_dequantize_close_to_original(tiny_gguf, tiny_weights, qtype: Q) -> None
             bound = QUANTIZABLE[qtype] * np.abs(original).max() + 1e-7
             assert np.abs(ours - original).max() <= bound, (qtype.name, hf_name)
             assert np.corrcoef(ours.ravel(), original.ravel())[0, 1] > 0.97
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+def test_block_types_are_also_kept_as_stored_in_hf_row_order(tiny_gguf, qtype: Q) -> None:
+    """The blocks the CPU kernel computes on dequantize to exactly the loaded weights (Q/K rows unpermuted alike)."""
+    model = load_gguf(str(tiny_gguf(matrix_type=qtype)))
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ]:
+        blocks = model.blocks[name]
+        assert blocks.qtype == int(qtype) and blocks.shape == tuple(model.weights[name].shape)
+        assert torch.equal(dequantize_blocks(blocks), model.weights[name])
+    assert "model.layers.0.input_layernorm.weight" not in model.blocks  # vectors stay float only
+
+
+def test_float_matrices_keep_no_blocks(tiny_gguf) -> None:
+    assert load_gguf(str(tiny_gguf(matrix_type=Q.F16))).blocks == {}
 
 
 # Byte offsets of the fp16 super-block scales in each K-quant block; the rest may be any bits.

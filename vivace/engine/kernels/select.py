@@ -3,7 +3,8 @@
 Three sets, picked once from the config by `select_kernels` and handed to the model at construction:
 - "torch": the reference; torch ops only, no compiled extension anywhere on the path.
 - "cpu": the C++ ops of vivace.engine.cpu_ops (float32 on the CPU): paged attention read in place,
-  RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear.
+  RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear and
+  the linear on GGUF blocks.
 - "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests).
 """
 
@@ -39,6 +40,8 @@ class Kernels:
     rotary: Callable[[RotaryEmbedding], Any]  # wraps the tables in the rotation this set applies
     argmax_rows: Callable[[torch.Tensor], torch.Tensor]
     int8_ops: ModuleType | None = None  # the compiled int8 linear; None = its torch reference
+    # The compiled linear on GGUF blocks (x, blocks, qtype, bias) -> y; None = its torch reference.
+    block_linear: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor] | None = None
 
     @property
     def name(self) -> str:
@@ -104,6 +107,7 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
         rotary=lambda rope: CompiledRotary(rope, ops),
         argmax_rows=argmax_rows,
         int8_ops=ops,
+        block_linear=torch.ops.vivace_cpu.block_linear,  # registered by the module's block_linear.cpp
     )
 
 

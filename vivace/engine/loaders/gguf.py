@@ -12,6 +12,7 @@ import torch
 from gguf import GGMLQuantizationType as GGMLType
 
 from vivace.engine.config import ModelConfig
+from vivace.engine.kernels.block_quant import BLOCK_BYTES, QuantBlocks
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
 from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
@@ -90,7 +91,7 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     freq_factors = dequantize_tensor(file, tensors[_ROPE_FREQS]) if _ROPE_FREQS in tensors else None
     config = gguf_model_config(meta, set(tensors), path, freq_factors)
     tokenizer = tokenizer_from_gguf_metadata(meta)
-    weights = {}
+    weights, blocks = {}, {}
     for tensor in file.tensors:
         if tensor.name == _ROPE_FREQS:
             continue
@@ -98,13 +99,20 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
         values = dequantize_tensor(file, tensor)
         if architecture in _NORMS_STORED_PLUS_ONE and tensor.name.endswith("norm.weight"):
             values -= 1.0
+        # Matrices in a block format the CPU kernel computes on are also kept as stored (rows permuted alike).
+        keep_blocks = int(tensor.tensor_type) in BLOCK_BYTES and values.ndim == 2
+        raw = np.array(file.tensor_bytes(tensor)) if keep_blocks else None
         if architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_q.weight", ".attn_q.bias")):
             values = unpermute_qk(values, config.num_heads)
+            raw = None if raw is None else unpermute_qk(raw, config.num_heads)
         elif architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_k.weight", ".attn_k.bias")):
             values = unpermute_qk(values, config.num_kv_heads)
+            raw = None if raw is None else unpermute_qk(raw, config.num_kv_heads)
         weights[name] = torch.from_numpy(values).to(dtype)
+        if raw is not None:
+            blocks[name] = QuantBlocks(torch.from_numpy(raw), int(tensor.tensor_type))
     check_weight_shapes(config, weights, path)
-    return LoadedModel(config=config, weights=weights, tokenizer=tokenizer)
+    return LoadedModel(config=config, weights=weights, tokenizer=tokenizer, blocks=blocks)
 
 
 def open_gguf(path: str) -> GGUFFile:

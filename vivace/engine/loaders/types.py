@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from vivace.engine.config import ModelConfig
+from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.models.registry import model_class
 from vivace.engine.tokenizer import Tokenizer
@@ -19,6 +20,8 @@ class LoadedModel:
     config: ModelConfig
     weights: dict[str, torch.Tensor]
     tokenizer: Tokenizer
+    # A GGUF's Q4_0/Q4_1/Q8_0 matrices as stored (rows in HF order), by the same names, beside `weights`.
+    blocks: dict[str, QuantBlocks] = field(default_factory=dict)
 
 
 def expected_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from vivace.engine.attention.kv_quant import cache_row_bytes
 from vivace.engine.config import ModelConfig
+from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.models.linear import Linear, make_linear
@@ -22,14 +23,23 @@ from vivace.engine.models.rope import RotaryEmbedding
 
 
 class Weights:
-    """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it."""
+    """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it.
+
+    `blocks`: a GGUF's quantized matrices as stored, by the same names (used when quantization is "gguf").
+    """
 
     def __init__(
-        self, tensors: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels
+        self,
+        tensors: dict[str, torch.Tensor],
+        dtype: torch.dtype,
+        quantization: str,
+        kernels: Kernels,
+        blocks: dict[str, QuantBlocks] | None = None,
     ) -> None:
         self.tensors = {name: t.to(dtype) for name, t in tensors.items()}
         self.quantization = quantization
         self.kernels = kernels
+        self.blocks = blocks or {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -45,7 +55,13 @@ class Weights:
         weight = torch.cat([self[name + ".weight"] for name in names]) if len(names) > 1 else self[names[0] + ".weight"]
         biases = [self.get(name + ".bias") for name in names] if bias else []
         b = torch.cat(biases) if biases and all(x is not None for x in biases) else None  # type: ignore[arg-type]
-        return make_linear(weight, b, self.quantization, self.kernels.int8_ops)
+        return self.make(weight, b, [name + ".weight" for name in names])
+
+    def make(self, weight: torch.Tensor, bias: torch.Tensor | None, names: list[str]) -> Linear:
+        """A linear layer over `weight` in this model's format; `names`: its tensors, whose GGUF blocks it may use."""
+        parts = [self.blocks.get(name) for name in names]
+        blocks = QuantBlocks.cat(parts) if parts and all(p is not None for p in parts) else None  # type: ignore[arg-type]
+        return make_linear(weight, bias, self.quantization, self.kernels.int8_ops, blocks, self.kernels.block_linear)
 
 
 class PagedAttention:
@@ -118,19 +134,20 @@ class DecoderModel:
         dtype: torch.dtype,
         quantization: str,
         kernels: Kernels,
+        blocks: dict[str, QuantBlocks] | None = None,
     ) -> None:
         self.cfg = cfg
         self.dtype = dtype
         self.kernels = kernels
-        weights = Weights(tensors, dtype, quantization, kernels)
+        weights = Weights(tensors, dtype, quantization, kernels, blocks)
         self.embed = weights["model.embed_tokens.weight"]
         self.norm = weights["model.norm.weight"]
-        head = weights.get("lm_head.weight")
+        head, head_name = weights.get("lm_head.weight"), "lm_head.weight"
         if head is None:
             if not cfg.tie_word_embeddings:
                 raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
-            head = self.embed
-        self.lm_head: Linear = make_linear(head, None, quantization, kernels.int8_ops)
+            head, head_name = self.embed, "model.embed_tokens.weight"
+        self.lm_head: Linear = weights.make(head, None, [head_name])
         self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
         rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
         device = self.embed.device

@@ -1,11 +1,17 @@
-"""Linear layers in the engine's weight formats: plain float, or int8 weights for CPU decode speed."""
+"""Linear layers in the engine's weight formats: plain float, int8 weights for CPU decode speed, or a
+GGUF's own 4/8-bit blocks (CPU decode reads the file's bytes per weight, no more)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
+
+from vivace.engine.kernels.block_quant import QuantBlocks, block_linear_reference
+
+BlockOp = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor]
 
 
 class FloatLinear:
@@ -53,13 +59,40 @@ class Int8DynamicLinear:
         return out
 
 
-Linear = FloatLinear | Int8DynamicLinear
+class BlockQuantLinear:
+    """A GGUF matrix's Q4_0/Q4_1/Q8_0 blocks as stored; each activation row quantized to int8 per block of 32.
+
+    The integer dot of every weight block with its activation block is rescaled by the two block
+    scales, as llama.cpp computes; each row's result is independent of its batch-mates.
+    """
+
+    def __init__(self, blocks: QuantBlocks, bias: torch.Tensor | None, op: BlockOp | None = None) -> None:
+        """`op`: the compiled kernel (kernels.block_linear), or None for the torch reference."""
+        self.blocks = blocks
+        self.bias = None if bias is None else bias.float().contiguous()
+        self._op = op
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._op is not None:
+            return self._op(x, self.blocks.data, self.blocks.qtype, self.bias)
+        return block_linear_reference(x, self.blocks, self.bias)
+
+
+Linear = FloatLinear | Int8DynamicLinear | BlockQuantLinear
 
 
 def make_linear(
-    weight: torch.Tensor, bias: torch.Tensor | None, quantization: str, int8_ops: ModuleType | None = None
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    quantization: str,
+    int8_ops: ModuleType | None = None,
+    blocks: QuantBlocks | None = None,
+    block_op: BlockOp | None = None,
 ) -> Linear:
-    """Build a linear layer in the requested format ("none" or "int8"; int8 computed by `int8_ops` if given)."""
-    if quantization == "int8":
+    """Build a linear layer in the requested format: "none", "int8" (computed by `int8_ops` if given) or
+    "gguf" (the weight's GGUF `blocks`, computed by `block_op` if given; int8 when it has none)."""
+    if quantization == "gguf" and blocks is not None:
+        return BlockQuantLinear(blocks, bias, block_op)
+    if quantization in ("int8", "gguf"):
         return Int8DynamicLinear(weight, bias, int8_ops)
     return FloatLinear(weight, bias)

@@ -16,6 +16,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.loaders.errors import UnsupportedModelError
 
 if TYPE_CHECKING:
+    from vivace.engine.kernels.block_quant import QuantBlocks
     from vivace.engine.kernels.select import Kernels
     from vivace.engine.models.blocks import DecoderModel
 
@@ -67,7 +68,12 @@ def model_class(architecture: str) -> type[DecoderModel]:
 
 
 def build_model(
-    cfg: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype, quantization: str, kernels: Kernels
+    cfg: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    quantization: str,
+    kernels: Kernels,
+    blocks: dict[str, QuantBlocks] | None = None,
 ) -> DecoderModel:
-    """The model for `cfg.architecture`, built from HF-named weights with the given kernels."""
-    return model_class(cfg.architecture)(cfg, weights, dtype, quantization, kernels)
+    """The model for `cfg.architecture`, built from HF-named weights (and a GGUF's blocks) with the given kernels."""
+    return model_class(cfg.architecture)(cfg, weights, dtype, quantization, kernels, blocks=blocks)

@@ -1,0 +1,84 @@
+"""GGUF block-quantized weights (Q4_0, Q4_1, Q8_0) in torch: the blocks kept as the file stores them,
+their dequantization, the per-block activation quantization llama.cpp's dot products use, and the
+reference of the compiled block linear (cpu_ops/csrc/block_linear.cpp), which must match it.
+
+A weight row of K values is K / 32 blocks; a block is an fp16 scale d (Q4_1: and an fp16 minimum m)
+followed by its 32 quantized values: Q4_0 w = d * (q - 8), Q4_1 w = d * q + m (q in 0..15, low
+nibbles are elements 0..15, high nibbles 16..31), Q8_0 w = d * q (q int8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BLOCK = 32
+# GGML type ids (ggml.h / gguf.GGMLQuantizationType) -> bytes per block of 32.
+Q4_0, Q4_1, Q8_0 = 2, 3, 8
+BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}
+TYPE_NAMES = {Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0"}
+
+
+@dataclass(frozen=True)
+class QuantBlocks:
+    """One weight [N, K] as a GGUF file's blocks: `data` uint8 [N, K / 32 * block bytes], `qtype` its GGML id."""
+
+    data: torch.Tensor
+    qtype: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The weight's (out_features, in_features)."""
+        rows, row_bytes = self.data.shape
+        return rows, row_bytes // BLOCK_BYTES[self.qtype] * BLOCK
+
+    @staticmethod
+    def cat(parts: list[QuantBlocks]) -> QuantBlocks | None:
+        """The parts stacked by output rows (fused q/k/v, gate/up), or None if their types differ."""
+        if len({p.qtype for p in parts}) != 1 or len({p.data.shape[1] for p in parts}) != 1:
+            return None
+        return QuantBlocks(torch.cat([p.data for p in parts]).contiguous(), parts[0].qtype)
+
+
+def unpack_blocks(blocks: QuantBlocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q [N, nb, 32] float, d [N, nb], m [N, nb]) with w = d * q + m (Q4_0's offset of -8 folded into m)."""
+    n, row_bytes = blocks.data.shape
+    size = BLOCK_BYTES[blocks.qtype]
+    raw = blocks.data.view(n, row_bytes // size, size)
+    d = raw[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()
+    if blocks.qtype == Q8_0:
+        q = raw[..., 2:].contiguous().view(torch.int8).float()
+        return q, d, torch.zeros_like(d)
+    offset = 4 if blocks.qtype == Q4_1 else 2
+    nibbles = raw[..., offset : offset + 16]
+    q = torch.cat([nibbles & 0x0F, nibbles >> 4], dim=-1).float()
+    m = raw[..., 2:4].contiguous().view(torch.float16).squeeze(-1).float() if blocks.qtype == Q4_1 else -8.0 * d
+    return q, d, m
+
+
+def dequantize_blocks(blocks: QuantBlocks) -> torch.Tensor:
+    """The weight as float32 [N, K]."""
+    q, d, m = unpack_blocks(blocks)
+    return (q * d[..., None] + m[..., None]).reshape(blocks.data.shape[0], -1)
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row of x [M, K] in int8 blocks of 32: (q [M, nb, 32] float, d [M, nb], s = d * sum(q) [M, nb])."""
+    xb = x.float().reshape(x.shape[0], -1, BLOCK)
+    amax = xb.abs().amax(dim=-1)
+    d = amax / 127.0
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    q = torch.round(xb * inv[..., None])
+    return q, d, d * q.sum(dim=-1)
+
+
+def block_linear_reference(x: torch.Tensor, blocks: QuantBlocks, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ W.T (+ bias) as the kernel computes it: exact integer block dots, rescaled per block pair."""
+    qa, da, sa = quantize_activations(x)
+    qw, dw, mw = unpack_blocks(blocks)
+    dots = torch.einsum("mbk,nbk->mnb", qa, qw)  # integers below 2**24: exact in float32
+    out = (dots * (da[:, None, :] * dw[None])).sum(-1) + sa @ mw.T
+    if bias is not None:
+        out = out + bias
+    return out
