@@ -1,6 +1,6 @@
-"""The CPU ops' build-cache name carries a fingerprint of the CPU they are compiled for (-march=native)."""
+"""The CPU ops' build-cache name carries what the build depends on: the CPU (-march=native), sources, flags, torch."""
 
-from vivace.engine.cpu_ops import _build_name, cpu_fingerprint
+from vivace.engine.cpu_ops import _build_name, build_key, cpu_fingerprint
 
 X86 = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
@@ -30,3 +30,13 @@ def test_this_machine_gets_a_fingerprinted_name():
     name = _build_name()
     assert name.startswith("vivace_cpu_kernels_") and len(name) == len("vivace_cpu_kernels_") + 12
     assert name == _build_name()
+
+
+def test_sources_flags_and_torch_each_change_the_build_key():
+    base = build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0")
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0") == base
+    assert build_key("other", [b"a", b"b"], ["-O3"], "2.13.0") != base
+    assert build_key("cpu", [b"a", b"c"], ["-O3"], "2.13.0") != base
+    assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0") != base  # sources hashed one by one, not joined
+    assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0") != base
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0") != base

@@ -42,14 +42,34 @@ def cpu_fingerprint(cpuinfo: str, machine: str) -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
+def build_key(cpu: str, sources: list[bytes], flags: list[str], torch_version: str) -> str:
+    """What a built module depends on: the CPU it is compiled for (-march=native), its sources, compiler
+    flags and the torch it links against. Installs that differ in any of them never share a build folder."""
+    digest = hashlib.sha256("\n".join([cpu, torch_version, *flags]).encode())
+    for source in sources:
+        digest.update(hashlib.sha256(source).digest())
+    return digest.hexdigest()[:12]
+
+
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+
+
 def _build_name() -> str:
-    """The extension's name, and so its build-cache folder: one per CPU, since the code is built for it."""
+    """The extension's name, and so its build-cache folder (see build_key)."""
+    import torch
+
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             cpuinfo = f.read()
     except OSError:  # not Linux: the processor string is what the platform offers
         cpuinfo = f"model name: {platform.processor()}"
-    return f"vivace_cpu_kernels_{cpu_fingerprint(cpuinfo, platform.machine())}"
+    sources = []
+    for path in _SOURCES:
+        with open(path, "rb") as f:
+            sources.append(f.read())
+    cpu = cpu_fingerprint(cpuinfo, platform.machine())
+    return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__)}"
 
 
 @functools.cache
@@ -65,8 +85,8 @@ def load_cpu_ops() -> ModuleType | None:
         return load(
             name=name,
             sources=_SOURCES,
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
+            extra_cflags=_CFLAGS,
+            extra_ldflags=_LDFLAGS,
             verbose=False,
         )
     except Exception as exc:  # no compiler or ninja: the torch path still works, only slower
