@@ -114,7 +114,10 @@ def test_client_gone_mid_body_is_a_499_without_a_traceback(server, caplog):
     url = urlsplit(server.base_url)
     before = _metric(server, "vivace_requests_total", 'endpoint="/v1/completions",status="499"')
     caplog.set_level(logging.ERROR)
-    head = "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nhost: {url.netloc}\r\ncontent-type: application/json\r\n"
+        "content-length: 1000\r\n\r\n"
+    )
     with socket.create_connection((url.hostname, url.port)) as sock:
         sock.sendall(head.encode() + b'{"model": "')
         time.sleep(0.3)  # the handler is now waiting for the rest of the body

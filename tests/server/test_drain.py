@@ -107,8 +107,9 @@ def test_sigterm_drains_then_aborts(tmp_path):
         while time.monotonic() - signalled < DRAIN_SECONDS - 1:
             try:
                 httpx.get(base + "/health", timeout=1)
-            except (httpx.ConnectError, httpx.RemoteProtocolError):
-                # Refused, or (a connection still in the backlog when the listener closed) closed unanswered.
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                # Refused, or (a connection still in the backlog when the listener closed) closed unanswered
+                # or reset.
                 refused = True
                 break
             time.sleep(0.1)

@@ -77,6 +77,13 @@ def test_odd_field_names_are_escaped_in_the_header(server):
     assert header.startswith("\\u00e9\\nx, junk0, ") and header.endswith("... (9 more)")
 
 
+def test_blank_spaced_and_comma_names_are_quoted_in_the_header(server):
+    body = {"prompt": "Hi", "max_tokens": 1, "best_of": 1, "": 1, " text ": 2, "a,b": 3}
+    response = post(server, "/v1/completions", body)
+    assert response.status_code == 200
+    assert response.headers[IGNORED_FIELDS_HEADER] == '"", " text ", "a,b"'
+
+
 @pytest.mark.parametrize(
     ("path", "field", "value"),
     [

@@ -45,9 +45,17 @@ def record_ignored(request: Request, body: BaseModel) -> None:
         request.state.ignored_fields = names
 
 
+def _shown_name(name: str) -> str:
+    """A name as the header lists it: JSON-escaped (a header value must be printable ASCII), and quoted
+    too when bare it would be empty, start or end with a space (illegal at a header's ends) or hold a comma."""
+    escaped = json.dumps(name)[1:-1]
+    if not escaped or escaped != escaped.strip() or "," in escaped:
+        return f'"{escaped}"'
+    return escaped
+
+
 def _header_value(names: list[str]) -> bytes:
-    # JSON-escaped: names are arbitrary client text, a header value must be printable ASCII.
-    shown = [json.dumps(name)[1:-1] for name in names[:MAX_HEADER_NAMES]]
+    shown = [_shown_name(name) for name in names[:MAX_HEADER_NAMES]]
     if len(names) > MAX_HEADER_NAMES:
         shown.append(f"... ({len(names) - MAX_HEADER_NAMES} more)")
     return ", ".join(shown).encode("ascii")

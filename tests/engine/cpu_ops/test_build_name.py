@@ -1,6 +1,6 @@
 """The CPU ops' build-cache name carries what the build depends on: the CPU (-march=native), sources, flags, torch."""
 
-from vivace.engine.cpu_ops import _build_name, build_key, cpu_fingerprint
+from vivace.engine.cpu_ops import STALE_LOCK_SECONDS, _build_name, build_key, cpu_fingerprint, is_stale_lock
 
 X86 = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
@@ -40,3 +40,11 @@ def test_sources_flags_and_torch_each_change_the_build_key():
     assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0") != base  # sources hashed one by one, not joined
     assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0") != base
     assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0") != base
+
+
+def test_a_lock_is_stale_only_when_nothing_was_built_under_it_for_a_while():
+    now = 10_000.0
+    old = now - STALE_LOCK_SECONDS - 1
+    assert is_stale_lock(old, old, now)
+    assert not is_stale_lock(old, now - 5, now)  # a long build still writing its objects
+    assert not is_stale_lock(now - 5, old, now)  # a build that just started

@@ -14,7 +14,7 @@ def test_cpu_defaults_are_unchanged() -> None:
     cfg = EngineConfig()
     assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == (
         "float32",
-        "int8",
+        "gguf",
         "bfloat16",
     )
     assert resolve_backend(cfg, torch.float32) == ("cpu" if load_cpu_ops() is not None else "torch")

@@ -81,6 +81,7 @@ def load_cpu_ops() -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         name = _build_name()
+        _clear_stale_lock(name)
         _announce_if_compiling(name)
         return load(
             name=name,
@@ -92,6 +93,31 @@ def load_cpu_ops() -> ModuleType | None:
     except Exception as exc:  # no compiler or ninja: the torch path still works, only slower
         log.warning("C++ CPU ops unavailable (%s); using the torch reference paths", exc)
         return None
+
+
+STALE_LOCK_SECONDS = 600
+
+
+def is_stale_lock(lock_mtime: float, newest_build_file_mtime: float, now: float) -> bool:
+    """A build lock nobody has worked under for STALE_LOCK_SECONDS: its builder was killed mid-build."""
+    return now - max(lock_mtime, newest_build_file_mtime) > STALE_LOCK_SECONDS
+
+
+def _clear_stale_lock(name: str) -> None:
+    """Remove a build lock left by a killed build; torch's builder would otherwise wait on it forever."""
+    import time
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = _get_build_directory(name, verbose=False)
+    lock = os.path.join(folder, "lock")
+    try:
+        newest = max((entry.stat().st_mtime for entry in os.scandir(folder) if entry.name != "lock"), default=0.0)
+        if is_stale_lock(os.path.getmtime(lock), newest, time.time()):
+            log.warning("removing a stale build lock %s (no build activity for %d s)", lock, STALE_LOCK_SECONDS)
+            os.remove(lock)
+    except FileNotFoundError:  # no lock (the usual case), or another process just took it away
+        pass
 
 
 def _announce_if_compiling(name: str) -> None:
