@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import time
 import tomllib
@@ -48,6 +49,19 @@ def stats_of(page, selector: str) -> dict[str, float]:
     """The numbers a response's stats line carries in its data-* attributes."""
     data = page.locator(selector).evaluate("el => ({...el.dataset})")
     return {k: float(v) for k, v in data.items() if v != ""}
+
+
+def rendered_text(page, markdown: str) -> str:
+    """The text `markdown` shows once the page's renderer has turned it into a reply's content."""
+    return page.evaluate(
+        """async (text) => {
+          const { renderMarkdown } = await import('/static/markdown.js');
+          const el = document.createElement('div');
+          renderMarkdown(el, text);
+          return el.textContent;
+        }""",
+        markdown,
+    )
 
 
 def api(server, path: str, body: dict, key: str | None = None) -> dict:
@@ -129,12 +143,16 @@ def test_sse_parser_stop_strings_and_rates(page, server):
 @pytest.mark.slow
 def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
-    # Count distinct reply texts as they render: a streamed reply shows several before the last.
+    # Count distinct reply texts as they render (a streamed reply shows several before the last), and
+    # record what the reply showed first: the typing indicator, before any token.
     page.evaluate("""() => {
       window.seen = new Set();
+      window.first = null;
       new MutationObserver(() => {
         const el = document.querySelector('.msg.assistant .content');
-        if (el) window.seen.add(el.textContent);
+        if (!el) return;
+        window.seen.add(el.textContent);
+        window.first ??= { typing: !!el.querySelector('.typing'), text: el.textContent };
       }).observe(document.getElementById('chat-log'), { childList: true, subtree: true, characterData: true });
     }""")
     with page.expect_request("**/v1/chat/completions") as sent:
@@ -144,8 +162,10 @@ def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["messages"] == GREEDY_MESSAGES and body["temperature"] == 0 and body["model"] == MODEL
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
-    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, server.offline["chat"])
     assert page.evaluate("window.seen.size") > 2
+    assert page.evaluate("window.first") == {"typing": True, "text": ""}
+    assert page.locator(".msg.assistant .typing").count() == 0  # gone once the tokens came
     expected = api(
         server,
         "/v1/chat/completions",
@@ -155,6 +175,53 @@ def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     assert stats["tokens"] == expected["usage"]["completion_tokens"]
     assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
     assert "TTFT" in page.inner_text(".msg.assistant .stats") and "tok/s" in page.inner_text(".msg.assistant .stats")
+
+
+# A reply that tries everything: raw HTML with handlers, a script, a javascript: link, an image that
+# would fetch a URL; and a fenced code block. The server is made to write exactly this (guided_choice).
+HOSTILE_REPLY = (
+    "Run **this**:\n```python\nprint('hi')\n```\n"
+    '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>\n'
+    "[link](javascript:window.pwned=3) ![pic](http://127.0.0.1:9/leak.png)"
+)
+
+
+@pytest.mark.slow
+def test_a_hostile_reply_renders_inert_with_code_highlighted_and_copyable(page, server):
+    """A real streamed reply with HTML, a script and a javascript: link: shown as text, nothing runs or loads."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    open_ui(page, server.base_url, temperature=0, max_tokens=200)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+
+    def force_reply(route) -> None:
+        route.continue_(post_data=json.dumps({**route.request.post_data_json, "guided_choice": [HOSTILE_REPLY]}))
+
+    page.route("**/v1/chat/completions", force_reply)
+    page.fill("#chat-input", "Show me some code.")
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    content = page.locator(".msg.assistant .content")
+    assert page.evaluate("window.pwned") is None
+    assert content.locator("img, script, iframe, svg, style").count() == 0
+    handlers = content.evaluate("el => [...el.querySelectorAll('*')].flatMap(n => n.getAttributeNames())")
+    assert not [a for a in handlers if a.startswith("on")]
+    text = content.text_content()
+    assert '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>' in text  # shown, as text
+    assert content.locator("strong").text_content() == "this"
+    assert content.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
+        None,  # javascript: dropped
+        "http://127.0.0.1:9/leak.png",  # the image, as a link: nothing fetched
+    ]
+    assert not [url for url in fetched if "leak.png" in url]
+    code = content.locator(".code-block pre code")
+    assert code.text_content() == "print('hi')\n"
+    assert code.locator(".hljs-built_in, .hljs-string").count() >= 2  # highlighted as python
+    assert content.locator(".code-lang").text_content() == "python"
+    content.locator(".code-block .copy").click()
+    page.wait_for_function("document.querySelector('.code-block .copy').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+    assert stats_of(page, ".msg.assistant .stats")["tokens"] > 0  # the stats line is kept
 
 
 @pytest.mark.slow
@@ -183,7 +250,7 @@ def test_chat_edit_delete_and_regenerate_change_what_is_sent(page, server):
     assert sent.value.post_data_json["messages"] == GREEDY_MESSAGES
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
     assert page.locator(".msg").count() == 2
-    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, server.offline["chat"])
 
 
 @pytest.mark.slow
@@ -326,7 +393,7 @@ def test_page_asks_for_the_key_and_sends_it_as_bearer(page, keyed_server):
         page.click("#chat-send")
     assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
-    assert page.locator(".msg.assistant .content").text_content() == keyed_server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, keyed_server.offline["chat"])
 
 
 @pytest.mark.slow

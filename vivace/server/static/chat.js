@@ -1,7 +1,13 @@
 // Chat mode: a multi-turn conversation with a system prompt; messages can be edited, deleted, regenerated.
+// Replies render as sanitized markdown (markdown.js); a typing indicator shows until the first token.
 
+import { renderMarkdown } from './markdown.js';
 import { endNote, streamReply } from './reply.js';
 import { h, showError, showStats } from './view.js';
+
+/** Three pulsing dots: the reply has been asked for and no token has arrived yet. */
+const typingIndicator = () =>
+  h('span', { class: 'typing', role: 'status', 'aria-label': 'waiting for the first token' }, h('i'), h('i'), h('i'));
 
 /** Wires the chat section `root` to the API through `ctx` ({client, model(), sampling()}). */
 export function initChat(ctx, root) {
@@ -16,6 +22,7 @@ export function initChat(ctx, root) {
   let nextId = 1;
   let controller = null;
   let editing = null; // id of the message being edited
+  let streamingId = null; // id of the reply being streamed
 
   const busy = () => controller !== null;
 
@@ -25,8 +32,16 @@ export function initChat(ctx, root) {
     return prompt ? [{ role: 'system', content: prompt }, ...turns] : turns;
   }
 
+  /** Fills a message's content element: a reply as markdown (or the typing dots before its first token). */
+  function showContent(el, msg) {
+    if (msg.role !== 'assistant') el.textContent = msg.content;
+    else if (!msg.content && msg.id === streamingId) el.replaceChildren(typingIndicator());
+    else renderMarkdown(el, msg.content);
+  }
+
   function messageView(msg) {
-    const content = h('div', { class: 'content' }, msg.content);
+    const content = h('div', { class: msg.role === 'assistant' ? 'content markdown' : 'content' });
+    showContent(content, msg);
     const stats = h('div', { class: 'stats' });
     if (msg.stats) showStats(stats, msg.stats, msg.note);
     else stats.hidden = true;
@@ -87,15 +102,22 @@ export function initChat(ctx, root) {
     messages.push(reply);
     controller = new AbortController();
     editing = null;
+    streamingId = reply.id;
     render();
     const view = log.lastElementChild;
     const content = view.querySelector('.content');
     view.classList.add('streaming');
+    // Markdown is re-rendered at most once a frame, however fast the tokens come.
+    let frame = 0;
+    const paint = () => {
+      frame = 0;
+      showContent(content, reply);
+      log.scrollTop = log.scrollHeight;
+    };
     try {
       const result = await streamReply(ctx.client, '/v1/chat/completions', body, controller.signal, (text) => {
         reply.content += text;
-        content.textContent = reply.content;
-        log.scrollTop = log.scrollHeight;
+        if (!frame) frame = requestAnimationFrame(paint);
       });
       reply.stats = result.stats;
       reply.note = endNote(result);
@@ -104,7 +126,9 @@ export function initChat(ctx, root) {
       if (!reply.content) messages = messages.filter((m) => m !== reply);
       else reply.note = 'failed';
     } finally {
+      cancelAnimationFrame(frame);
       controller = null;
+      streamingId = null;
       render();
     }
   }
