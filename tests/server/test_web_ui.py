@@ -253,6 +253,76 @@ def test_chat_edit_delete_and_regenerate_change_what_is_sent(page, server):
     assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, server.offline["chat"])
 
 
+def send_and_wait(page, text: str) -> None:
+    """Send a chat message and wait until its reply has finished streaming."""
+    replies = page.locator(".msg.assistant .stats:not([hidden])").count()
+    page.fill("#chat-input", text)
+    page.press("#chat-input", "Enter")
+    page.wait_for_function(
+        f"document.querySelectorAll('.msg.assistant .stats:not([hidden])').length > {replies} && "
+        "document.querySelector('#chat-stop').disabled"
+    )
+
+
+def conversation_titles(page) -> list[str]:
+    return page.locator("#chat-conversations option").all_text_contents()
+
+
+@pytest.mark.slow
+def test_conversations_are_kept_listed_renamed_exported_and_deleted(page, server):
+    """Conversations live in the browser: a reload keeps them, and each can be reopened, renamed, exported, deleted."""
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    first_prompt = GREEDY_MESSAGES[0]["content"]
+    send_and_wait(page, first_prompt)
+    reply = page.locator(".msg.assistant .content").inner_html()
+    assert conversation_titles(page) == [first_prompt]  # titled by its first message until renamed
+
+    page.reload()  # the conversation, its rendered reply and its stats line survive
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    assert page.locator(".msg.user .content").all_text_contents() == [first_prompt]
+    assert page.locator(".msg.assistant .content").inner_html() == reply
+    assert stats_of(page, ".msg.assistant .stats")["tokens"] > 0
+
+    page.click("#chat-new")
+    assert page.locator(".msg").count() == 0 and len(conversation_titles(page)) == 2
+    page.fill("#chat-system", "You are terse.")
+    send_and_wait(page, "Say something.")
+    page.fill("#chat-title", "Second")
+    page.press("#chat-title", "Enter")
+    assert conversation_titles(page)[0] == "Second"
+
+    # Back to the first: its own messages and system prompt, and a new turn sends its whole history.
+    page.select_option("#chat-conversations", label=conversation_titles(page)[1])
+    assert page.locator(".msg.user .content").all_text_contents() == [first_prompt]
+    assert page.input_value("#chat-system") == ""
+    with page.expect_request("**/v1/chat/completions") as sent:
+        send_and_wait(page, "And then?")
+    assert sent.value.post_data_json["messages"] == [
+        *GREEDY_MESSAGES,
+        {"role": "assistant", "content": server.offline["chat"]},
+        {"role": "user", "content": "And then?"},
+    ]
+
+    with page.expect_download() as download:
+        page.click("#chat-export")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert [(m["role"], m["content"]) for m in exported["messages"]][:3] == [
+        ("user", first_prompt),
+        ("assistant", server.offline["chat"]),
+        ("user", "And then?"),
+    ]
+    assert exported["messages"][1]["stats"]["tokens"] > 0 and exported["title"] == conversation_titles(page)[0]
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#chat-delete-conversation")
+    assert conversation_titles(page) == ["Second"]
+    assert page.input_value("#chat-system") == "You are terse."
+    page.reload()
+    open_ui(page, server.base_url)
+    assert conversation_titles(page) == ["Second"]
+    assert page.locator(".msg.user .content").all_text_contents() == ["Say something."]
+
+
 @pytest.mark.slow
 def test_stop_button_aborts_a_long_generation(page, server):
     open_ui(page, server.base_url, temperature=0.8, max_tokens=400, ignore_eos=True)
