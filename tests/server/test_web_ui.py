@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import posixpath
 import re
 import time
 import tomllib
@@ -94,10 +95,14 @@ def test_page_and_every_module_are_public_with_an_api_key(keyed_server):
         response = httpx.get(f"{keyed_server.base_url}/static/{name}")
         assert response.status_code == 200, name
         assert response.headers["cache-control"] == "no-cache"
-        if name.endswith(".js"):
-            assert "javascript" in response.headers["content-type"]
-            pending += [m for m in re.findall(r"from '\./([\w.]+)'", response.text) if m not in seen]
-    assert {"api.js", "chat.js", "completion.js", "batch.js", "classify.js"} <= seen
+        if name.endswith((".js", ".mjs")):
+            assert "javascript" in response.headers["content-type"], name
+            imported = (
+                posixpath.join(posixpath.dirname(name), m) for m in re.findall(r"from '\./([\w./-]+)'", response.text)
+            )
+            pending += [m for m in imported if m not in seen]
+    assert {"api.js", "chat.js", "completion.js", "batch.js", "classify.js", "conversations.js", "markdown.js"} <= seen
+    assert {"vendor/marked.esm.js", "vendor/purify.es.mjs", "vendor/highlight/core.min.js"} <= seen
     missing = httpx.get(keyed_server.base_url + "/static/nope.js")
     assert missing.status_code == 404
 
@@ -110,6 +115,25 @@ def test_package_data_covers_every_static_file():
     assert files
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
     assert not unshipped
+
+
+def test_vendored_files_are_the_versions_their_note_names():
+    """Each vendored file's own licence header names the version vendor/README.md lists, beside its licence."""
+    vendor = STATIC_DIR / "vendor"
+    note = (vendor / "README.md").read_text()
+    headers = {
+        "marked": (vendor / "marked.esm.js", r"marked v([\d.]+)"),
+        "dompurify": (vendor / "purify.es.mjs", r"@license DOMPurify ([\d.]+)"),
+        "@highlightjs/cdn-assets": (vendor / "highlight" / "core.min.js", r"Highlight\.js v([\d.]+)"),
+    }
+    for package, (path, pattern) in headers.items():
+        version = re.search(pattern, path.read_text()[:400]).group(1)
+        assert f"| `{package}` | {version} |" in note, (package, version)
+    for licence in ("LICENSE.marked", "LICENSE.dompurify", "LICENSE.highlight"):
+        assert (vendor / licence).stat().st_size > 500
+    for grammar in (vendor / "highlight").glob("*.min.js"):
+        if grammar.name != "core.min.js":
+            assert re.match(r"/\*! `[\w+-]+` grammar compiled for Highlight\.js ([\d.]+)", grammar.read_text()), grammar
 
 
 # --- the page's own logic, run in the browser --------------------------------------------------------
