@@ -348,6 +348,22 @@ def test_conversations_are_kept_listed_renamed_exported_and_deleted(page, server
 
 
 @pytest.mark.slow
+def test_unreadable_stored_conversations_start_a_fresh_one(page, server):
+    """Storage left in a bad state (not JSON, a current id that is gone) gives a working chat, not a broken page."""
+    page.goto(server.base_url + "/")
+    page.evaluate("""() => {
+      localStorage.setItem('vivace.chat.index', '{not json');
+      localStorage.setItem('vivace.chat.current', 'gone');
+      localStorage.setItem('vivace.chat.gone', '[1, 2');
+    }""")
+    page.reload()
+    open_ui(page, server.base_url, temperature=0, max_tokens=4)
+    assert conversation_titles(page) == ["New conversation"]
+    send_and_wait(page, "Hello")
+    assert conversation_titles(page) == ["Hello"]
+
+
+@pytest.mark.slow
 def test_stop_button_aborts_a_long_generation(page, server):
     open_ui(page, server.base_url, temperature=0.8, max_tokens=400, ignore_eos=True)
     page.fill("#chat-input", "Tell me a long story.")

@@ -6,9 +6,26 @@ const INDEX = `${PREFIX}index`; // [{id, title, updated}], newest first
 const CURRENT = `${PREFIX}current`;
 const UNTITLED = 'New conversation';
 
+/** localStorage, or (where the browser blocks it) a Map for this page's lifetime, so chat still works. */
+const storage = (() => {
+  try {
+    localStorage.setItem(`${PREFIX}probe`, '1');
+    localStorage.removeItem(`${PREFIX}probe`);
+    return localStorage;
+  } catch {
+    console.warn('vivace: this browser blocks localStorage; conversations last until the page is closed');
+    const map = new Map();
+    return {
+      getItem: (key) => map.get(key) ?? null,
+      setItem: (key, value) => map.set(key, String(value)),
+      removeItem: (key) => map.delete(key),
+    };
+  }
+})();
+
 const read = (key, fallback) => {
   try {
-    return JSON.parse(localStorage.getItem(key)) ?? fallback;
+    return JSON.parse(storage.getItem(key)) ?? fallback;
   } catch {
     return fallback; // not JSON (written by something else): start over rather than break the page
   }
@@ -47,23 +64,23 @@ export class ConversationStore {
   save(conv) {
     conv.updated = Date.now();
     if (!conv.named) conv.title = defaultTitle(conv.messages);
-    localStorage.setItem(PREFIX + conv.id, JSON.stringify(conv));
+    storage.setItem(PREFIX + conv.id, JSON.stringify(conv));
     const rest = this.list().filter((entry) => entry.id !== conv.id);
-    localStorage.setItem(INDEX, JSON.stringify([{ id: conv.id, title: conv.title, updated: conv.updated }, ...rest]));
+    storage.setItem(INDEX, JSON.stringify([{ id: conv.id, title: conv.title, updated: conv.updated }, ...rest]));
   }
 
   remove(id) {
-    localStorage.removeItem(PREFIX + id);
-    localStorage.setItem(INDEX, JSON.stringify(this.list().filter((entry) => entry.id !== id)));
-    if (this.current === id) localStorage.removeItem(CURRENT);
+    storage.removeItem(PREFIX + id);
+    storage.setItem(INDEX, JSON.stringify(this.list().filter((entry) => entry.id !== id)));
+    if (this.current === id) storage.removeItem(CURRENT);
   }
 
   get current() {
-    return localStorage.getItem(CURRENT);
+    return storage.getItem(CURRENT);
   }
 
   set current(id) {
-    localStorage.setItem(CURRENT, id);
+    storage.setItem(CURRENT, id);
   }
 
   /** The current conversation, else the newest, else a new one. */
