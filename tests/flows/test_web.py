@@ -77,6 +77,9 @@ def test_recipe_page_fills_each_section_live(served):
 def test_main_ui_links_to_the_recipe_page(served):
     with chromium_page() as page:
         page.goto(served.base_url + "/")
+        page.wait_for_selector("#pages[data-flows]")
+        links = page.locator("#pages li.flow a").evaluate_all("as => as.map(a => a.getAttribute('href'))")
+        assert links == [f"/flows/{name}" for name in served.flows]  # every flow the server has, no other
         page.click("#pages a[href='/flows/recipe']")
         page.wait_for_selector("body[data-ready=true]")
         assert page.text_content("#flow-title") == "recipe"

@@ -498,6 +498,8 @@ def test_page_asks_for_the_key_and_sends_it_as_bearer(page, keyed_server):
     assert "API key" in status.inner_text()
     open_ui(page, keyed_server.base_url, key=API_KEY, temperature=0, max_tokens=GREEDY_TOKENS)
     assert page.locator("#model option").all_text_contents() == [MODEL]
+    page.wait_for_selector("#pages[data-flows='0']")  # asked, with the key: this server has no flows to link
+    assert page.locator("#pages a").all_text_contents() == ["Playground"]
     with page.expect_request("**/v1/chat/completions") as sent:
         page.fill("#chat-input", GREEDY_MESSAGES[0]["content"])
         page.click("#chat-send")
