@@ -57,6 +57,10 @@ async def test_fanout_flow_events_and_values(fanout, pool, engine):
     items = [e for e in events if isinstance(e, StepFinished) and e.step == "each" and e.index is not None]
     assert sorted(e.index for e in items) == [0, 1, 2]
     assert [e for e in events if isinstance(e, StepStarted) and e.step == "each" and e.index is None][0].items == 3
+    started = {
+        e.index: e.item for e in events if isinstance(e, StepStarted) and e.step == "each" and e.index is not None
+    }
+    assert started == {0: "apples", 1: "pears", 2: "plums"}  # each item's event names its item
     # b, c and the three items ran at the same time: their spans overlap
     spans = [(result.steps[n].started_at, result.steps[n].finished_at) for n in ("b", "c")] + [
         (e.started_at, e.finished_at) for e in items

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import json
+import posixpath
 import re
 import time
 import tomllib
@@ -50,6 +52,19 @@ def stats_of(page, selector: str) -> dict[str, float]:
     return {k: float(v) for k, v in data.items() if v != ""}
 
 
+def rendered_text(page, markdown: str) -> str:
+    """The text `markdown` shows once the page's renderer has turned it into a reply's content."""
+    return page.evaluate(
+        """async (text) => {
+          const { renderMarkdown } = await import('/static/markdown.js');
+          const el = document.createElement('div');
+          renderMarkdown(el, text);
+          return el.textContent;
+        }""",
+        markdown,
+    )
+
+
 def api(server, path: str, body: dict, key: str | None = None) -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = httpx.post(server.base_url + path, json=body, headers=headers, timeout=60)
@@ -80,10 +95,14 @@ def test_page_and_every_module_are_public_with_an_api_key(keyed_server):
         response = httpx.get(f"{keyed_server.base_url}/static/{name}")
         assert response.status_code == 200, name
         assert response.headers["cache-control"] == "no-cache"
-        if name.endswith(".js"):
-            assert "javascript" in response.headers["content-type"]
-            pending += [m for m in re.findall(r"from '\./([\w.]+)'", response.text) if m not in seen]
-    assert {"api.js", "chat.js", "completion.js", "batch.js", "classify.js"} <= seen
+        if name.endswith((".js", ".mjs")):
+            assert "javascript" in response.headers["content-type"], name
+            imported = (
+                posixpath.join(posixpath.dirname(name), m) for m in re.findall(r"from '\./([\w./-]+)'", response.text)
+            )
+            pending += [m for m in imported if m not in seen]
+    assert {"api.js", "chat.js", "completion.js", "batch.js", "classify.js", "conversations.js", "markdown.js"} <= seen
+    assert {"vendor/marked.esm.js", "vendor/purify.es.mjs", "vendor/highlight/core.min.js"} <= seen
     missing = httpx.get(keyed_server.base_url + "/static/nope.js")
     assert missing.status_code == 404
 
@@ -96,6 +115,25 @@ def test_package_data_covers_every_static_file():
     assert files
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
     assert not unshipped
+
+
+def test_vendored_files_are_the_versions_their_note_names():
+    """Each vendored file's own licence header names the version vendor/README.md lists, beside its licence."""
+    vendor = STATIC_DIR / "vendor"
+    note = (vendor / "README.md").read_text()
+    headers = {
+        "marked": (vendor / "marked.esm.js", r"marked v([\d.]+)"),
+        "dompurify": (vendor / "purify.es.mjs", r"@license DOMPurify ([\d.]+)"),
+        "@highlightjs/cdn-assets": (vendor / "highlight" / "core.min.js", r"Highlight\.js v([\d.]+)"),
+    }
+    for package, (path, pattern) in headers.items():
+        version = re.search(pattern, path.read_text()[:400]).group(1)
+        assert f"| `{package}` | {version} |" in note, (package, version)
+    for licence in ("LICENSE.marked", "LICENSE.dompurify", "LICENSE.highlight"):
+        assert (vendor / licence).stat().st_size > 500
+    for grammar in (vendor / "highlight").glob("*.min.js"):
+        if grammar.name != "core.min.js":
+            assert re.match(r"/\*! `[\w+-]+` grammar compiled for Highlight\.js ([\d.]+)", grammar.read_text()), grammar
 
 
 # --- the page's own logic, run in the browser --------------------------------------------------------
@@ -129,12 +167,16 @@ def test_sse_parser_stop_strings_and_rates(page, server):
 @pytest.mark.slow
 def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
-    # Count distinct reply texts as they render: a streamed reply shows several before the last.
+    # Count distinct reply texts as they render (a streamed reply shows several before the last), and
+    # record what the reply showed first: the typing indicator, before any token.
     page.evaluate("""() => {
       window.seen = new Set();
+      window.first = null;
       new MutationObserver(() => {
         const el = document.querySelector('.msg.assistant .content');
-        if (el) window.seen.add(el.textContent);
+        if (!el) return;
+        window.seen.add(el.textContent);
+        window.first ??= { typing: !!el.querySelector('.typing'), text: el.textContent };
       }).observe(document.getElementById('chat-log'), { childList: true, subtree: true, characterData: true });
     }""")
     with page.expect_request("**/v1/chat/completions") as sent:
@@ -144,8 +186,10 @@ def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["messages"] == GREEDY_MESSAGES and body["temperature"] == 0 and body["model"] == MODEL
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
-    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, server.offline["chat"])
     assert page.evaluate("window.seen.size") > 2
+    assert page.evaluate("window.first") == {"typing": True, "text": ""}
+    assert page.locator(".msg.assistant .typing").count() == 0  # gone once the tokens came
     expected = api(
         server,
         "/v1/chat/completions",
@@ -155,6 +199,53 @@ def test_chat_streams_the_greedy_reply_with_ttft_and_rate(page, server):
     assert stats["tokens"] == expected["usage"]["completion_tokens"]
     assert stats["ttftMs"] > 0 and stats["tokPerSec"] > 0
     assert "TTFT" in page.inner_text(".msg.assistant .stats") and "tok/s" in page.inner_text(".msg.assistant .stats")
+
+
+# A reply that tries everything: raw HTML with handlers, a script, a javascript: link, an image that
+# would fetch a URL; and a fenced code block. The server is made to write exactly this (guided_choice).
+HOSTILE_REPLY = (
+    "Run **this**:\n```python\nprint('hi')\n```\n"
+    '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>\n'
+    "[link](javascript:window.pwned=3) ![pic](http://127.0.0.1:9/leak.png)"
+)
+
+
+@pytest.mark.slow
+def test_a_hostile_reply_renders_inert_with_code_highlighted_and_copyable(page, server):
+    """A real streamed reply with HTML, a script and a javascript: link: shown as text, nothing runs or loads."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    open_ui(page, server.base_url, temperature=0, max_tokens=200)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+
+    def force_reply(route) -> None:
+        route.continue_(post_data=json.dumps({**route.request.post_data_json, "guided_choice": [HOSTILE_REPLY]}))
+
+    page.route("**/v1/chat/completions", force_reply)
+    page.fill("#chat-input", "Show me some code.")
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector(".msg.assistant .stats:not([hidden])")
+    content = page.locator(".msg.assistant .content")
+    assert page.evaluate("window.pwned") is None
+    assert content.locator("img, script, iframe, svg, style").count() == 0
+    handlers = content.evaluate("el => [...el.querySelectorAll('*')].flatMap(n => n.getAttributeNames())")
+    assert not [a for a in handlers if a.startswith("on")]
+    text = content.text_content()
+    assert '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>' in text  # shown, as text
+    assert content.locator("strong").text_content() == "this"
+    assert content.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
+        None,  # javascript: dropped
+        "http://127.0.0.1:9/leak.png",  # the image, as a link: nothing fetched
+    ]
+    assert not [url for url in fetched if "leak.png" in url]
+    code = content.locator(".code-block pre code")
+    assert code.text_content() == "print('hi')\n"
+    assert code.locator(".hljs-built_in, .hljs-string").count() >= 2  # highlighted as python
+    assert content.locator(".code-lang").text_content() == "python"
+    content.locator(".code-block .copy").click()
+    page.wait_for_function("document.querySelector('.code-block .copy').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+    assert stats_of(page, ".msg.assistant .stats")["tokens"] > 0  # the stats line is kept
 
 
 @pytest.mark.slow
@@ -183,7 +274,93 @@ def test_chat_edit_delete_and_regenerate_change_what_is_sent(page, server):
     assert sent.value.post_data_json["messages"] == GREEDY_MESSAGES
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
     assert page.locator(".msg").count() == 2
-    assert page.locator(".msg.assistant .content").text_content() == server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, server.offline["chat"])
+
+
+def send_and_wait(page, text: str) -> None:
+    """Send a chat message and wait until its reply has finished streaming."""
+    replies = page.locator(".msg.assistant .stats:not([hidden])").count()
+    page.fill("#chat-input", text)
+    page.press("#chat-input", "Enter")
+    page.wait_for_function(
+        f"document.querySelectorAll('.msg.assistant .stats:not([hidden])').length > {replies} && "
+        "document.querySelector('#chat-stop').disabled"
+    )
+
+
+def conversation_titles(page) -> list[str]:
+    return page.locator("#chat-conversations option").all_text_contents()
+
+
+@pytest.mark.slow
+def test_conversations_are_kept_listed_renamed_exported_and_deleted(page, server):
+    """Conversations live in the browser: a reload keeps them, and each can be reopened, renamed, exported, deleted."""
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    first_prompt = GREEDY_MESSAGES[0]["content"]
+    send_and_wait(page, first_prompt)
+    reply = page.locator(".msg.assistant .content").inner_html()
+    assert conversation_titles(page) == [first_prompt]  # titled by its first message until renamed
+
+    page.reload()  # the conversation, its rendered reply and its stats line survive
+    open_ui(page, server.base_url, temperature=0, max_tokens=GREEDY_TOKENS)
+    assert page.locator(".msg.user .content").all_text_contents() == [first_prompt]
+    assert page.locator(".msg.assistant .content").inner_html() == reply
+    assert stats_of(page, ".msg.assistant .stats")["tokens"] > 0
+
+    page.click("#chat-new")
+    assert page.locator(".msg").count() == 0 and len(conversation_titles(page)) == 2
+    page.fill("#chat-system", "You are terse.")
+    send_and_wait(page, "Say something.")
+    page.fill("#chat-title", "Second")
+    page.press("#chat-title", "Enter")
+    assert conversation_titles(page)[0] == "Second"
+
+    # Back to the first: its own messages and system prompt, and a new turn sends its whole history.
+    page.select_option("#chat-conversations", label=conversation_titles(page)[1])
+    assert page.locator(".msg.user .content").all_text_contents() == [first_prompt]
+    assert page.input_value("#chat-system") == ""
+    with page.expect_request("**/v1/chat/completions") as sent:
+        send_and_wait(page, "And then?")
+    assert sent.value.post_data_json["messages"] == [
+        *GREEDY_MESSAGES,
+        {"role": "assistant", "content": server.offline["chat"]},
+        {"role": "user", "content": "And then?"},
+    ]
+
+    with page.expect_download() as download:
+        page.click("#chat-export")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert [(m["role"], m["content"]) for m in exported["messages"]][:3] == [
+        ("user", first_prompt),
+        ("assistant", server.offline["chat"]),
+        ("user", "And then?"),
+    ]
+    assert exported["messages"][1]["stats"]["tokens"] > 0 and exported["title"] == conversation_titles(page)[0]
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#chat-delete-conversation")
+    assert conversation_titles(page) == ["Second"]
+    assert page.input_value("#chat-system") == "You are terse."
+    page.reload()
+    open_ui(page, server.base_url)
+    assert conversation_titles(page) == ["Second"]
+    assert page.locator(".msg.user .content").all_text_contents() == ["Say something."]
+
+
+@pytest.mark.slow
+def test_unreadable_stored_conversations_start_a_fresh_one(page, server):
+    """Storage left in a bad state (not JSON, a current id that is gone) gives a working chat, not a broken page."""
+    page.goto(server.base_url + "/")
+    page.evaluate("""() => {
+      localStorage.setItem('vivace.chat.index', '{not json');
+      localStorage.setItem('vivace.chat.current', 'gone');
+      localStorage.setItem('vivace.chat.gone', '[1, 2');
+    }""")
+    page.reload()
+    open_ui(page, server.base_url, temperature=0, max_tokens=4)
+    assert conversation_titles(page) == ["New conversation"]
+    send_and_wait(page, "Hello")
+    assert conversation_titles(page) == ["Hello"]
 
 
 @pytest.mark.slow
@@ -321,12 +498,14 @@ def test_page_asks_for_the_key_and_sends_it_as_bearer(page, keyed_server):
     assert "API key" in status.inner_text()
     open_ui(page, keyed_server.base_url, key=API_KEY, temperature=0, max_tokens=GREEDY_TOKENS)
     assert page.locator("#model option").all_text_contents() == [MODEL]
+    page.wait_for_selector("#pages[data-flows='0']")  # asked, with the key: this server has no flows to link
+    assert page.locator("#pages a").all_text_contents() == ["Playground"]
     with page.expect_request("**/v1/chat/completions") as sent:
         page.fill("#chat-input", GREEDY_MESSAGES[0]["content"])
         page.click("#chat-send")
     assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
     page.wait_for_selector(".msg.assistant .stats:not([hidden])")
-    assert page.locator(".msg.assistant .content").text_content() == keyed_server.offline["chat"]
+    assert page.locator(".msg.assistant .content").text_content() == rendered_text(page, keyed_server.offline["chat"])
 
 
 @pytest.mark.slow

@@ -23,13 +23,17 @@ class FlowEvent:
 
 @dataclass
 class StepStarted(FlowEvent):
-    """A step's inputs are ready and it has been submitted (`items`: how many a for_each step fans out to)."""
+    """A step's inputs are ready and it has been submitted (`items`: how many a for_each step fans out to).
+
+    A for_each item's own event carries its `index` and `item`: the item as text (JSON unless a string).
+    """
 
     kind: ClassVar[str] = "step_started"
     step: str
     index: int | None = None
     at: float = 0.0
     items: int | None = None
+    item: str | None = None
 
 
 @dataclass

@@ -153,7 +153,7 @@ class _Run:
         self.emit(StepStarted(step.name, at=self.now(), items=len(items)))
         start = self.now()
         results = await asyncio.gather(
-            *(self._item(step, {**context, "item": item, "index": i}, i) for i, item in enumerate(items)),
+            *(self._item(step, {**context, "item": item, "index": i}, i, item) for i, item in enumerate(items)),
             return_exceptions=True,
         )
         end = self.now()
@@ -178,8 +178,9 @@ class _Run:
             parse_error="; ".join(f"item {r.index}: {r.parse_error}" for r in done if r.parse_error) or None,
         )
 
-    async def _item(self, step: Step, context: dict[str, Any], index: int) -> StepFinished:
-        self.emit(StepStarted(step.name, index, at=self.now()))
+    async def _item(self, step: Step, context: dict[str, Any], index: int, item: Any) -> StepFinished:
+        label = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False, default=str)
+        self.emit(StepStarted(step.name, index, at=self.now(), item=label))
         try:
             finished = await self._call(step, context, index)
         except StepError as e:

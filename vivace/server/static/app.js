@@ -6,6 +6,7 @@ import { initChat } from './chat.js';
 import { initClassify } from './classify.js';
 import { initCompletion } from './completion.js';
 import { readSampling, rememberSampling } from './sampling.js';
+import { h } from './view.js';
 
 const KEY_STORE = 'vivace.apiKey'; // sessionStorage: the key does not outlive the tab
 const MODES = ['chat', 'completion', 'batch', 'classify'];
@@ -43,6 +44,7 @@ async function loadModels() {
     modelSelect.disabled = ids.length === 0;
     setStatus(ids.length ? 'connected' : 'the server lists no models', ids.length ? 'ok' : 'error');
     keyField.classList.remove('needed');
+    loadFlowLinks();
   } catch (err) {
     modelSelect.replaceChildren();
     modelSelect.disabled = true;
@@ -53,6 +55,20 @@ async function loadModels() {
       setStatus(err.message, 'error');
     }
   }
+}
+
+/** A header link to each flow's page the server has (none when it serves no flows). */
+async function loadFlowLinks() {
+  let flows = [];
+  try {
+    flows = (await client.json('/v1/flows')).data;
+  } catch { /* a server without flows answers 404 */ }
+  const list = document.querySelector('#pages ul');
+  for (const old of list.querySelectorAll('li.flow')) old.remove();
+  for (const flow of flows) {
+    list.append(h('li', { class: 'flow' }, h('a', { href: `/flows/${encodeURIComponent(flow.name)}` }, `${flow.name} flow`)));
+  }
+  document.getElementById('pages').dataset.flows = String(flows.length);
 }
 
 function showMode(mode) {
