@@ -337,7 +337,7 @@ def serve(
         typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples)."),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug, trace.")
+        str, typer.Option(help="Log level (uvicorn and request lines): critical, error, warning, info, debug, trace.")
     ] = "info",
     allowed_origins: Annotated[
         list[str] | None,
@@ -357,6 +357,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, embeddings, models) over HTTP."""
     from vivace.flows.model import FlowError
+    from vivace.server.listen import ListenError
     from vivace.server.serve import run_server
 
     if model is not None and model_option is not None and model != model_option:
@@ -380,6 +381,9 @@ def serve(
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None
+    except ListenError as e:  # not a usage error: the command was right, the machine is not ready for it
+        typer.echo(f"error: {e}", err=True)  # one line, however narrow the terminal
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":
