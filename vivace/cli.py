@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -226,7 +227,7 @@ def _chat_loop(
                 break
             continue
         session.turns.append({"role": "user", "content": line})
-        show = lambda delta: console.print(delta, end="", markup=False, soft_wrap=True)  # noqa: E731
+        show = functools.partial(console.print, end="", markup=False, soft_wrap=True)
         try:
             reply = backend.chat(session.messages(), session.sampling, show)
         except KeyboardInterrupt:
