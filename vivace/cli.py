@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vivace import __version__
 from vivace.bench.cli import bench_app
+from vivace.chat_commands import ChatSession, ExitChat, run_command
+from vivace.cli_backends import Reply
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
@@ -22,14 +25,16 @@ from vivace.engine_flags import with_engine_flags
 from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
+    from vivace.cli_backends import LocalBackend, RemoteBackend
     from vivace.engine.llm import LLM
-    from vivace.engine.outputs import RequestOutput
 
 app = typer.Typer(
     name="vivace",
     help="vivace: a fast LLM serving system. Runs the packaged SmolLM2-135M-Instruct unless --model is given.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
+    rich_markup_mode=None,  # plain help: wraps long option names and words instead of cutting them at 80 columns
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(flow_app, name="flow")
@@ -96,15 +101,38 @@ def _load(model: str | None, device: str) -> LLM:
         return LLM(model, device=device)
 
 
-def _print_stream(console: Console, stream: Iterator[RequestOutput]) -> tuple[str, str | None, str | None]:
-    """Print a request's text as it streams; return its text, finish reason and error. Closing aborts it."""
-    text, finish_reason, error = "", None, None
-    with closing(stream):
-        for out in stream:
-            completion = out.outputs[0]
-            console.print(completion.delta, end="", markup=False, soft_wrap=True)
-            text, finish_reason, error = completion.text, completion.finish_reason, out.error
-    return text, finish_reason, error
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="VIVACE_URL",
+        help="A running server (http://HOST:PORT) to stream from instead of loading the model here.",
+    ),
+]
+ServerKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="VIVACE_API_KEY", help="The server's key, with --url (prefer the env var)."),
+]
+
+
+def _backend(model: str | None, device: str, url: str | None, api_key: str | None) -> LocalBackend | RemoteBackend:
+    """The running server at `url` when given, else the model loaded here."""
+    from vivace.cli_backends import LocalBackend, RemoteBackend
+
+    if url is None:
+        return LocalBackend(_load(model, device))
+    if model is not None:
+        raise typer.BadParameter("--model and --url both given; a server serves its own model", param_hint="--model")
+    from vivace.bench.target import TargetError
+
+    try:
+        return RemoteBackend(url, api_key)
+    except TargetError as e:
+        raise typer.BadParameter(str(e), param_hint="--url") from None
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command()
@@ -118,20 +146,32 @@ def generate(
     top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat template.")] = True,
+    url: UrlOpt = None,
+    api_key: ServerKeyOpt = None,
 ) -> None:
     """Stream one completion of PROMPT to stdout."""
-    params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
-    llm = _load(model, device)
-    request: str | list[int] = llm.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else prompt
-    error = None
-    for out in llm.stream(request, params):
-        sys.stdout.write(out.outputs[0].delta)
-        sys.stdout.flush()
-        error = out.error
+    sampling = _sampling_kwargs(max_tokens, temperature, top_p, top_k, seed)
+    _sampling(**sampling)
+    backend = _backend(model, device, url, api_key)
+    try:
+        if chat:
+            reply = backend.chat([{"role": "user", "content": prompt}], sampling, _write)
+        else:
+            reply = backend.complete(prompt, sampling, _write)
+    finally:
+        backend.close()
     sys.stdout.write("\n")
-    if error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+    if reply.error:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(reply.error)}", highlight=False)
         raise typer.Exit(1)
+
+
+def _enable_line_editing() -> None:
+    """Arrow keys, editing and Up/Down history for console.input (readline, where Python has it)."""
+    try:
+        import readline  # noqa: F401  (importing it is what turns line editing on for input())
+    except ImportError:  # Windows' Python has no readline: plain input still works
+        pass
 
 
 @app.command()
@@ -144,16 +184,28 @@ def chat(
     top_p: TopPOpt = 0.95,
     top_k: TopKOpt = 0,
     seed: SeedOpt = None,
+    url: UrlOpt = None,
+    api_key: ServerKeyOpt = None,
 ) -> None:
-    """Chat with the model: /reset clears the history, /exit or Ctrl-D leaves. Reads lines from a pipe too."""
-    params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
+    """Chat with the model; /help lists the commands. Reads lines from a pipe too."""
+    session = ChatSession(_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed), system)
+    _sampling(**session.sampling)
     console = Console(highlight=False, emoji=False)
     interactive = sys.stdin.isatty()
-    llm = _load(model, device)
-    base = [{"role": "system", "content": system}] if system else []
-    history = list(base)
+    backend = _backend(model, device, url, api_key)
     if interactive:
-        console.print("[dim]vivace chat — /reset clears the history, /exit or Ctrl-D leaves.[/dim]")
+        _enable_line_editing()
+        console.print("[dim]vivace chat — /help lists the commands, /exit or Ctrl-D leaves.[/dim]")
+    try:
+        _chat_loop(console, backend, session, interactive)
+    finally:
+        backend.close()
+
+
+def _chat_loop(
+    console: Console, backend: LocalBackend | RemoteBackend, session: ChatSession, interactive: bool
+) -> None:
+    """Read a line, run it as a command or send it, print the streamed reply; until /exit or end of input."""
     while True:
         try:
             if interactive:
@@ -168,30 +220,31 @@ def chat(
         line = line.strip()
         if not line:
             continue
-        if line == "/exit":
-            break
-        if line == "/reset":
-            history = list(base)
-            console.print("[dim](history cleared)[/dim]")
+        if line.startswith("/"):
+            try:
+                console.print(run_command(session, line), markup=False)
+            except ExitChat:
+                break
             continue
-        history.append({"role": "user", "content": line})
+        session.turns.append({"role": "user", "content": line})
+        show = functools.partial(console.print, end="", markup=False, soft_wrap=True)
         try:
-            reply, finish_reason, error = _print_stream(console, llm.stream(llm.tokenizer.encode_chat(history), params))
+            reply = backend.chat(session.messages(), session.sampling, show)
         except KeyboardInterrupt:
             console.print("\n[dim](interrupted)[/dim]")
-            history.pop()
+            session.turns.pop()
             continue
         except ValueError as e:  # e.g. the conversation outgrew the context
-            reply, finish_reason, error = "", None, str(e)
-        if error:
-            console.print(f"\n[red]error:[/red] {escape(error)}")
+            reply = Reply("", None, str(e))
+        if reply.error:
+            console.print(f"\n[red]error:[/red] {escape(reply.error)}")
             console.print("[dim]/reset starts a new conversation.[/dim]")
-            history.pop()
+            session.turns.pop()
             continue
         console.print()
-        if finish_reason == "length":
-            console.print(f"[dim](reply cut at --max-tokens {max_tokens})[/dim]")
-        history.append({"role": "assistant", "content": reply})
+        if reply.finish_reason == "length":
+            console.print(f"[dim](reply cut at max_tokens {session.sampling['max_tokens']}; /set max_tokens N)[/dim]")
+        session.turns.append({"role": "assistant", "content": reply.text})
 
 
 def _request_error(llm: LLM, prompt: str | list[int], params: SamplingParams) -> str | None:
@@ -337,7 +390,7 @@ def serve(
         typer.Option("--flows", help="Folder of flow YAML files served at /v1/flows (default: the packaged examples)."),
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug, trace.")
+        str, typer.Option(help="Log level (uvicorn and request lines): critical, error, warning, info, debug, trace.")
     ] = "info",
     allowed_origins: Annotated[
         list[str] | None,
@@ -357,6 +410,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, embeddings, models) over HTTP."""
     from vivace.flows.model import FlowError
+    from vivace.server.listen import ListenError
     from vivace.server.serve import run_server
 
     if model is not None and model_option is not None and model != model_option:
@@ -380,6 +434,9 @@ def serve(
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None
+    except ListenError as e:  # not a usage error: the command was right, the machine is not ready for it
+        typer.echo(f"error: {e}", err=True)  # one line, however narrow the terminal
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from importlib.metadata import version
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from tests.bench.conftest import MODEL
+from vivace.bench.plots import timelines
 from vivace.bench.report_json import read_json
 from vivace.cli import app
 
@@ -84,8 +89,39 @@ def test_bench_run_matches_the_servers_metrics(live, tmp_path):
         assert lv.summary.completed == 3 and lv.summary.output_tokens == 18 and lv.summary.input_tokens == 36
         assert lv.summary.ttft.p50 is not None and lv.summary.itl.count == 3 * 5
     assert "c=1" in output and "c=2" in output and "TTFT p50" in output
-    assert "data:image/png;base64," in html_path.read_text()
     assert "| c=2 | 3 | 0 |" in md_path.read_text()
+    # The run's machine and packages are in the JSON and on the page.
+    env = result.environment
+    assert env["software"]["packages"]["vivace"] == version("vivace")
+    assert env["software"]["packages"]["httpx"] == version("httpx")
+    assert env["hardware"]["cpu_count"] == os.cpu_count() and env["engine"] is None  # a remote target
+    page = html_path.read_text()
+    assert f"<td>httpx</td><td>{version('httpx')}</td>" in page
+    assert page.count("data:image/png;base64,") == 4 and "Levels against their noise" in page
+    # The timeline is drawn from the JSON's records: each request's send, first and last token.
+    fig = timelines(result)
+    drawn = {
+        tuple(round(x, 9) for x in line.get_xdata())
+        for ax in fig.axes
+        for line in ax.lines
+        if line.get_linestyle() == "-" and len(line.get_xdata()) == 2
+    }
+    for r in records:
+        send, first, last = r.send, r.send + r.chunks[0].t, r.send + r.chunks[-1].t
+        assert (round(send, 9), round(first, 9)) in drawn and (round(first, 9), round(last, 9)) in drawn
+
+
+def test_html_without_matplotlib_fails_before_the_run(live, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    before = scrape(live.url)
+    out = CliRunner().invoke(
+        app, ["bench", "run", live.url, "-n", "2", "--html", str(tmp_path / "r.html")], env={"COLUMNS": "200"}
+    )
+    assert out.exit_code == 2 and "pip install matplotlib" in out.output
+    after = scrape(live.url)
+    assert delta(before, after, "vivace_requests_total", endpoint="/v1/completions", status="200") == 0
+    assert delta(before, after, "vivace_requests_total", endpoint="/v1/chat/completions", status="200") == 0
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_failed_requests_are_counted_and_listed(live, tmp_path):

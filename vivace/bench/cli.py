@@ -16,6 +16,7 @@ from vivace.bench.scores import DEFAULT_TARGETS
 bench_app = typer.Typer(
     help="Benchmark a provider or server: TTFT, inter-token latency, throughput under load, scores and reports.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # as the main app's: help wraps, never cut
 )
 
 
@@ -159,6 +160,11 @@ def run(
     from vivace.bench.tokens import load_tokenizer
     from vivace.bench.workloads import WorkloadError
 
+    if html_out is not None:  # found now, not after the whole run
+        from vivace.bench.plots import plotting_unavailable
+
+        if (missing := plotting_unavailable()) is not None:
+            raise typer.BadParameter(missing, param_hint="--html")
     slo_targets = _named_seconds(slo, "--slo", ("ttft", "tpot", "e2e")) or None
     score_targets = _named_seconds(targets, "--targets", ("ttft", "tpot", "e2e")) or dict(DEFAULT_TARGETS)
     caps = [int(c) for c in _floats(concurrency or "1", "--concurrency")]

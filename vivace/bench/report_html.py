@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
-from vivace.bench.plots import against_load, latency_distributions
+from vivace.bench.noise import level_changes
+from vivace.bench.plots import against_load, distributions, latency_vs_throughput, png, timelines
 from vivace.bench.report import COLUMNS, UNITS, failures, judge_line, rows
 from vivace.bench.result import BenchResult
 
@@ -16,6 +18,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; }
 .failed { color: #b00; }
+.note { background: #fff8e0; padding: 6px 10px; border-left: 3px solid #e0b000; }
 """
 
 
@@ -50,6 +53,48 @@ def _percentiles(result: BenchResult) -> str:
     return "".join(parts)
 
 
+def _image(alt: str, figure) -> str:
+    return f"<img alt='{alt}' src='data:image/png;base64,{png(figure)}'>"
+
+
+def _environment(result: BenchResult) -> str:
+    """Hardware, packages and engine configuration, as recorded by the run (older reports have none)."""
+    env = result.environment
+    if not env:
+        return "<p>This report records no environment (written by an older vivace).</p>"
+    hardware = env.get("hardware") or {}
+    software = env.get("software") or {}
+    rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else str(v)] for k, v in hardware.items()]
+    rows += [[k, str(v)] for k, v in software.items() if k != "packages"]
+    rows += [[name, ver] for name, ver in (software.get("packages") or {}).items()]
+    engine = env.get("engine")
+    engine_html = (
+        "<h3>Engine configuration</h3>" + _table(["setting", "value"], [[k, json.dumps(v)] for k, v in engine.items()])
+        if engine
+        else ""
+    )
+    return "<h2>Environment</h2>" + _table(["what", "value"], rows) + engine_html
+
+
+def _noise_notes(result: BenchResult) -> str:
+    changes = level_changes(result)
+    if not changes:
+        return ""
+    items = "".join(f"<li>{html.escape(c.sentence())}</li>" for c in changes)
+    beyond = [c for c in changes if c.beyond_noise]
+    lead = (
+        f"{len(beyond)} of {len(changes)} level-to-level changes are larger than the levels' own noise."
+        if beyond
+        else "No level-to-level change is larger than the levels' own noise."
+    )
+    return (
+        "<h2>Levels against their noise</h2>"
+        f"<p class='note'>{html.escape(lead)} Medians with 95% distribution-free intervals (order statistics); "
+        "a change counts when the intervals do not overlap.</p>"
+        f"<ul>{items}</ul>"
+    )
+
+
 def html_report(result: BenchResult) -> str:
     """The report as one HTML document with its plots inlined."""
     failed = failures(result)
@@ -80,13 +125,19 @@ def html_report(result: BenchResult) -> str:
         + _table(COLUMNS, rows(result))
         + f"<p>{html.escape(UNITS)}.</p>"
         + failed_html
+        + _noise_notes(result)
+        + "<h2>Throughput and latency against load</h2>"
+        + _image("throughput and latency against load", against_load(result))
+        + "<h2>Latency against throughput</h2>"
+        + _image("latency against throughput", latency_vs_throughput(result))
         + "<h2>Latency distributions</h2>"
-        f"<img alt='latency distributions' src='data:image/png;base64,{latency_distributions(result)}'>"
-        "<h2>Throughput and TTFT against load</h2>"
-        f"<img alt='throughput and TTFT against load' src='data:image/png;base64,{against_load(result)}'>"
+        + _image("latency distributions", distributions(result))
+        + "<h2>Request timelines</h2>"
+        + _image("request timelines", timelines(result))
         + judge
         + "<h2>Percentiles</h2>"
         + _percentiles(result)
+        + _environment(result)
         + "</body></html>\n"
     )
 

@@ -2,6 +2,7 @@
 
 Schema `vivace-bench` version 1:
 {"schema": "vivace-bench", "version": 1, "created", "target", "workload", "settings", "judge",
+ "environment": {"hardware", "software": {"python", "platform", "packages"}, "engine"} (optional),
  "levels": [{"mode", "value", "label", "duration", "summary": {...}, "scores": {...},
              "requests": [{"index", "send", "end", "error", "status", "prompt_tokens",
                            "output_tokens", "finish_reason", "chunks": [{"t", "text", "tokens"}]}]}]}
@@ -65,6 +66,7 @@ def to_dict(result: BenchResult) -> dict[str, Any]:
             "workload": result.workload,
             "settings": result.settings,
             "judge": result.judge,
+            "environment": result.environment,
             "levels": [
                 {
                     "mode": lv.level.mode,
@@ -104,6 +106,7 @@ def from_dict(data: Any) -> BenchResult:
             created=data["created"],
             levels=levels,
             judge=data.get("judge"),
+            environment=data.get("environment"),
         )
     except (KeyError, TypeError) as e:
         raise ReportFormatError(f"malformed vivace bench report: {type(e).__name__}: {e}") from None

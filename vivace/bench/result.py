@@ -29,6 +29,7 @@ class BenchResult:
     created: str  # ISO 8601 UTC time the run started
     levels: list[LevelReport] = field(default_factory=list)
     judge: dict[str, Any] | None = None  # optional quality scores beside the speed
+    environment: dict[str, Any] | None = None  # hardware, package versions, engine config (environment.py)
 
 
 def level_report(level: LevelResult, slo: dict[str, float] | None, targets: dict[str, float] | None) -> LevelReport:

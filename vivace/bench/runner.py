@@ -7,6 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from vivace.bench.environment import run_environment
 from vivace.bench.load import Load, OnDone, run_level, warm_up
 from vivace.bench.result import BenchResult, level_report
 from vivace.bench.workloads import WorkItem
@@ -35,7 +36,9 @@ async def run_benchmark(
     created = datetime.now(UTC).isoformat(timespec="seconds")
     await warm_up(provider, items, warmup, loads[0].concurrency or 1)
     settings = {"warmup": warmup, "slo": slo, "targets": targets, "loads": [asdict(load) for load in loads]}
-    result = BenchResult(target=provider.id, workload=workload, settings=settings, created=created)
+    result = BenchResult(
+        target=provider.id, workload=workload, settings=settings, created=created, environment=run_environment(provider)
+    )
     for load in loads:
         if on_level is not None:
             on_level(load)

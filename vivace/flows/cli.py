@@ -22,6 +22,7 @@ flow_app = typer.Typer(
     help="Run prompt flows: steps run as soon as their inputs are ready.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # as the main app's: help wraps, never cut
 )
 
 TAIL_LINES = 8  # lines of each step's text kept on screen

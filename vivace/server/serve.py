@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import uvicorn
 
 from vivace.engine.async_engine import AsyncEngine
 from vivace.engine.config import EngineConfig
 from vivace.engine.engine import LLMEngine
 from vivace.engine.loaders.default_model import default_model_path
-
-if TYPE_CHECKING:  # imported where the server starts, so importing this module stays light
-    import uvicorn
+from vivace.server.banner import startup_banner
+from vivace.server.drain import DrainingServer
+from vivace.server.listen import bind_listener
+from vivace.server.request_log import QuietAccessLog
+from vivace.server.state import ServerState
 
 
 def model_name_for(model: str | None) -> str:
@@ -45,47 +51,60 @@ def run_server(
 
     from vivace.flows.loader import examples_dir, load_flows
     from vivace.server.app import create_app
-    from vivace.server.drain import DrainingServer
     from vivace.server.security import DropQueryStrings
     from vivace.server.transport import TransportLimits, connection_cap, guarded_protocol
 
-    flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
-    engine = AsyncEngine(LLMEngine(EngineConfig(model=model, **(engine_options or {}))), background=False)
+    listener = bind_listener(host, port)  # before anything slow: a taken port fails now, not after loading
+    try:
+        flows = load_flows(flows_dir or examples_dir())  # before the model loads, so a bad flow file fails fast
+        engine = AsyncEngine(LLMEngine(EngineConfig(model=model, **(engine_options or {}))), background=False)
+    except BaseException:
+        listener.close()
+        raise
     name = served_model_name or model_name_for(model)
     app = create_app(engine, name, api_key=api_key, max_queue=max_queue, flows=flows, allowed_origins=allowed_origins)
-    print(startup_summary(engine.engine, name, host, port), flush=True)
     limits = TransportLimits()
     limits = replace(limits, max_connections=connection_cap(max_connections or limits.max_connections))
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, http=guarded_protocol(limits)
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config(log_level),
+        timeout_graceful_shutdown=5,
+        http=guarded_protocol(limits),
     )
-    logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())  # after Config, which configures logging
-    server = DrainingServer(config, app.state.server, drain_timeout)
-    serve_on_thread_step_on_main(server, engine)
+    access = logging.getLogger("uvicorn.access")  # filters after Config, which configures logging
+    access.addFilter(DropQueryStrings())
+    access.addFilter(QuietAccessLog())
+    banner = startup_banner(engine.engine, name, host, port)
+    server = AnnouncingServer(config, app.state.server, drain_timeout, banner)
+    serve_on_thread_step_on_main(server, engine, listener)
 
 
-def startup_summary(engine: LLMEngine, name: str, host: str, port: int) -> str:
-    """What `vivace serve` serves, printed once the model is loaded."""
-    config = engine.config
-    kv_tokens = engine.scheduler.kv.num_blocks * config.block_size
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    rows = [
-        ("model", f"{name} ({config.model or default_model_path()})"),
-        ("device", config.device),
-        (
-            "dtype",
-            f"{config.resolved_dtype}, weights {config.resolved_quantization}, KV {config.resolved_kv_cache_dtype}",
-        ),
-        ("KV cache", f"{kv_tokens:,} tokens ({engine.scheduler.kv.num_blocks:,} blocks of {config.block_size})"),
-        ("context", f"{engine.max_model_len:,} tokens"),
-        ("max seqs", f"{config.max_num_seqs} running, {config.max_num_batched_tokens} tokens per step"),
-        ("web UI", f"{url}/"),
-        ("API", f"{url}/v1"),
-    ]
-    return "\n".join(f"vivace serve  {label:<9} {value}" for label, value in rows)
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup with vivace's loggers (request lines, drain, ignored fields) on its handler."""
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["vivace"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
-def serve_on_thread_step_on_main(server: uvicorn.Server, engine: AsyncEngine) -> None:
+class AnnouncingServer(DrainingServer):
+    """The draining server that prints the banner once it is listening: the banner means "ready"."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, drain_timeout: float, banner: str) -> None:
+        super().__init__(config, state, drain_timeout)
+        self.banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self.banner, flush=True)
+
+
+def serve_on_thread_step_on_main(server: uvicorn.Server, engine: AsyncEngine, listener: socket.socket) -> None:
     """Run HTTP on a thread and the engine loop on this (the main) thread until the server exits.
 
     Why this way round: torch's CPU kernels ran ~40% slower (int8 matmuls most) when stepped from a
@@ -101,7 +120,7 @@ def serve_on_thread_step_on_main(server: uvicorn.Server, engine: AsyncEngine) ->
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    http = threading.Thread(target=server.run, name="vivace-http")
+    http = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="vivace-http")
 
     def stop_engine_after_http() -> None:
         http.join()

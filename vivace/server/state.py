@@ -16,6 +16,7 @@ from vivace.server.admission import Admission, AdmissionRefused
 from vivace.server.errors import APIError
 from vivace.server.metrics import ServerMetrics
 from vivace.server.protocol import ChatPromptFields
+from vivace.server.request_log import log_request
 from vivace.server.shapes import LogprobFormatter
 from vivace.server.tool_calls import ToolPlan, template_messages
 
@@ -41,9 +42,9 @@ class ServerState:
         return self.admission.requests
 
     def observed(self) -> Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]]:
-        """A wrapper recording one response's prompts in the metrics, timed from now."""
+        """A wrapper recording one response's prompts in the metrics and the request log, timed from now."""
         admitted = time.perf_counter()
-        return lambda outputs: self.metrics.observe(outputs, admitted)
+        return lambda outputs: log_request(self.metrics.observe(outputs, admitted), admitted)
 
     def admit(self, units: int = 1) -> None:
         """Count a request that puts `units` sequences into the engine; 503 while draining, 429 when full."""
