@@ -53,7 +53,7 @@ def test_greedy_output_is_plain_decodings_in_mixed_batches_with_cache_hits(pair)
     assert accepted > 0 and drafts > 0 and proposed >= accepted
     # Again: the prompts' blocks now come from the prefix cache.
     again = spec.generate(prompts, params, use_tqdm=False)
-    assert all(o.num_cached_tokens > 0 for o in again)
+    assert all(o.num_cached_tokens > 0 for o in again[:3])  # the open prompt is shorter than a block
     assert _texts(again) == expected
     assert spec.engine.stats()["blocks_in_use"] == 0
 
