@@ -18,7 +18,7 @@ from vivace.bench.cli import bench_app
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
-from vivace.engine_flags import with_engine_flags
+from vivace.engine_flags import FLAG_HELP, with_engine_flags
 from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
@@ -58,6 +58,7 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
+SpeculativeOpt = Annotated[str | None, typer.Option("--speculative", help=FLAG_HELP["speculative"])]
 MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
 TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest set with this much mass.")]
@@ -89,11 +90,11 @@ def _usage_errors(model_hint: str) -> Iterator[None]:
         raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
 
 
-def _load(model: str | None, device: str) -> LLM:
+def _load(model: str | None, device: str, speculative: str | None = None) -> LLM:
     from vivace.engine.llm import LLM
 
     with _usage_errors("--model"):
-        return LLM(model, device=device)
+        return LLM(model, device=device, speculative=speculative)
 
 
 def _print_stream(console: Console, stream: Iterator[RequestOutput]) -> tuple[str, str | None, str | None]:
@@ -118,10 +119,11 @@ def generate(
     top_k: TopKOpt = 0,
     seed: SeedOpt = None,
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat template.")] = True,
+    speculative: SpeculativeOpt = None,
 ) -> None:
     """Stream one completion of PROMPT to stdout."""
     params = _sampling(**_sampling_kwargs(max_tokens, temperature, top_p, top_k, seed))
-    llm = _load(model, device)
+    llm = _load(model, device, speculative)
     request: str | list[int] = llm.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else prompt
     error = None
     for out in llm.stream(request, params):
@@ -222,6 +224,7 @@ def batch(
     top_p: TopPOpt = 0.95,
     top_k: TopKOpt = 0,
     seed: SeedOpt = None,
+    speculative: SpeculativeOpt = None,
 ) -> None:
     """Run every line of IN.jsonl; write each result to OUT.jsonl as it finishes. Reruns resume."""
     from vivace.batch_io import (
@@ -252,7 +255,7 @@ def batch(
     llm = None
     if runnable:
         with err.status("loading the model"):
-            llm = _load(model, device)
+            llm = _load(model, device, speculative)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
