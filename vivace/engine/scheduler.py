@@ -149,7 +149,7 @@ class Scheduler:
 
         # Running sequences, decodes before prefill chunks so long prompts never stall decodes.
         ordered = sorted(self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.arrival_order))
-        for seq in ordered:
+        for position, seq in enumerate(ordered):
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             remaining = seq.num_tokens - seq.num_computed_tokens
@@ -158,7 +158,10 @@ class Scheduler:
                 continue
             if not self._reserve(seq, num, batch, scheduled):
                 continue  # it preempted itself
-            draft = self._draft(seq, budget - num) if remaining == 1 and self.proposer is not None else []
+            draft = []
+            if remaining == 1 and self.proposer is not None:
+                # Each sequence after this one may need a block for its own token: drafts leave them one.
+                draft = self._draft(seq, budget - num, spare_blocks=len(ordered) - position - 1)
             item = ScheduledSeq(seq, seq.num_computed_tokens, num + len(draft), draft)
             (batch.decodes if remaining == 1 and not draft else batch.prefills).append(item)
             scheduled.add(seq.seq_id)
@@ -211,8 +214,11 @@ class Scheduler:
         self.kv.grow(seq, needed)
         return True
 
-    def _draft(self, seq: Sequence, budget: int) -> list[int]:
-        """Proposed next tokens for a decoding sequence (blocks for them taken), or [] when it should not speculate."""
+    def _draft(self, seq: Sequence, budget: int, spare_blocks: int) -> list[int]:
+        """Proposed next tokens for a decoding sequence (blocks for them taken), or [] when it should not speculate.
+
+        Their blocks come only from free ones beyond `spare_blocks`, so speculation preempts nobody.
+        """
         params = seq.params
         if params.structured_outputs is not None or params.logprobs is not None or seq.pool:
             return []  # their per-token work (grammar masks, logprobs) is one row at a time
@@ -222,8 +228,8 @@ class Scheduler:
         draft = self.proposer.propose(seq.seq_id, seq.token_ids, max_k)
         if draft:
             needed = self.kv.blocks_to_grow(seq, seq.num_tokens + len(draft))
-            if needed > self.kv.num_free:
-                return []  # speculation never preempts anyone
+            if needed > self.kv.num_free - spare_blocks:
+                return []
             self.kv.grow(seq, needed)
         return draft
 
