@@ -137,3 +137,24 @@ def test_aborts_mid_speculation_leak_no_blocks_and_the_engine_keeps_serving():
     assert engine.scheduler.kv.num_free == engine.scheduler.kv.num_blocks
     out = llm.generate([prompts[0]], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False)
     assert len(out[0].outputs[0].token_ids) == 20
+
+
+def test_constrained_rows_beside_speculating_ones_keep_their_grammar():
+    """Structured outputs decode one token at a time; their masks stay aligned with their rows."""
+    from vivace.engine.structured.params import StructuredOutputsParams
+
+    options = {"model": "random:tiny@3", "kv_cache_memory_bytes": 4 << 20, "max_model_len": 128}
+    plain, spec = LLM(**options), LLM(**options, speculative="ngram:k=4,min_n=1")
+    prompts = [[1 + (i * 7 + j) % 50 for j in range(12 + 5 * i)] for i in range(4)]
+    choice = StructuredOutputsParams(choice=["red apple", "green pear", "blue plum"])
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True),
+        SamplingParams(temperature=0.0, max_tokens=20, structured_outputs=choice),
+        SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True),
+        SamplingParams(temperature=0.0, max_tokens=20, structured_outputs=choice),
+    ]
+    expected = _texts(plain.generate(prompts, params, use_tqdm=False))
+    got = _texts(spec.generate(prompts, params, use_tqdm=False))
+    assert got == expected
+    assert got[1][0] in choice.choice and got[3][0] in choice.choice
+    assert _spec_stats(spec)[2] > 0
