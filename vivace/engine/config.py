@@ -96,7 +96,8 @@ class EngineConfig:
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed
-    # per step from the latest earlier match of the last n tokens); None = off.
+    # per step from the latest earlier match of the last n tokens), or "draft:MODEL[,k=4]" (a smaller
+    # model with the target's tokenizer proposes); None = off.
     speculative: str | None = None
 
     def __post_init__(self) -> None:

@@ -54,7 +54,7 @@ class LLMEngine:
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
-            proposer=make_proposer(config.speculative_config),
+            proposer=make_proposer(config, self.model_config.vocab_size, self.max_model_len),
         )
         self.runner = ModelRunner(
             self.model,

@@ -70,7 +70,18 @@ def test_speculative_option_parses_like_vllm_and_names_the_field():
     assert SpeculativeConfig.parse("ngram:k=6,max_n=5,min_n=1") == SpeculativeConfig("ngram", 6, 5, 1)
     assert EngineConfig(speculative="ngram:k=2").speculative_config == SpeculativeConfig(k=2)
     assert EngineConfig().speculative_config is None
-    for bad in ("medusa", "ngram:k=0", "ngram:k=x", "ngram:q=1", "ngram:min_n=3,max_n=2", "ngram:k"):
+    assert SpeculativeConfig.parse("draft:random:tiny@5,k=3") == SpeculativeConfig("draft", 3, model="random:tiny@5")
+    assert SpeculativeConfig.parse("draft:/models/a,b.gguf").model == "/models/a,b.gguf"
+    for bad in (
+        "medusa",
+        "ngram:k=0",
+        "ngram:k=x",
+        "ngram:q=1",
+        "ngram:min_n=3,max_n=2",
+        "ngram:k",
+        "draft",
+        "draft:k=2",
+    ):
         with pytest.raises(InvalidParameterError) as err:
             EngineConfig(speculative=bad)
         assert err.value.param == "speculative"

@@ -158,3 +158,19 @@ def test_constrained_rows_beside_speculating_ones_keep_their_grammar():
     assert got == expected
     assert got[1][0] in choice.choice and got[3][0] in choice.choice
     assert _spec_stats(spec)[2] > 0
+
+
+def test_draft_model_greedy_is_identical_and_a_copy_of_the_target_is_always_accepted():
+    options = {"model": "random:tiny@3", "kv_cache_memory_bytes": 4 << 20, "max_model_len": 128}
+    prompts = [[1 + (i * 7 + j) % 50 for j in range(6 + 9 * i)] for i in range(3)]
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    expected = _texts(LLM(**options).generate(prompts, params, use_tqdm=False))
+    other = LLM(**options, speculative="draft:random:tiny@5,k=3")  # another random model: often rejected
+    assert _texts(other.generate(prompts, params, use_tqdm=False)) == expected
+    _, proposed, accepted = _spec_stats(other)
+    assert proposed > accepted
+    same = LLM(**options, speculative="draft:random:tiny@3,k=3")  # the target itself: every token accepted
+    assert _texts(same.generate(prompts, params, use_tqdm=False)) == expected
+    drafts, proposed, accepted = _spec_stats(same)
+    assert accepted == proposed > 0 and drafts <= 3 * 40 // 4 + 3
+    assert same.engine.stats()["blocks_in_use"] == 0
