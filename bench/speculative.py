@@ -10,6 +10,7 @@ the mean tokens per verification, and whether every output is identical (greedy 
 
     python bench/speculative.py                     # the packaged SmolLM2-135M, default CPU engine
     python bench/speculative.py --speculative ngram:k=6 --max-tokens 200
+    python bench/speculative.py --quantization none   # float32 weights: extra rows cost little
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def main() -> None:
     parser.add_argument("--speculative", default="ngram:k=4", help="the speculating engine's --speculative")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quantization", default="auto", help="the engines' weights (auto: GGUF blocks on CPU)")
     args = parser.parse_args()
-    options = {"model": args.model, "device": args.device, "max_model_len": 2048}
+    options = {"model": args.model, "device": args.device, "max_model_len": 2048, "quantization": args.quantization}
     plain, spec = LLM(**options), LLM(**options, speculative=args.speculative)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     # Warm up both engines over the contexts the workloads reach (first calls at a new length pay one-time
@@ -117,7 +119,7 @@ def main() -> None:
         run_workload("input-grounded", GROUNDED, plain, spec, params, 1.8),
         run_workload("open-ended chat", CHAT, plain, spec, params, 0.95),
     ]
-    print(f"speculative={args.speculative} max_tokens={args.max_tokens}")
+    print(f"speculative={args.speculative} max_tokens={args.max_tokens} quantization={args.quantization}")
     print("| workload | plain tok/s | ngram tok/s | speed-up | goal | acceptance rate | mean acceptance length |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
