@@ -113,7 +113,7 @@ class FakeLLM:
 @pytest.fixture
 def fake_llm(monkeypatch) -> FakeLLM:
     llm = FakeLLM()
-    monkeypatch.setattr(cli, "_load", lambda model, device: llm)
+    monkeypatch.setattr(cli, "_load", lambda model, device, speculative=None: llm)
     return llm
 
 
@@ -246,7 +246,7 @@ def real_llm():
 @pytest.fixture
 def use_real_llm(real_llm, monkeypatch):
     """The commands' own loading code, with the model loaded once for the module."""
-    monkeypatch.setattr(cli, "_load", lambda model, device: real_llm)
+    monkeypatch.setattr(cli, "_load", lambda model, device, speculative=None: real_llm)
     return real_llm
 
 
@@ -354,3 +354,16 @@ def _plain(output: str) -> str:
 def test_cuda_without_a_gpu_says_so_before_loading():
     result = runner.invoke(cli.app, ["serve", "--device", "cuda"])
     assert result.exit_code == 2 and "sees no CUDA GPU" in _plain(result.output)
+
+
+def test_generate_speculates_with_the_same_greedy_output():
+    """`--speculative ngram` on a random-weight model (whose output repeats): same text as without."""
+    args = ["generate", "1 2 3 1 2 3 1 2 3", "--no-chat", "-m", "random:tiny@3", "--temperature", "0"]
+    args += ["--max-tokens", "24"]
+    plain = runner.invoke(cli.app, args)
+    spec = runner.invoke(cli.app, [*args, "--speculative", "ngram:k=4,min_n=1"])
+    assert plain.exit_code == 0 and spec.exit_code == 0, (plain.output, spec.output)
+    assert spec.output == plain.output
+    bad = runner.invoke(cli.app, [*args, "--speculative", "ngram:k=0"])
+    assert bad.exit_code == 2
+    assert "--speculative" in bad.output

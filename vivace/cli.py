@@ -21,7 +21,7 @@ from vivace.cli_backends import Reply
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError, SamplingParams
 from vivace.engine.request_params import sampling_params_from_fields
-from vivace.engine_flags import with_engine_flags
+from vivace.engine_flags import FLAG_HELP, with_engine_flags
 from vivace.flows.cli import flow_app
 
 if TYPE_CHECKING:  # the engine pulls in torch; import it only when a command runs
@@ -63,6 +63,7 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")]
+SpeculativeOpt = Annotated[str | None, typer.Option("--speculative", help=FLAG_HELP["speculative"])]
 MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens to generate per reply.")]
 TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling: keep the smallest set with this much mass.")]
@@ -94,11 +95,11 @@ def _usage_errors(model_hint: str) -> Iterator[None]:
         raise typer.BadParameter(str(e), param_hint=f"--{e.param.replace('_', '-')}") from None
 
 
-def _load(model: str | None, device: str) -> LLM:
+def _load(model: str | None, device: str, speculative: str | None = None) -> LLM:
     from vivace.engine.llm import LLM
 
     with _usage_errors("--model"):
-        return LLM(model, device=device)
+        return LLM(model, device=device, speculative=speculative)
 
 
 UrlOpt = Annotated[
@@ -114,14 +115,18 @@ ServerKeyOpt = Annotated[
 ]
 
 
-def _backend(model: str | None, device: str, url: str | None, api_key: str | None) -> LocalBackend | RemoteBackend:
+def _backend(
+    model: str | None, device: str, url: str | None, api_key: str | None, speculative: str | None = None
+) -> LocalBackend | RemoteBackend:
     """The running server at `url` when given, else the model loaded here."""
     from vivace.cli_backends import LocalBackend, RemoteBackend
 
     if url is None:
-        return LocalBackend(_load(model, device))
+        return LocalBackend(_load(model, device, speculative))
     if model is not None:
         raise typer.BadParameter("--model and --url both given; a server serves its own model", param_hint="--model")
+    if speculative is not None:
+        raise typer.BadParameter("--speculative and --url both given; the server decides", param_hint="--speculative")
     from vivace.bench.target import TargetError
 
     try:
@@ -148,11 +153,12 @@ def generate(
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap the prompt in the chat template.")] = True,
     url: UrlOpt = None,
     api_key: ServerKeyOpt = None,
+    speculative: SpeculativeOpt = None,
 ) -> None:
     """Stream one completion of PROMPT to stdout."""
     sampling = _sampling_kwargs(max_tokens, temperature, top_p, top_k, seed)
     _sampling(**sampling)
-    backend = _backend(model, device, url, api_key)
+    backend = _backend(model, device, url, api_key, speculative)
     try:
         if chat:
             reply = backend.chat([{"role": "user", "content": prompt}], sampling, _write)
@@ -275,6 +281,7 @@ def batch(
     top_p: TopPOpt = 0.95,
     top_k: TopKOpt = 0,
     seed: SeedOpt = None,
+    speculative: SpeculativeOpt = None,
 ) -> None:
     """Run every line of IN.jsonl; write each result to OUT.jsonl as it finishes. Reruns resume."""
     from vivace.batch_io import (
@@ -305,7 +312,7 @@ def batch(
     llm = None
     if runnable:
         with err.status("loading the model"):
-            llm = _load(model, device)
+            llm = _load(model, device, speculative)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -44,6 +44,9 @@ FLAG_HELP: dict[str, str] = {
     "enable_prefix_caching": "Reuse the KV cache of shared prompt prefixes.",
     "num_threads": "torch intra-op threads on CPU (default: torch's).",
     "seed": "Engine seed (requests without a seed sample from it).",
+    "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "
+    "proposed per step from the latest earlier match of the last n tokens); draft:MODEL[,k=4] (a smaller model "
+    "with the same tokenizer proposes). Default: off.",
 }
 
 # Fields whose flag is not the dashed field name.

@@ -230,7 +230,7 @@ def test_cli_options(calls, monkeypatch):
         tokenizer=SimpleNamespace(encode_chat=lambda messages: [1]),
         stream=lambda prompt, params: seen.append(params) or iter(()),
     )
-    monkeypatch.setattr(cli, "_load", lambda model, device: fake)
+    monkeypatch.setattr(cli, "_load", lambda model, device, speculative=None: fake)
     args = [
         "generate",
         "hi",

@@ -135,3 +135,64 @@ def test_abort_mid_prefill_frees_blocks() -> None:
     s.add(q2)
     batch = s.schedule()
     assert batch.prefills[0].start == 4  # only the block that was actually computed is reused
+
+
+class _FixedProposer:
+    """Proposes the same tokens every step and records what was verified."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+        self.observed: list[tuple[int, int, int]] = []
+
+    def propose(self, seq_id: int, tokens: list[int], max_k: int) -> list[int]:
+        return self.tokens[:max_k]
+
+    def observe(self, seq_id: int, proposed: int, accepted: int) -> None:
+        self.observed.append((seq_id, proposed, accepted))
+
+    def forget(self, seq_id: int) -> None:
+        pass
+
+
+def test_speculating_sequence_gets_rows_and_blocks_then_keeps_only_accepted_kv():
+    proposer = _FixedProposer([11, 12, 13, 14, 15, 16])
+    s = Scheduler(64, BS, 8, 64, max_model_len=256, proposer=proposer)
+    seq = make_seq(0, list(range(1, 7)), max_tokens=20)  # 6 prompt tokens
+    s.add(seq)
+    run_step(s)  # prefill; 7 tokens, 6 computed
+    batch = s.schedule()
+    (item,) = batch.prefills  # a decode with a draft is a prefill-like chunk
+    assert not batch.decodes
+    assert (item.start, item.num_tokens, item.draft) == (6, 7, [11, 12, 13, 14, 15, 16])
+    assert item.samples and item.input_ids == [7, 11, 12, 13, 14, 15, 16]
+    assert len(seq.block_table) == 4  # positions 0..12 in blocks of 4
+    assert seq.num_published_blocks == 1  # proposed tokens are not published: only 7 real tokens
+    s.finish_step(batch, {seq.seq_id: 2})  # two accepted: position 6 and two drafts computed
+    assert seq.num_computed_tokens == 9
+    assert len(seq.block_table) == 3  # blocks for 10 tokens (the next token's slot included); the rest freed
+    assert s.kv.num_used == 3
+    assert proposer.observed == [(0, 6, 2)]
+    assert (s.stats.spec_drafts, s.stats.spec_draft_tokens, s.stats.spec_accepted_tokens) == (1, 6, 2)
+    s.finish(seq, "abort")
+    assert s.kv.num_used == 0
+
+
+def test_drafts_respect_max_tokens_context_and_free_blocks_and_never_preempt():
+    proposer = _FixedProposer([9] * 8)
+    s = Scheduler(4, BS, 8, 64, max_model_len=256, proposer=proposer)
+    a, b = make_seq(0, [1, 2, 3], max_tokens=4), make_seq(1, [4, 5, 6], max_tokens=40)
+    s.add(a)
+    s.add(b)
+    run_step(s)  # both prefills, one block each; each has its first token
+    batch = s.schedule()
+    drafts = {item.seq.seq_id: item.draft for item in batch.all()}
+    # a may emit 4 tokens: 1 already, so at most 2 drafts (+1 bonus); b's drafts fit the free blocks only.
+    assert drafts[0] == [9, 9]
+    assert drafts[1] == []  # its 8 drafts need 2 more blocks; 1 is free, and speculation preempts nobody
+    assert s.stats.preemptions == 0 and a.status is b.status is SequenceStatus.RUNNING
+    near_end = Scheduler(64, BS, 8, 64, max_model_len=8, proposer=proposer)
+    c = make_seq(2, [1, 2, 3, 4, 5], max_tokens=100)
+    near_end.add(c)
+    run_step(near_end)
+    (item,) = near_end.schedule().all()
+    assert item.draft == [9]  # 6 tokens + 1 draft + the bonus token = the 8-token context

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vivace.engine.speculative.config import SpeculativeConfig
     from vivace.engine.structured.params import StructuredOutputsParams
 
 
@@ -94,6 +95,10 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
+    # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed
+    # per step from the latest earlier match of the last n tokens), or "draft:MODEL[,k=4]" (a smaller
+    # model with the target's tokenizer proposes); None = off.
+    speculative: str | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -124,6 +129,14 @@ class EngineConfig:
             raise InvalidParameterError(
                 "quantization", f"must be 'auto', 'none', 'int8' or 'gguf', got {self.quantization!r}"
             )
+        self.speculative_config  # noqa: B018 (parsed here so a bad value fails at construction)
+
+    @property
+    def speculative_config(self) -> SpeculativeConfig | None:
+        """`speculative` parsed; None when speculation is off."""
+        from vivace.engine.speculative.config import SpeculativeConfig
+
+        return None if self.speculative is None else SpeculativeConfig.parse(self.speculative)
 
     @property
     def on_cuda(self) -> bool:

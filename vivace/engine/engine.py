@@ -23,6 +23,7 @@ from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import check_token_ids, make_generator
 from vivace.engine.scheduler import ScheduledSeq, Scheduler
 from vivace.engine.sequence import Sequence
+from vivace.engine.speculative.proposers import make_proposer
 from vivace.engine.structured.grammar import GrammarCompiler
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class LLMEngine:
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
+            proposer=make_proposer(config, self.model_config.vocab_size, self.max_model_len),
         )
         self.runner = ModelRunner(
             self.model,
@@ -190,7 +192,7 @@ class LLMEngine:
             self.scheduler.invalidate(batch)
             failed = {item.seq.request_id for item in batch.all()}
             return self.outputs.fail(failed, f"{type(exc).__name__}: {exc}")
-        self.scheduler.finish_step(batch)
+        self.scheduler.finish_step(batch, {v.item.seq.seq_id: v.num_accepted for v in result.verified})
         return self.outputs.process(result)
 
     def _record_queue_times(self, prefills: list[ScheduledSeq]) -> None:
@@ -218,6 +220,9 @@ class LLMEngine:
             "prefix_cache_queries": s.stats.prefix_cache_queries,
             "prefix_cache_hits": s.stats.prompt_tokens_reused,
             "preemptions": s.stats.preemptions,
+            "spec_decode_num_drafts": s.stats.spec_drafts,
+            "spec_decode_num_draft_tokens": s.stats.spec_draft_tokens,
+            "spec_decode_num_accepted_tokens": s.stats.spec_accepted_tokens,
             "queue_time": self.queue_times.snapshot(),
             "steps": self.num_steps,
         }

@@ -141,6 +141,12 @@ class KVCacheManager:
         for _ in range(num_blocks):
             seq.block_table.append(self.pool.allocate())
 
+    def truncate(self, seq: Sequence, num_tokens: int) -> None:
+        """Keep only the blocks holding `seq`'s first `num_tokens` tokens (rejected proposed tokens' tail)."""
+        keep = max(self.blocks_for(num_tokens), seq.num_published_blocks)
+        while len(seq.block_table) > keep:
+            self.pool.release(seq.block_table.pop())
+
     def free(self, seq: Sequence) -> None:
         """Release every block of `seq`; computed, published ones stay reusable until evicted."""
         # Tail first, so the least useful blocks are the first evicted from the prefix cache.

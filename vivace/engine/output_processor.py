@@ -186,6 +186,14 @@ class OutputProcessor:
                     logprob = TokenLogprob(token, out.logprobs[i], list(top or []))
                 self._append_token(seq, state, token, logprob)
                 touched[seq.request_id] = self._requests[seq.request_id]
+        for verified in result.verified:
+            seq = verified.item.seq
+            state = self._states[seq.seq_id]
+            for token in verified.token_ids:  # one at a time: a stop condition ends them where it holds
+                if seq.is_finished:
+                    break
+                self._append_token(seq, state, token, None)
+            touched[seq.request_id] = self._requests[seq.request_id]
         outputs = []
         for request in touched.values():
             if request.finished:

@@ -2,7 +2,8 @@
 
 The runner knows sequences and tensors, never requests: it builds the step's inputs (token ids,
 positions, cache slots, and the attention backend's metadata), runs the model (or replays a CUDA
-graph for a decode-only step), samples, and scores prompt tokens where a sequence asks.
+graph for a decode-only step), samples, verifies speculating sequences' proposed tokens
+(speculative/verify.py), and scores prompt tokens where a sequence asks.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from vivace.engine.kernels.select import Kernels
 from vivace.engine.models.blocks import DecoderModel
 from vivace.engine.outputs import TokenLogprob
 from vivace.engine.pooling import PooledChunk, pool_chunk
-from vivace.engine.sampler import SamplerOutput, sample
+from vivace.engine.sampler import SamplerOutput, processed_logprobs, sample
 from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
 from vivace.engine.sequence import Sequence
+from vivace.engine.speculative.verify import verify
 from vivace.engine.structured.masks import GrammarMasks, RowMasks
 
 # A sequence's grammar matcher (structured outputs), or None when it is unconstrained.
@@ -41,6 +43,18 @@ class PromptScores:
 
 
 @dataclass
+class Verified:
+    """A speculating sequence's emitted tokens: its accepted proposed tokens, then one sampled token."""
+
+    item: ScheduledSeq
+    token_ids: list[int]
+
+    @property
+    def num_accepted(self) -> int:
+        return len(self.token_ids) - 1
+
+
+@dataclass
 class StepResult:
     """What one forward pass produced: sampled tokens for finishing chunks, prompt scores if asked."""
 
@@ -48,6 +62,7 @@ class StepResult:
     output: SamplerOutput | None
     prompt_scores: list[PromptScores]  # computed in this step
     pooled: list[PooledChunk] = field(default_factory=list)  # prompt hidden-state sums of pooling sequences
+    verified: list[Verified] = field(default_factory=list)  # speculating sequences (not in `sampled`)
 
 
 @dataclass
@@ -124,7 +139,7 @@ class ModelRunner:
         for item in batch.prefills:
             seq, start, end = item.seq, item.start, item.start + item.num_tokens
             table = seq.block_table
-            ids.extend(seq.token_ids[start:end])
+            ids.extend(item.input_ids)
             positions.extend(range(start, end))
             slot_mapping.extend([table[p // bs] * bs + p % bs for p in range(start, end)])
         meta = self.backend.build_metadata(batch, torch.tensor(slot_mapping, dtype=torch.long))
@@ -141,17 +156,24 @@ class ModelRunner:
             return self._execute_graph(batch, matcher_of)
         masks = None
         if matcher_of is not None:
-            masks = self.grammar_masks.start([matcher_of(item.seq) for item in batch.all() if item.samples])
+            masks = self.grammar_masks.start(
+                [matcher_of(item.seq) for item in batch.all() if item.samples and not item.draft]
+            )
         inputs = self.prepare_inputs(batch)
         hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
+        spec_rows: list[int] = []
+        speculating: list[ScheduledSeq] = []
         row_end = 0
         prompt_scores: list[PromptScores] = []
         pooled: list[PooledChunk] = []
         for item in batch.all():
             row_end += item.num_tokens
-            if item.samples:
+            if item.draft:
+                spec_rows.extend(range(row_end - len(item.draft) - 1, row_end))
+                speculating.append(item)
+            elif item.samples:
                 rows.append(row_end - 1)
                 sampled.append(item)
             if item.seq.score_from is not None:
@@ -166,7 +188,11 @@ class ModelRunner:
         if sampled:
             last_rows = hidden.index_select(0, upload(rows, torch.long, hidden.device))
             output = self._sample(self.model.compute_logits(last_rows), sampled, masks)
-        return StepResult(sampled, output, prompt_scores, pooled)
+        verified: list[Verified] = []
+        if speculating:
+            spec_hidden = hidden.index_select(0, upload(spec_rows, torch.long, hidden.device))
+            verified = self._verify(self.model.compute_logits(spec_hidden), speculating)
+        return StepResult(sampled, output, prompt_scores, pooled, verified)
 
     def _execute_graph(self, batch: ScheduledBatch, matcher_of: MatcherOf | None) -> StepResult:
         """A decode-only step replayed from the CUDA graph of its padded size (every row samples)."""
@@ -207,6 +233,36 @@ class ModelRunner:
             grammar=None if masks is None else masks.result(),
         )
         return sample(logits, sampling, self.kernels.argmax_rows)
+
+    def _verify(self, logits: torch.Tensor, speculating: list[ScheduledSeq]) -> list[Verified]:
+        """Accept or reject each speculating sequence's proposed tokens against its len(draft) + 1 logit rows."""
+        params, prompt_ids, output_ids, generators = [], [], [], []
+        for item in speculating:
+            seq = item.seq
+            history = seq.params.uses_token_history
+            for i in range(len(item.draft) + 1):
+                params.append(seq.params)
+                generators.append(seq.generator)
+                # Row i follows the first i proposed tokens: penalties and min_tokens see them as output.
+                prompt_ids.append(seq.token_ids[: seq.num_prompt_tokens] if history else [])
+                output_ids.append(seq.output_ids + item.draft[:i] if history else [])
+        sampling = SamplingBatch.build(
+            params=params,
+            prompt_ids=prompt_ids,
+            output_ids=output_ids,
+            generators=generators,
+            vocab_size=logits.shape[-1],
+            device=logits.device,
+            eos_token_ids=self.eos_token_ids,
+        )
+        probs = processed_logprobs(logits, sampling, self.kernels.argmax_rows).exp_()
+        emitted = verify(
+            probs,
+            [item.draft for item in speculating],
+            [item.seq.generator for item in speculating],
+            sampling.all_greedy,
+        )
+        return [Verified(item, tokens) for item, tokens in zip(speculating, emitted, strict=True)]
 
     def _score_prompt(self, hidden: torch.Tensor, row_end: int, item: ScheduledSeq) -> PromptScores | None:
         """Logprobs of prompt tokens at positions >= seq.score_from that this chunk's rows predict.

@@ -4,15 +4,30 @@ Decodes go first (one token each), then unfinished prefills in chunks, then wait
 arrival order. When KV blocks run out, the most recently arrived running sequence is preempted
 (its blocks freed, recomputed later), so no request fails for lack of KV space unless it alone
 cannot fit, which `check_fits` rejects at admission.
+
+With a proposer (speculative decoding), a decoding sequence may carry proposed tokens: it is
+scheduled as a prefill-like chunk of 1 + k rows, only when the blocks for them are free (speculation
+never preempts), and after the step its KV is cut back to the tokens the runner accepted.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from vivace.engine.kv_cache_manager import KVCacheManager
 from vivace.engine.sequence import Sequence, SequenceStatus
+
+
+class Proposer(Protocol):
+    """Guesses a sequence's next tokens (speculative decoding); pure Python, like the scheduler."""
+
+    def propose(self, seq_id: int, tokens: list[int], max_k: int) -> list[int]: ...
+
+    def observe(self, seq_id: int, proposed: int, accepted: int) -> None: ...
+
+    def forget(self, seq_id: int) -> None: ...
 
 
 class RequestTooLargeError(ValueError):
@@ -21,16 +36,26 @@ class RequestTooLargeError(ValueError):
 
 @dataclass
 class ScheduledSeq:
-    """One sequence's share of a step: tokens [start, start + num_tokens) are computed."""
+    """One sequence's share of a step: tokens [start, start + num_tokens) are computed.
+
+    A speculating sequence's last `len(draft)` rows are proposed tokens, not yet in `seq.token_ids`.
+    """
 
     seq: Sequence
     start: int
     num_tokens: int
+    draft: list[int] = field(default_factory=list)
 
     @property
     def samples(self) -> bool:
-        """Whether this chunk reaches the end of the sequence, so its last logits are sampled."""
-        return self.start + self.num_tokens == self.seq.num_tokens
+        """Whether this chunk reaches the end of the sequence, so its last logits are sampled (or verified)."""
+        return self.start + self.num_tokens - len(self.draft) == self.seq.num_tokens
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The token ids of the chunk's rows: the sequence's own, then the proposed ones."""
+        end = self.start + self.num_tokens - len(self.draft)
+        return self.seq.token_ids[self.start : end] + self.draft if self.draft else self.seq.token_ids[self.start : end]
 
 
 @dataclass
@@ -61,6 +86,9 @@ class SchedulerStats:
     prompt_tokens_reused: int = 0  # prefix-cache hits, in tokens
     prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache (vLLM's meaning)
     preemptions: int = 0
+    spec_drafts: int = 0  # verifications of proposed tokens (vLLM's spec_decode_num_drafts)
+    spec_draft_tokens: int = 0  # tokens proposed
+    spec_accepted_tokens: int = 0  # proposed tokens accepted
 
 
 class Scheduler:
@@ -74,8 +102,10 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         enable_prefix_caching: bool = True,
+        proposer: Proposer | None = None,
     ) -> None:
         self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching)
+        self.proposer = proposer
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -119,7 +149,7 @@ class Scheduler:
 
         # Running sequences, decodes before prefill chunks so long prompts never stall decodes.
         ordered = sorted(self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.arrival_order))
-        for seq in ordered:
+        for position, seq in enumerate(ordered):
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             remaining = seq.num_tokens - seq.num_computed_tokens
@@ -128,10 +158,14 @@ class Scheduler:
                 continue
             if not self._reserve(seq, num, batch, scheduled):
                 continue  # it preempted itself
-            item = ScheduledSeq(seq, seq.num_computed_tokens, num)
-            (batch.decodes if remaining == 1 else batch.prefills).append(item)
+            draft = []
+            if remaining == 1 and self.proposer is not None:
+                # Each sequence after this one may need a block for its own token: drafts leave them one.
+                draft = self._draft(seq, budget - num, spare_blocks=len(ordered) - position - 1)
+            item = ScheduledSeq(seq, seq.num_computed_tokens, num + len(draft), draft)
+            (batch.decodes if remaining == 1 and not draft else batch.prefills).append(item)
             scheduled.add(seq.seq_id)
-            budget -= num
+            budget -= item.num_tokens
             self._mark_scheduled(item)
 
         # Waiting sequences, in arrival order, while budget and sequence slots last.
@@ -180,6 +214,25 @@ class Scheduler:
         self.kv.grow(seq, needed)
         return True
 
+    def _draft(self, seq: Sequence, budget: int, spare_blocks: int) -> list[int]:
+        """Proposed next tokens for a decoding sequence (blocks for them taken), or [] when it should not speculate.
+
+        Their blocks come only from free ones beyond `spare_blocks`, so speculation preempts nobody.
+        """
+        params = seq.params
+        if params.structured_outputs is not None or params.logprobs is not None or seq.pool:
+            return []  # their per-token work (grammar masks, logprobs) is one row at a time
+        max_k = min(budget, self.max_model_len - seq.num_tokens - 1)
+        if params.max_tokens is not None:
+            max_k = min(max_k, params.max_tokens - seq.num_output_tokens - 1)
+        draft = self.proposer.propose(seq.seq_id, seq.token_ids, max_k)
+        if draft:
+            needed = self.kv.blocks_to_grow(seq, seq.num_tokens + len(draft))
+            if needed > self.kv.num_free - spare_blocks:
+                return []
+            self.kv.grow(seq, needed)
+        return draft
+
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         self.running.remove(seq)
         self.kv.free(seq)
@@ -193,17 +246,31 @@ class Scheduler:
     def _mark_scheduled(self, item: ScheduledSeq) -> None:
         """Count prompt work and publish blocks this step fills (its writes precede all reads)."""
         seq = item.seq
-        end = item.start + item.num_tokens
+        end = item.start + item.num_tokens - len(item.draft)  # proposed tokens are published once accepted
         prompt_end = seq.num_prompt_tokens
         if item.start < prompt_end:
             self.stats.prompt_tokens_computed += min(end, prompt_end) - item.start
         self.kv.publish(seq, end)
 
     # ---- after the step -----------------------------------------------------------------
-    def finish_step(self, batch: ScheduledBatch) -> None:
-        """Advance every scheduled sequence past the tokens it computed."""
+    def finish_step(self, batch: ScheduledBatch, accepted: dict[int, int] | None = None) -> None:
+        """Advance every scheduled sequence past the tokens it computed.
+
+        `accepted`: seq_id -> how many of a speculating sequence's proposed tokens were accepted;
+        the KV of the rejected ones is dropped (its blocks past the next token's freed).
+        """
         for item in batch.all():
-            item.seq.num_computed_tokens = item.start + item.num_tokens
+            seq = item.seq
+            if not item.draft:
+                seq.num_computed_tokens = item.start + item.num_tokens
+                continue
+            num_accepted = (accepted or {}).get(seq.seq_id, 0)
+            seq.num_computed_tokens = item.start + item.num_tokens - len(item.draft) + num_accepted
+            self.kv.truncate(seq, seq.num_computed_tokens + 1)
+            self.proposer.observe(seq.seq_id, len(item.draft), num_accepted)
+            self.stats.spec_drafts += 1
+            self.stats.spec_draft_tokens += len(item.draft)
+            self.stats.spec_accepted_tokens += num_accepted
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """Retire a sequence (finished, stopped or aborted) and free everything it held."""
@@ -217,6 +284,8 @@ class Scheduler:
             except ValueError:
                 pass
         self.kv.free(seq)
+        if self.proposer is not None:
+            self.proposer.forget(seq.seq_id)
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
 

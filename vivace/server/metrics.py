@@ -4,7 +4,8 @@ labelled with `model_name`: request counts, latency histograms, engine gauges an
 Latencies are taken where the server sees the engine's outputs: TTFT from admission to the first
 generated token, inter-token latency between a choice's successive tokens (a step that yields k
 tokens counts k intervals of dt/k), end-to-end from admission to the last output. Engine numbers
-(queue, running, KV usage, prefix-cache queries and hits, preemptions, queue times) come from the
+(queue, running, KV usage, prefix-cache queries and hits, preemptions, queue times, speculative
+decoding's drafts, proposed and accepted tokens) come from the
 stats the engine thread publishes after each step (`AsyncEngine.stats()`), so a scrape never waits
 for the engine.
 """
@@ -133,11 +134,34 @@ class _EngineMetrics(Collector):
                 stats.get("prefix_cache_hits", 0),
             ),
             ("vivace_num_preemptions", "Sequences preempted for lack of KV blocks.", stats.get("preemptions", 0)),
+            (
+                "vivace_spec_decode_num_drafts",
+                "Speculative verifications: steps in which a sequence's proposed tokens were scored.",
+                stats.get("spec_decode_num_drafts", 0),
+            ),
+            (
+                "vivace_spec_decode_num_draft_tokens",
+                "Tokens proposed by speculative decoding.",
+                stats.get("spec_decode_num_draft_tokens", 0),
+            ),
+            (
+                "vivace_spec_decode_num_accepted_tokens",
+                "Proposed tokens accepted by verification.",
+                stats.get("spec_decode_num_accepted_tokens", 0),
+            ),
         )
         for name, documentation, value in counters:
             family = CounterMetricFamily(name, documentation, labels=["model_name"])
             family.add_metric(self.model, value)
             yield family
+        drafts = stats.get("spec_decode_num_drafts", 0)
+        family = GaugeMetricFamily(
+            "vivace_spec_decode_mean_acceptance_length",
+            "Tokens emitted per speculative verification (accepted proposed tokens + 1); 0 before any.",
+            labels=["model_name"],
+        )
+        family.add_metric(self.model, 1 + stats["spec_decode_num_accepted_tokens"] / drafts if drafts else 0.0)
+        yield family
         queue = stats.get("queue_time")
         if queue is not None:
             family = HistogramMetricFamily(
