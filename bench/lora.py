@@ -34,7 +34,12 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 def projection_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
     """(in, out) features of each projection LoRA targets."""
-    q, kv, hidden, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.hidden_size, cfg.intermediate_size
+    q, kv, hidden, inter = (
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+    )
     return {
         "self_attn.q_proj": (hidden, q),
         "self_attn.k_proj": (hidden, kv),
