@@ -3,8 +3,8 @@ own adapter's low-rank product, computed for the whole batch in a few dense matm
 
 Every adapter slot's A matrices are stacked per layer, so one matmul gives x @ A[s].T for every slot
 s at once; a one-hot mask of each token's slot keeps only its own adapter's rows (zero for tokens
-without one), and one matmul per fused part (q/k/v, gate/up) against the slot-stacked B matrices
-sums exactly the selected slot's product: y = base(x) + scale * (x @ A[slot].T) @ B[slot].T, as
+without one), and one more matmul against the slot-stacked B matrices (block-diagonal over the fused
+parts, q/k/v or gate/up) adds exactly the selected slot's product: y = base(x) + scale * (x @ A[slot].T) @ B[slot].T, as
 punica/S-LoRA gather it per row. Only slots up to the highest one in the step are computed, and a
 step without adapters costs nothing. Adapters of lower rank than the slots are zero-padded.
 """
@@ -61,22 +61,25 @@ class LoRALinear:
         self.num_parts = len(out_sizes)
         self.max_rank = max_rank
         bounds = [0, *torch.tensor(out_sizes).cumsum(0).tolist()]
-        self.part_rows = list(zip(bounds[:-1], bounds[1:], strict=True))
-        # A of slot s, part p at rows [(s * parts + p) * rank, ... + rank): one matmul serves every slot.
-        self.a = torch.zeros(max_loras * self.num_parts * max_rank, in_size, dtype=dtype, device=device)
-        # B of part p, slot s at rows [s * rank, (s + 1) * rank) of b[p] (scaling folded in), [in, out] for x @ b.
-        self.b = [torch.zeros(max_loras * max_rank, n, dtype=dtype, device=device) for n in out_sizes]
+        self.part_cols = list(zip(bounds[:-1], bounds[1:], strict=True))
+        # Rows (slot, part, rank) of both: slots 0..n-1 are one leading slice, so one matmul each serves
+        # every active slot. B is block-diagonal over parts (part p's rows fill only its output columns):
+        # a few zeros multiplied, in exchange for one matmul and one add per layer instead of one per part.
+        rows = max_loras * self.num_parts * max_rank
+        self.a = torch.zeros(rows, in_size, dtype=dtype, device=device)
+        self.b = torch.zeros(rows, bounds[-1], dtype=dtype, device=device)  # scaled B.T, for h @ b
 
     def set_slot(self, slot: int, part: int, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
         """Put one part's A [r, in] and scaled B [out, r] in `slot` (None = this adapter leaves the part alone)."""
-        rank = self.max_rank
-        a_rows = self.a[(slot * self.num_parts + part) * rank :][:rank]
-        b_rows = self.b[part][slot * rank : (slot + 1) * rank]
+        first = (slot * self.num_parts + part) * self.max_rank
+        a_rows = self.a[first : first + self.max_rank]
+        b_rows = self.b[first : first + self.max_rank]
         a_rows.zero_()
         b_rows.zero_()
         if a is not None and b is not None:
+            lo, hi = self.part_cols[part]
             a_rows[: a.shape[0]].copy_(a)
-            b_rows[: b.shape[1]].copy_(b.t())
+            b_rows[: b.shape[1], lo:hi].copy_(b.t())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -84,10 +87,7 @@ class LoRALinear:
         if mask is None:
             return y
         tokens, active = mask.shape
-        rank, parts = self.max_rank, self.num_parts
-        h = F.linear(x.to(self.a.dtype), self.a[: active * parts * rank])  # every active slot's x @ A.T
-        h = h.view(tokens, active, parts, rank) * mask[:, :, None, None]  # keep each token's own slot
-        for part, (lo, hi) in enumerate(self.part_rows):
-            delta = h[:, :, part].reshape(tokens, active * rank) @ self.b[part][: active * rank]
-            y[:, lo:hi] += delta.to(y.dtype)
-        return y
+        rows = active * self.num_parts * self.max_rank
+        h = F.linear(x, self.a[:rows])  # every active slot's x @ A.T
+        h = (h.view(tokens, active, -1) * mask[:, :, None]).view(tokens, rows)  # keep each token's own slot
+        return y.addmm_(h, self.b[:rows])
