@@ -5,7 +5,9 @@ today), one with 4 rank-`--rank` adapters on every q/k/v/o/gate/up/down projecti
 random weights, written to a temporary directory). The LoRA engine runs the workload twice: every
 request on the base model (what enabling LoRA costs when no request uses it), and the requests
 spread round-robin over the 4 adapters (every step mixes them). The three runs alternate `--rounds`
-times; each reports generated tokens/s over the whole batch (prefill included), the median is kept.
+times; each reports generated tokens/s over the whole batch (prefill included). Printed: the median
+rate of each, and the median over rounds of each one's ratio to the base model's run of the same
+round (adjacent runs, so a machine whose load drifts skews the ratio less than the rates).
 
     python bench/lora.py                          # the packaged SmolLM2-135M, CPU defaults
     python bench/lora.py --device cuda --rank 16
@@ -116,10 +118,10 @@ def main() -> None:
         f"{args.requests} requests x ({args.prompt_tokens} prompt + {args.new_tokens} new tokens), "
         f"rank-{args.rank} adapters on every projection, {args.device}, median of {args.rounds} rounds"
     )
-    reference = statistics.median(rates["base model, LoRA off"])
+    reference = rates["base model, LoRA off"]
     for name, values in rates.items():
-        median = statistics.median(values)
-        print(f"  {name:28s} {median:8.1f} tok/s  {median / reference:5.2f}x")
+        ratio = statistics.median(v / r for v, r in zip(values, reference, strict=True))
+        print(f"  {name:28s} {statistics.median(values):8.1f} tok/s  {ratio:5.2f}x")
 
 
 if __name__ == "__main__":
