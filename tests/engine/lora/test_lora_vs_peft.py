@@ -114,3 +114,12 @@ def test_unload_and_reload(llm: LLM, models: LoRAModels, tmp_path: Path) -> None
     llm.unload_lora("trained-again")
     llm.load_lora("trained", str(models.adapters["trained"]))
     assert llm.engine.scheduler.kv.num_used == 0
+
+
+def test_unload_is_refused_while_requests_use_the_adapter(llm: LLM) -> None:
+    llm.engine.add_request("busy", TRAIN_PROMPT, GREEDY, lora="all-r8")
+    with pytest.raises(ValueError, match="in use by 1 unfinished"):
+        llm.unload_lora("all-r8")
+    llm.engine.abort("busy")
+    assert llm.engine.scheduler.kv.num_used == 0
+    assert "all-r8" in {lora.name for lora in llm.engine.loras()}
