@@ -51,3 +51,15 @@ def test_options_not_given_are_left_to_engine_config_defaults():
         "cuda_graphs": False,
         "enable_prefix_caching": False,
     }
+
+
+def test_lora_modules_take_name_path_or_vllm_json():
+    from vivace.engine_flags import parse_lora_modules
+
+    assert engine_config_kwargs({"lora_modules": ["a=/x/a", '{"name": "b", "path": "/x/b"}']}) == {
+        "lora_modules": {"a": "/x/a", "b": "/x/b"}
+    }
+    assert engine_config_kwargs({"lora_modules": None}) == {}
+    for bad in (["just-a-name"], ["=path"], ["a=/x", "a=/y"], ['{"name": "b"}']):
+        with pytest.raises(typer.BadParameter):
+            parse_lora_modules(bad)

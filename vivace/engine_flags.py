@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import re
 import typing
 from collections.abc import Callable
@@ -47,6 +48,11 @@ FLAG_HELP: dict[str, str] = {
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "
     "proposed per step from the latest earlier match of the last n tokens); draft:MODEL[,k=4] (a smaller model "
     "with the same tokenizer proposes). Default: off.",
+    "enable_lora": "Give every q/k/v/o/gate/up/down projection LoRA adapter slots (implied by --lora-modules).",
+    "max_loras": "Most LoRA adapters loaded at once.",
+    "max_lora_rank": "Highest LoRA adapter rank accepted.",
+    "lora_modules": "A PEFT LoRA adapter to load at start, as name=path (repeat the flag for more); requests "
+    "pick it with model 'name' or 'BASE:name'.",
 }
 
 # Fields whose flag is not the dashed field name.
@@ -71,6 +77,26 @@ def parse_kv_cache_memory(value: str) -> dict[str, Any]:
     return {"kv_cache_memory_bytes": int(number * _UNITS[unit])}
 
 
+def parse_lora_modules(values: list[str]) -> dict[str, str]:
+    """`--lora-modules`: each value `name=path` (or vLLM's JSON form {"name": ..., "path": ...}) -> {name: path}."""
+    modules: dict[str, str] = {}
+    for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                spec = json.loads(value)
+                name, path = spec["name"], spec["path"]
+            except (ValueError, KeyError, TypeError):
+                raise typer.BadParameter(f'expected {{"name": ..., "path": ...}}, got {value!r}') from None
+        else:
+            name, sep, path = value.partition("=")
+            if not sep or not name or not path:
+                raise typer.BadParameter(f"expected name=path, got {value!r}")
+        if name in modules:
+            raise typer.BadParameter(f"LoRA adapter name {name!r} is given twice")
+        modules[name] = path
+    return modules
+
+
 def _engine_fields() -> list[tuple[dataclasses.Field, Any]]:
     hints = typing.get_type_hints(EngineConfig)
     return [
@@ -88,6 +114,8 @@ def _option(field: dataclasses.Field, hint: Any) -> tuple[Any, Any]:
         return bool, typer.Option(name, help=help_text, rich_help_panel="Engine")
     if field.name == "kv_cache_memory_bytes":
         return str | None, typer.Option(name, help=help_text, rich_help_panel="Engine")
+    if field.name == "lora_modules":
+        return list[str] | None, typer.Option(name, help=help_text, rich_help_panel="Engine")
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
     default = "the model's" if field.default is None else field.default
     help_text = f"{help_text} (default: {default})" if "default" not in help_text.lower() else help_text
@@ -106,6 +134,9 @@ def engine_config_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         elif name == "kv_cache_memory_bytes":
             if value is not None:
                 kwargs.update(parse_kv_cache_memory(value))
+        elif name == "lora_modules":
+            if value:
+                kwargs["lora_modules"] = parse_lora_modules(value)
         elif value is not None:
             kwargs[name] = value
     return kwargs

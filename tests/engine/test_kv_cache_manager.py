@@ -45,3 +45,15 @@ def test_extending_a_sequence_keeps_its_earlier_hashes():
     first = list(extend_block_hashes(seq, 4))
     seq.token_ids.extend([5, 6, 7, 8])
     assert extend_block_hashes(seq, 4)[:1] == first and len(seq.block_hashes) == 2
+
+
+def test_lora_adapters_start_their_own_hash_chains():
+    """The same tokens under two adapters (or none) hash apart in every block, so no KV is shared between them."""
+    tokens = list(range(40))
+    base, first, second = _seq(tokens), _seq(tokens), _seq(tokens)
+    first.lora_id, second.lora_id = 1, 2
+    chains = [extend_block_hashes(s, 16) for s in (base, first, second)]
+    assert chains[0][0] == _reference(b"", tokens[:16])
+    assert chains[1][0] == _reference(b"lora:1", tokens[:16])
+    for i in range(2):
+        assert len({chain[i] for chain in chains}) == 3

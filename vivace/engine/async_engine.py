@@ -8,12 +8,15 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from queue import Empty, SimpleQueue
+from typing import TypeVar
 
 from vivace.engine.config import EngineConfig, SamplingParams
 from vivace.engine.engine import LLMEngine
+from vivace.engine.lora.manager import LoadedLoRA
 from vivace.engine.outputs import RequestOutput
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EngineDeadError(RuntimeError):
@@ -136,10 +139,12 @@ class AsyncEngine:
         request_id: str | None = None,
         score_from: int | None = None,
         pool: bool = False,
+        lora: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Outputs of one request as they are produced; leaving the iteration early aborts it.
+        """Outputs of one request as they are produced (run with LoRA adapter `lora`, if given); leaving
+        the iteration early aborts it.
 
-        Validation errors (bad parameters, prompt too long) raise here, before anything is queued.
+        Validation errors (bad parameters, prompt too long, unknown adapter) raise here, before anything is queued.
         """
         if self._stopped:
             raise EngineDeadError("the engine has been shut down")
@@ -152,7 +157,7 @@ class AsyncEngine:
 
         def add() -> None:
             try:
-                self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool)
+                self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool, lora=lora)
             except Exception as exc:  # raised to the caller below
                 _call_soon(loop, _settle, added, exc)
                 return
@@ -179,6 +184,33 @@ class AsyncEngine:
                 # Queued behind the add, so it finds the request; nothing to await, so a second
                 # cancellation cannot skip it.
                 self._submit(lambda: self._abort_now(request_id))
+
+    async def add_lora(self, name: str, path: str) -> LoadedLoRA:
+        """Load a LoRA adapter between two steps (its slot's weights change in place); LoRAError if it cannot be."""
+        return await self._between_steps(lambda: self.engine.add_lora(name, path))
+
+    async def remove_lora(self, name: str) -> LoadedLoRA:
+        """Unload a LoRA adapter between two steps; LoRAError while requests still use it."""
+        return await self._between_steps(lambda: self.engine.remove_lora(name))
+
+    async def _between_steps(self, work: Callable[[], T]) -> T:
+        """Run `work` on the engine thread between steps (or here, under the lock, once it has stopped)."""
+        if self._stopped:
+            with self._lock:
+                return work()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+
+        def command() -> None:
+            try:
+                result = work()
+            except Exception as exc:
+                _call_soon(loop, _settle, done, exc)
+                return
+            _call_soon(loop, _settle, done, None, result)
+
+        self._submit(command)
+        return await done
 
     async def abort(self, request_id: str) -> None:
         """Stop a request and free its KV blocks; returns once the engine thread has done it."""
@@ -245,11 +277,11 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
         pass
 
 
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+def _settle(future: asyncio.Future, error: Exception | None, result: object = None) -> None:
     if future.done():  # the caller was cancelled
         return
     if error is None:
-        future.set_result(None)
+        future.set_result(result)
     else:
         future.set_exception(error)
 

@@ -99,6 +99,12 @@ class EngineConfig:
     # per step from the latest earlier match of the last n tokens), or "draft:MODEL[,k=4]" (a smaller
     # model with the target's tokenizer proposes); None = off.
     speculative: str | None = None
+    # Multi-LoRA: adapter slots in every q/k/v/o/gate/up/down projection, PEFT adapters loaded into them
+    # at start (`lora_modules`: name -> adapter directory) or at run time; requests pick one by name.
+    enable_lora: bool = False
+    max_loras: int = 4  # adapters loaded at once
+    max_lora_rank: int = 16  # highest adapter rank accepted (lower ranks are zero-padded to it)
+    lora_modules: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -125,6 +131,16 @@ class EngineConfig:
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise InvalidParameterError("dtype", f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.lora_modules:
+            self.enable_lora = True
+        if self.max_loras <= 0:
+            raise InvalidParameterError("max_loras", f"must be positive, got {self.max_loras}")
+        if self.max_lora_rank <= 0:
+            raise InvalidParameterError("max_lora_rank", f"must be positive, got {self.max_lora_rank}")
+        if len(self.lora_modules) > self.max_loras:
+            raise InvalidParameterError(
+                "lora_modules", f"{len(self.lora_modules)} adapters given, above max_loras {self.max_loras}"
+            )
         if self.quantization not in ("auto", "none", "int8", "gguf"):
             raise InvalidParameterError(
                 "quantization", f"must be 'auto', 'none', 'int8' or 'gguf', got {self.quantization!r}"

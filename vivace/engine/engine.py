@@ -15,6 +15,8 @@ import torch
 
 from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingParams
 from vivace.engine.engine_stats import Histogram
+from vivace.engine.lora.adapter import LoRAError
+from vivace.engine.lora.manager import LoadedLoRA, LoRAManager
 from vivace.engine.memory import kv_cache_blocks
 from vivace.engine.model_loading import DTYPES, load_engine_model
 from vivace.engine.output_processor import OutputProcessor
@@ -75,6 +77,8 @@ class LLMEngine:
         self._arrivals = itertools.count()
         self.num_steps = 0
         self.queue_times = Histogram()  # per request: accepted -> first scheduled, in seconds
+        for name, path in config.lora_modules.items():
+            self.add_lora(name, path)
 
     # ---- requests -----------------------------------------------------------------------
     def tokenize_prompt(self, prompt: str | list[int]) -> list[int]:
@@ -110,13 +114,15 @@ class LLMEngine:
         stream: bool = True,
         score_from: int | None = None,
         pool: bool = False,
+        lora: str | None = None,
     ) -> None:
         """Validate and queue a request; raises before anything is queued if it can never run.
 
         `stream=False` reports the request only when finished; `score_from=i` also returns the
         log-probabilities of prompt tokens i.. (used by classification); `pool=True` returns the
-        prompt's embedding (pooling.py) in the final output.
+        prompt's embedding (pooling.py) in the final output; `lora` names the loaded adapter to run with.
         """
+        lora_id = 0 if lora is None else self._lora_manager().get(lora).lora_id
         if pool and params is not None and params.n != 1:
             raise InvalidParameterError("n", "an embedding request has one sequence (n=1)")
         if request_id in self.outputs:
@@ -143,6 +149,7 @@ class LLMEngine:
                     generator=make_generator(seed, self.runner.device),
                     score_from=score_from,
                     pool=pool,
+                    lora_id=lora_id,
                 )
             )
         text = prompt if isinstance(prompt, str) else None
@@ -161,6 +168,31 @@ class LLMEngine:
         )
         for seq in seqs:
             self.scheduler.add(seq)
+
+    # ---- LoRA adapters ------------------------------------------------------------------
+    def _lora_manager(self) -> LoRAManager:
+        if self.model.lora is None:
+            raise InvalidParameterError("lora", "LoRA adapters are not enabled on this engine (enable_lora)")
+        return self.model.lora
+
+    def add_lora(self, name: str, path: str) -> LoadedLoRA:
+        """Load the PEFT adapter at `path` as `name`; LoRAError (naming the field) if it cannot be."""
+        loaded = self._lora_manager().load(name, path)
+        log.info("loaded LoRA adapter %r (rank %d) from %s", name, loaded.rank, path)
+        return loaded
+
+    def remove_lora(self, name: str) -> LoadedLoRA:
+        """Unload adapter `name`; refused while unfinished requests still run with it."""
+        manager = self._lora_manager()
+        lora_id = manager.get(name).lora_id
+        users = sum(1 for seq in [*self.scheduler.waiting, *self.scheduler.running] if seq.lora_id == lora_id)
+        if users:
+            raise LoRAError("lora_name", f"adapter {name!r} is in use by {users} unfinished sequence(s); retry later")
+        return manager.unload(name)
+
+    def loras(self) -> list[LoadedLoRA]:
+        """The loaded adapters (none when LoRA is not enabled)."""
+        return [] if self.model.lora is None else self.model.lora.loaded()
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request wherever it is and free everything it held; None if unknown."""

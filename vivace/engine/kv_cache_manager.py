@@ -38,10 +38,14 @@ def block_hash(parent: BlockHash, tokens: list[int]) -> BlockHash:
 
 
 def extend_block_hashes(seq: Sequence, block_size: int) -> list[BlockHash]:
-    """Bring `seq.block_hashes` up to date with its full blocks; each hash covers the whole prefix."""
+    """Bring `seq.block_hashes` up to date with its full blocks; each hash covers the whole prefix.
+
+    The chain starts from the sequence's LoRA adapter: the same tokens under another adapter (or
+    none) have other KV, so their blocks are never shared.
+    """
     hashes = seq.block_hashes
     tokens = seq.token_ids
-    parent = hashes[-1] if hashes else b""
+    parent = hashes[-1] if hashes else (b"lora:%d" % seq.lora_id if seq.lora_id else b"")
     for i in range(len(hashes), len(tokens) // block_size):
         parent = block_hash(parent, tokens[i * block_size : (i + 1) * block_size])
         hashes.append(parent)

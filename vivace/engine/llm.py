@@ -43,23 +43,43 @@ class LLM:
             raise ValueError(f"got {len(params)} sampling params for {count} prompts")
         return params
 
+    @staticmethod
+    def _loras_for(count: int, lora: str | Sequence[str | None] | None) -> list[str | None]:
+        if lora is None or isinstance(lora, str):
+            return [lora] * count
+        loras = list(lora)
+        if len(loras) != count:
+            raise ValueError(f"got {len(loras)} LoRA adapters for {count} prompts")
+        return loras
+
+    def load_lora(self, name: str, path: str) -> None:
+        """Load the PEFT adapter in directory `path` as `name` (the engine needs enable_lora=True)."""
+        self.engine.add_lora(name, path)
+
+    def unload_lora(self, name: str) -> None:
+        """Unload adapter `name`."""
+        self.engine.remove_lora(name)
+
     def generate_unordered(
         self,
         prompts: Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         pool: bool = False,
+        lora: str | Sequence[str | None] | None = None,
     ) -> Iterator[tuple[int, RequestOutput]]:
         """Finished requests in completion order, with their index in `prompts`.
 
         Every prompt is validated and queued before the first step, so a bad one raises
         before any work starts. `pool=True` makes them embedding requests (see `embed`).
+        `lora`: the adapter every prompt runs with, or one per prompt (None = the base model).
         """
         params = self._params_for(len(prompts), sampling_params)
+        loras = self._loras_for(len(prompts), lora)
         index_of: dict[str, int] = {}
         try:
-            for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+            for i, (prompt, p, adapter) in enumerate(zip(prompts, params, loras, strict=True)):
                 request_id = self._next_id()
-                self.engine.add_request(request_id, prompt, p, stream=False, pool=pool)
+                self.engine.add_request(request_id, prompt, p, stream=False, pool=pool, lora=adapter)
                 index_of[request_id] = i
             while index_of:
                 for out in self.engine.step():
@@ -83,8 +103,9 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        lora: str | Sequence[str | None] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (text or token ids); outputs in input order."""
+        """Generate for every prompt (text or token ids); outputs in input order; `lora` as in generate_unordered."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         results: list[RequestOutput | None] = [None] * len(prompts)
@@ -98,7 +119,7 @@ class LLM:
             transient=True,
         ) as progress:
             task = progress.add_task("generate", total=len(prompts))
-            for i, out in self.generate_unordered(prompts, sampling_params):  # type: ignore[arg-type]
+            for i, out in self.generate_unordered(prompts, sampling_params, lora=lora):  # type: ignore[arg-type]
                 results[i] = out
                 progress.advance(task)
         return results  # type: ignore[return-value]
@@ -108,17 +129,20 @@ class LLM:
         conversations: Messages | Sequence[Messages],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        lora: str | Sequence[str | None] | None = None,
     ) -> list[RequestOutput]:
         """Reply to one conversation (a list of messages) or to many."""
         if conversations and isinstance(conversations[0], dict):
             conversations = [conversations]  # type: ignore[list-item]
         prompts = [self.tokenizer.encode_chat(list(c)) for c in conversations]  # type: ignore[arg-type]
-        return self.generate(prompts, sampling_params, use_tqdm)
+        return self.generate(prompts, sampling_params, use_tqdm, lora=lora)
 
-    def stream(self, prompt: Prompt, sampling_params: SamplingParams | None = None) -> Iterator[RequestOutput]:
+    def stream(
+        self, prompt: Prompt, sampling_params: SamplingParams | None = None, lora: str | None = None
+    ) -> Iterator[RequestOutput]:
         """One request, yielded after every step that produced text; `outputs[i].delta` is the new text."""
         request_id = self._next_id()
-        self.engine.add_request(request_id, prompt, sampling_params)
+        self.engine.add_request(request_id, prompt, sampling_params, lora=lora)
         finished = False
         try:
             while not finished:

@@ -12,6 +12,7 @@ from vivace.engine.config import EngineConfig, InvalidParameterError, ModelConfi
 from vivace.engine.kernels.select import Kernels, select_kernels
 from vivace.engine.loaders import load_model
 from vivace.engine.loaders.tokenizer_file import load_tokenizer
+from vivace.engine.lora.manager import LoRAManager
 from vivace.engine.models.blocks import DecoderModel
 from vivace.engine.models.random_weights import is_random_spec, load_random_model
 from vivace.engine.models.registry import build_model
@@ -49,7 +50,8 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
     if config.chat_template is not None:
         tokenizer = tokenizer.with_chat_template(read_chat_template(config.chat_template))
     kernels = select_kernels(config, loaded.config, dtype)
-    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks)
+    lora = LoRAManager(config.max_loras, config.max_lora_rank, dtype, config.device) if config.enable_lora else None
+    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks, lora)
     return EngineModel(model, loaded.config, tokenizer, kernels)
 
 

@@ -98,7 +98,10 @@ class ModelRunner:
         self.eos_token_ids = eos_token_ids
         cfg = model.cfg
         self.grammar_masks = GrammarMasks(cfg.vocab_size)
-        use_graphs = cuda_graphs and self.backend.supports_cuda_graphs and self.device.type == "cuda"
+        # LoRA steps vary the adapter slots they compute, which a captured graph cannot: they run eagerly.
+        use_graphs = (
+            cuda_graphs and model.lora is None and self.backend.supports_cuda_graphs and self.device.type == "cuda"
+        )
         # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
         # block, which the scheduler never hands out, takes the padding rows' K/V.
         self.kv_cache = torch.zeros(
@@ -160,7 +163,15 @@ class ModelRunner:
                 [matcher_of(item.seq) for item in batch.all() if item.samples and not item.draft]
             )
         inputs = self.prepare_inputs(batch)
-        hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
+        lora = self.model.lora
+        if lora is None:
+            hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
+        else:  # each token's adapter, in prepare_inputs' order (decodes, then prefills)
+            lora.set_step([i for item in batch.all() for i in [item.seq.lora_id] * item.num_tokens])
+            try:
+                hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
+            finally:
+                lora.clear_step()
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         spec_rows: list[int] = []

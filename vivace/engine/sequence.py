@@ -39,6 +39,7 @@ class Sequence:
     block_hashes: list[bytes] = field(default_factory=list)  # chained hashes of full blocks, lazily
     num_published_blocks: int = 0  # block_table[:n] are computed and registered in the prefix cache
     finish_reason: str | None = None
+    lora_id: int = 0  # the LoRA adapter its tokens run with (lora/manager.py); 0 = the base model
 
     @property
     def num_tokens(self) -> int:

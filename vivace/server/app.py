@@ -23,6 +23,7 @@ from vivace.server.classify import classify as classify_labels
 from vivace.server.classify import classify_task
 from vivace.server.embeddings import install_embeddings
 from vivace.server.errors import APIError, install_handlers, parse_body
+from vivace.server.lora_routes import install_lora_routes, lora_cards
 from vivace.server.metrics import CONTENT_TYPE, RequestCounter
 from vivace.server.protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
 from vivace.server.security import AccessGuard
@@ -107,34 +108,34 @@ def create_app(
 
     @v1.get("/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(state)]}
+        return {"object": "list", "data": [_model_card(state), *lora_cards(state)]}
 
     @v1.get("/models/{model_id:path}")
     async def model(model_id: str) -> dict[str, Any]:
-        state.check_model(model_id)
-        return _model_card(state)
+        adapter = state.resolve_model(model_id)
+        return _model_card(state) if adapter is None else next(c for c in lora_cards(state) if c["id"] == adapter)
 
     @v1.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await parse_body(request, ChatCompletionRequest)
-        state.check_model(body.model)
+        lora = state.resolve_model(body.model)
         params = body.sampling_params()
         tools = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
         if tools.constraint is not None:
             params = constrained(params, tools.constraint)
         prompt = await asyncio.to_thread(state.chat_prompt, body, tools)  # templating and tokenizing: off the loop
         meta = ResponseMeta(
-            f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, CHAT, body.n, tools.parse
+            f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or state.model_name, CHAT, body.n, tools.parse
         )
-        return await _respond(request, state, meta, [prompt], params, body)
+        return await _respond(request, state, meta, [prompt], params, body, lora)
 
     @v1.post("/completions")
     async def completions(request: Request) -> Response:
         body: CompletionRequest = await parse_body(request, CompletionRequest)
-        state.check_model(body.model)
+        lora = state.resolve_model(body.model)
         params = body.sampling_params()
-        meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), state.model_name, TEXT, body.n)
-        return await _respond(request, state, meta, body.prompts(), params, body)
+        meta = ResponseMeta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), body.model or state.model_name, TEXT, body.n)
+        return await _respond(request, state, meta, body.prompts(), params, body, lora)
 
     @v1.post("/classify")
     async def classify(request: Request) -> dict[str, Any]:
@@ -148,6 +149,7 @@ def create_app(
             state.release(len(task.labels))
 
     install_tokenize_routes(app, state)
+    install_lora_routes(v1, state)
     install_embeddings(v1, state)
     if flows is not None:
         install_flows(app, v1, flows, state)
@@ -194,8 +196,9 @@ async def _respond(
     prompts: list[str | list[int]],
     params: SamplingParams,
     body: ChatCompletionRequest | CompletionRequest,
+    lora: str | None = None,
 ) -> Response:
-    """Run the prompts; a JSON body when they finish, or an SSE stream of chunks."""
+    """Run the prompts (with LoRA adapter `lora`, if given); a JSON body when they finish, or an SSE stream of chunks."""
     if body.stream and params.prompt_logprobs is not None:
         raise APIError(400, "prompt_logprobs is not supported with stream=true", param="prompt_logprobs")
     units = len(prompts) * params.n  # sequences this request puts into the engine
@@ -203,7 +206,9 @@ async def _respond(
     state.admit(units)
     release = functools.partial(state.release, units)
     try:
-        primed = await _unless_disconnected(request, start(state.engine, prompts, params, meta.id, state.observed()))
+        primed = await _unless_disconnected(
+            request, start(state.engine, prompts, params, meta.id, state.observed(), lora)
+        )
     except BaseException:
         release()
         raise

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from vivace.engine.async_engine import EngineDeadError, EngineShutdownError
 from vivace.engine.chat_template import ChatTemplateError
 from vivace.engine.config import InvalidParameterError
+from vivace.engine.lora.manager import UnknownLoRAError
 from vivace.engine.scheduler import RequestTooLargeError
 from vivace.server.json_body import InvalidJSONBody, load_json
 from vivace.server.tolerant import record_ignored
@@ -64,6 +65,8 @@ def as_api_error(exc: Exception) -> APIError:
     """Map an engine or validation exception to the APIError the client sees."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, UnknownLoRAError):
+        return APIError(404, str(exc), exc.param, "not_found")
     if isinstance(exc, InvalidParameterError):
         return APIError(400, str(exc), exc.param, "invalid_value")
     if isinstance(exc, RequestTooLargeError):

@@ -62,9 +62,27 @@ class ServerState:
     def check_model(self, model: str | None) -> None:
         """404 unless `model` names the served model; None (omitted) means the served model."""
         if model is not None and model != self.model_name:
-            raise APIError(
-                404, f"model {model!r} not found; this server serves {self.model_name!r}", "model", "model_not_found"
-            )
+            raise self._not_found(model)
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """The LoRA adapter `model` names (`base:adapter` or the adapter's own name), None for the base
+        model (or omitted); 404 for anything else."""
+        if model is None or model == self.model_name:
+            return None
+        base, sep, adapter = model.rpartition(":")
+        name = adapter if sep and base == self.model_name else model
+        if any(lora.name == name for lora in self.engine.engine.loras()):
+            return name
+        raise self._not_found(model)
+
+    def _not_found(self, model: str) -> APIError:
+        served = [self.model_name, *(lora.name for lora in self.engine.engine.loras())]
+        return APIError(
+            404,
+            f"model {model!r} not found; this server serves {', '.join(map(repr, served))}",
+            "model",
+            "model_not_found",
+        )
 
     def chat_prompt(
         self, request: ChatPromptFields, tools: ToolPlan | None = None, add_special_tokens: bool = False

@@ -18,6 +18,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.loaders.errors import CorruptModelError
+from vivace.engine.lora.manager import LoRAManager
 from vivace.engine.models.linear import Linear, make_linear
 from vivace.engine.models.rope import RotaryEmbedding
 
@@ -26,6 +27,7 @@ class Weights:
     """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it.
 
     `blocks`: a GGUF's quantized matrices as stored, by the same names (used when quantization is "gguf").
+    `lora`: when given, the projections LoRA may target get adapter slots from it.
     """
 
     def __init__(
@@ -35,11 +37,13 @@ class Weights:
         quantization: str,
         kernels: Kernels,
         blocks: dict[str, QuantBlocks] | None = None,
+        lora: LoRAManager | None = None,
     ) -> None:
         self.tensors = {name: t.to(dtype) for name, t in tensors.items()}
         self.quantization = quantization
         self.kernels = kernels
         self.blocks = blocks or {}
+        self.lora = lora
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -52,10 +56,14 @@ class Weights:
 
     def linear(self, names: list[str], bias: bool = False) -> Linear:
         """One linear layer over the named weights stacked by output rows (fused q/k/v, gate/up)."""
-        weight = torch.cat([self[name + ".weight"] for name in names]) if len(names) > 1 else self[names[0] + ".weight"]
+        parts = [self[name + ".weight"] for name in names]
+        weight = torch.cat(parts) if len(parts) > 1 else parts[0]
         biases = [self.get(name + ".bias") for name in names] if bias else []
         b = torch.cat(biases) if biases and all(x is not None for x in biases) else None  # type: ignore[arg-type]
-        return self.make(weight, b, [name + ".weight" for name in names])
+        layer = self.make(weight, b, [name + ".weight" for name in names])
+        if self.lora is None:
+            return layer
+        return self.lora.wrap(layer, names, weight.shape[1], [p.shape[0] for p in parts])
 
     def make(self, weight: torch.Tensor, bias: torch.Tensor | None, names: list[str]) -> Linear:
         """A linear layer over `weight` in this model's format; `names`: its tensors, whose GGUF blocks it may use."""
@@ -135,11 +143,14 @@ class DecoderModel:
         quantization: str,
         kernels: Kernels,
         blocks: dict[str, QuantBlocks] | None = None,
+        lora: LoRAManager | None = None,
     ) -> None:
+        """`lora`: adapter slots for the q/k/v/o/gate/up/down projections (None = no LoRA)."""
         self.cfg = cfg
         self.dtype = dtype
         self.kernels = kernels
-        weights = Weights(tensors, dtype, quantization, kernels, blocks)
+        self.lora = lora
+        weights = Weights(tensors, dtype, quantization, kernels, blocks, lora)
         self.embed = weights["model.embed_tokens.weight"]
         self.norm = weights["model.norm.weight"]
         head, head_name = weights.get("lm_head.weight"), "lm_head.weight"

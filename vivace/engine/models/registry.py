@@ -18,6 +18,7 @@ from vivace.engine.loaders.errors import UnsupportedModelError
 if TYPE_CHECKING:
     from vivace.engine.kernels.block_quant import QuantBlocks
     from vivace.engine.kernels.select import Kernels
+    from vivace.engine.lora.manager import LoRAManager
     from vivace.engine.models.blocks import DecoderModel
 
 FAMILY_MODULES = ("vivace.engine.models.llama", "vivace.engine.models.qwen3", "vivace.engine.models.gemma3")
@@ -74,6 +75,8 @@ def build_model(
     quantization: str,
     kernels: Kernels,
     blocks: dict[str, QuantBlocks] | None = None,
+    lora: LoRAManager | None = None,
 ) -> DecoderModel:
-    """The model for `cfg.architecture`, built from HF-named weights (and a GGUF's blocks) with the given kernels."""
-    return model_class(cfg.architecture)(cfg, weights, dtype, quantization, kernels, blocks=blocks)
+    """The model for `cfg.architecture`, built from HF-named weights (and a GGUF's blocks) with the given
+    kernels, and adapter slots from `lora` when given."""
+    return model_class(cfg.architecture)(cfg, weights, dtype, quantization, kernels, blocks=blocks, lora=lora)
