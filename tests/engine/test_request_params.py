@@ -228,7 +228,7 @@ def test_cli_options(calls, monkeypatch):
     seen: list[SamplingParams] = []
     fake = SimpleNamespace(
         tokenizer=SimpleNamespace(encode_chat=lambda messages: [1]),
-        stream=lambda prompt, params: seen.append(params) or iter(()),
+        stream=lambda prompt, params: seen.append(params) or (out for out in ()),  # a closable stream, as LLM's
     )
     monkeypatch.setattr(cli, "_load", lambda model, device, speculative=None: fake)
     args = [
