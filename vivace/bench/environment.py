@@ -13,21 +13,10 @@ from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from vivace.cpu_info import cpu_model_name
 from vivace.providers.base import Provider
 
 PACKAGES = ("vivace", "torch", "triton", "transformers", "httpx", "openai", "fastapi", "uvicorn", "matplotlib")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _memory_gib() -> float | None:
@@ -91,7 +80,7 @@ def run_environment(provider: Provider) -> dict[str, Any]:
     """The machine, packages and engine configuration of a run, as JSON-ready values."""
     return {
         "hardware": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model_name(),
             "cpu_count": os.cpu_count(),
             "memory_gib": _memory_gib(),
             "gpus": _gpus(),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import platform
 
 import torch
 
 from vivace import __version__
+from vivace.cpu_info import cpu_model_name
 from vivace.engine.engine import LLMEngine
 from vivace.engine.loaders.default_model import default_model_path
 from vivace.server.listen import display_url
@@ -31,19 +31,7 @@ def device_description(device: str) -> str:
     """The device and what it is: the GPU's name, or the CPU's model."""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({_cpu_model() or platform.machine()})"
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or None
+    return f"cpu ({cpu_model_name()})"
 
 
 def startup_banner(engine: LLMEngine, name: str, host: str, port: int) -> str:

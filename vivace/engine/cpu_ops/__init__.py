@@ -14,6 +14,8 @@ import platform
 import sys
 from types import ModuleType
 
+from vivace.cpu_info import read_cpuinfo
+
 log = logging.getLogger(__name__)
 
 _SOURCES = [
@@ -59,16 +61,11 @@ def _build_name() -> str:
     """The extension's name, and so its build-cache folder (see build_key)."""
     import torch
 
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpuinfo = f.read()
-    except OSError:  # not Linux: the processor string is what the platform offers
-        cpuinfo = f"model name: {platform.processor()}"
     sources = []
     for path in _SOURCES:
         with open(path, "rb") as f:
             sources.append(f.read())
-    cpu = cpu_fingerprint(cpuinfo, platform.machine())
+    cpu = cpu_fingerprint(read_cpuinfo(), platform.machine())
     return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__)}"
 
 
