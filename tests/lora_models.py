@@ -3,28 +3,14 @@ random ones (B non-zero, so they change the output) and one trained for a few st
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vivace.engine.loaders.gguf import load_gguf
+from tests.tiny_hf_models import TINY_LLAMA, write_random_hf_model
 
-CONFIG = dict(
-    vocab_size=49152,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=512,
-    rms_norm_eps=1e-5,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
+CONFIG = {**TINY_LLAMA, "tie_word_embeddings": False}
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Random adapters: name -> peft LoraConfig arguments.
 RANDOM_ADAPTERS = {
@@ -45,19 +31,7 @@ class LoRAModels:
 
 def write_base(path: Path, model_path: str) -> None:
     """The tiny Llama (weights ~N(0, 0.2), so differences show) with the packaged model's tokenizer."""
-    import transformers
-
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIG)).float().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer = load_gguf(model_path).tokenizer
-    tokenizer.backend.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": False})
-    )
+    write_random_hf_model(path, "LlamaConfig", "LlamaForCausalLM", CONFIG, model_path, add_bos_token=False)
 
 
 def load_base(path: Path) -> torch.nn.Module:

@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 
+from tests.tiny_hf_models import engine_prefill_logits
 from vivace.engine.config import SamplingParams
 from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.llm import LLM
@@ -120,32 +121,10 @@ def test_tokenizer_and_chat_template(path: str, tokenizer: Tokenizer) -> None:
     )
 
 
-def _prefill_logits(llm: LLM, ids: list[int]) -> tuple[torch.Tensor, int]:
-    """Logits of every prompt position, computed in as many engine steps as the token budget allows."""
-    engine = llm.engine
-    engine.add_request("ref", ids, SamplingParams(max_tokens=1))
-    chunks = []
-    try:
-        with torch.inference_mode():
-            while True:
-                batch = engine.scheduler.schedule()
-                (item,) = batch.prefills
-                inputs = engine.runner.prepare_inputs(batch)
-                hidden = engine.model.forward(
-                    inputs.input_ids, inputs.positions, inputs.attn_metadata, engine.runner.kv_cache
-                )
-                chunks.append(engine.model.compute_logits(hidden))
-                engine.scheduler.finish_step(batch)
-                if item.samples:
-                    return torch.cat(chunks), len(chunks)
-    finally:
-        engine.abort("ref")
-
-
 @pytest.mark.parametrize("name", ["chat", "long"])
 def test_prefill_logits_match_transformers(llm: LLM, prompts, reference, name: str) -> None:
     llm.engine.scheduler.kv.reset_prefix_cache()  # every position computed, none reused
-    ours, steps = _prefill_logits(llm, prompts[name])
+    _, ours, steps = engine_prefill_logits(llm, prompts[name])
     theirs = reference[name][0]
     assert steps == -(-len(prompts[name]) // CHUNK)
     assert ours.shape == theirs.shape

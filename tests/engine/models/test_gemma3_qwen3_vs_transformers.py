@@ -9,16 +9,15 @@ and greedy continuations of several prompts decoded together.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.tiny_hf_models import engine_prefill_logits, write_random_hf_model
 from vivace.engine.config import SamplingParams
 from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.llm import LLM
-from vivace.engine.loaders.gguf import load_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -56,20 +55,8 @@ def _ids(n: int, seed: int) -> list[int]:
 
 
 def _write(path: Path, family: str, model_path: str) -> torch.nn.Module:
-    import transformers
-
     config_cls, model_cls, extra = FAMILIES[family]
-    torch.manual_seed(0)
-    config = getattr(transformers, config_cls)(**COMMON, **extra)
-    model = getattr(transformers, model_cls)(config).float().eval()
-    with torch.no_grad():  # larger than the default init, so differences would show
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer = load_gguf(model_path).tokenizer
-    tokenizer.backend.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}))
-    return model
+    return write_random_hf_model(path, config_cls, model_cls, {**COMMON, **extra}, model_path)
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -87,30 +74,6 @@ def kernels(request: pytest.FixtureRequest) -> str:
 
 def _llm(path: Path, kernels: str, **options) -> LLM:
     return LLM(str(path), quantization="none", attention_backend=kernels, kv_cache_memory_bytes=16 << 20, **options)
-
-
-def _prefill_logits(llm: LLM, ids: list[int]) -> tuple[int, torch.Tensor, int]:
-    """Logits of every computed prompt position through scheduler -> runner -> model, in as many
-    steps as the token budget cuts the prompt into: (first computed position, logits, steps)."""
-    engine = llm.engine
-    engine.add_request("ref", ids, SamplingParams(max_tokens=1))
-    chunks, first = [], None
-    try:
-        with torch.inference_mode():
-            while True:
-                batch = engine.scheduler.schedule()
-                (item,) = batch.prefills
-                first = item.start if first is None else first
-                inputs = engine.runner.prepare_inputs(batch)
-                hidden = engine.model.forward(
-                    inputs.input_ids, inputs.positions, inputs.attn_metadata, engine.runner.kv_cache
-                )
-                chunks.append(engine.model.compute_logits(hidden))
-                engine.scheduler.finish_step(batch)
-                if item.samples:
-                    return first, torch.cat(chunks), len(chunks)
-    finally:
-        engine.abort("ref")
 
 
 def _reference_logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
@@ -131,7 +94,7 @@ def test_prefill_logits_at_every_position(family, kernels) -> None:
     if name == "gemma3":
         assert [llm.engine.model_config.layer_window(i) for i in range(3)] == [WINDOW, None, WINDOW]
     ids = _ids(4 * WINDOW, seed=1)
-    first, ours, steps = _prefill_logits(llm, ids)
+    first, ours, steps = engine_prefill_logits(llm, ids)
     assert (first, steps) == (0, 1)
     _assert_close(ours, _reference_logits(reference, ids))
 
@@ -140,7 +103,7 @@ def test_chunked_prefill_across_the_window_edge(family, kernels) -> None:
     name, path, reference = family
     llm = _llm(path, kernels, max_num_batched_tokens=24)  # chunks of 24: several cross a window edge
     ids = _ids(4 * WINDOW, seed=2)
-    first, ours, steps = _prefill_logits(llm, ids)
+    first, ours, steps = engine_prefill_logits(llm, ids)
     assert (first, steps) == (0, -(-len(ids) // 24))
     _assert_close(ours, _reference_logits(reference, ids))
 
@@ -151,7 +114,7 @@ def test_prefix_longer_than_the_window_from_the_cache(family, kernels) -> None:
     shared = _ids(3 * WINDOW, seed=3)
     llm.generate([shared + _ids(20, seed=4)], SamplingParams(max_tokens=1))
     ids = shared + _ids(30, seed=5)
-    first, ours, _ = _prefill_logits(llm, ids)
+    first, ours, _ = engine_prefill_logits(llm, ids)
     assert first == len(shared) // 16 * 16 and first > WINDOW  # the cached blocks cover more than a window
     _assert_close(ours, _reference_logits(reference, ids)[first:])
 

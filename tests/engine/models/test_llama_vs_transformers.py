@@ -3,31 +3,17 @@ tied embeddings) against transformers' own implementation of the same random-wei
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.tiny_hf_models import TINY_LLAMA, write_random_hf_model
 from vivace.engine.config import SamplingParams
 from vivace.engine.llm import LLM
-from vivace.engine.loaders.gguf import load_gguf
 
 pytestmark = pytest.mark.slow
 
-COMMON = dict(
-    vocab_size=49152,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=512,
-    rms_norm_eps=1e-5,
-    bos_token_id=1,
-    eos_token_id=2,
-)
 CASES = {
     "llama3-rope": (
         "LlamaConfig",
@@ -49,29 +35,10 @@ CASES = {
 
 
 def write_model(path: Path, case: str, model_path: str) -> torch.nn.Module:
-    import transformers
-
     config_cls, model_cls, extra = CASES[case]
-    torch.manual_seed(0)
-    config = getattr(transformers, config_cls)(**COMMON, **extra)
-    model = getattr(transformers, model_cls)(config).float().eval()
-    with torch.no_grad():  # larger than the default init, so differences would show
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer = load_gguf(model_path).tokenizer
-    tokenizer.backend.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "bos_token": "<|im_start|>",
-                "eos_token": "<|im_end|>",
-                "add_bos_token": False,
-                "chat_template": tokenizer.chat_template,
-            }
-        )
+    return write_random_hf_model(
+        path, config_cls, model_cls, {**TINY_LLAMA, **extra}, model_path, chat_template=True, add_bos_token=False
     )
-    return model
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
