@@ -50,7 +50,11 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
     if config.chat_template is not None:
         tokenizer = tokenizer.with_chat_template(read_chat_template(config.chat_template))
     kernels = select_kernels(config, loaded.config, dtype)
-    lora = LoRAManager(config.max_loras, config.max_lora_rank, dtype, config.device) if config.enable_lora else None
+    lora = (
+        LoRAManager(config.max_loras, config.max_lora_rank, dtype, config.device, kernels.lora_add)
+        if config.enable_lora
+        else None
+    )
     model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks, lora)
     return EngineModel(model, loaded.config, tokenizer, kernels)
 

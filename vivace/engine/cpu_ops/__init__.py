@@ -1,6 +1,6 @@
 """C++ CPU ops (paged decode attention and the K/V write before it, fused int8 linear, the linear on GGUF
 4/8-bit blocks (torch.ops.vivace_cpu.block_linear), RMSNorm alone and after the residual add, rotary,
-SwiGLU, row argmax), compiled on first use with
+SwiGLU, row argmax, the gathered multi-LoRA product), compiled on first use with
 torch's extension builder; None when no compiler is available. Each has a torch reference it must match (tested).
 """
 
@@ -28,6 +28,7 @@ _SOURCES = [
         "elementwise.cpp",
         "store_kv.cpp",
         "block_linear.cpp",
+        "lora.cpp",
     )
 ]
 

@@ -3,8 +3,8 @@
 Three sets, picked once from the config by `select_kernels` and handed to the model at construction:
 - "torch": the reference; torch ops only, no compiled extension anywhere on the path.
 - "cpu": the C++ ops of vivace.engine.cpu_ops (float32 on the CPU): paged attention read in place,
-  RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear and
-  the linear on GGUF blocks.
+  RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear, the
+  linear on GGUF blocks and the gathered multi-LoRA product.
 - "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests).
 """
 
@@ -42,6 +42,8 @@ class Kernels:
     int8_ops: ModuleType | None = None  # the compiled int8 linear; None = its torch reference
     # The compiled linear on GGUF blocks (x, blocks, qtype, bias) -> y; None = its torch reference.
     block_linear: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor] | None = None
+    # The compiled gathered multi-LoRA product (lora/layers.py); None = its masked-matmul torch reference.
+    lora_add: Callable[..., None] | None = None
 
     @property
     def name(self) -> str:
@@ -108,6 +110,7 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
         argmax_rows=argmax_rows,
         int8_ops=ops,
         block_linear=torch.ops.vivace_cpu.block_linear,  # registered by the module's block_linear.cpp
+        lora_add=ops.lora_add,
     )
 
 

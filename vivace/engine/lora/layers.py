@@ -7,32 +7,50 @@ without one), and one more matmul against the slot-stacked B matrices (block-dia
 parts, q/k/v or gate/up) adds exactly the selected slot's product: y = base(x) + scale * (x @ A[slot].T) @ B[slot].T, as
 punica/S-LoRA gather it per row. Only slots up to the highest one in the step are computed, and a
 step without adapters costs nothing. Adapters of lower rank than the slots are zero-padded.
+
+That masked form is the reference (and the path on CUDA). With the compiled CPU kernel set, the
+layer instead calls the gathered op `lora_add` (cpu_ops/csrc/lora.cpp), which adds each token's own
+adapter product at the adapter's own rank: on the CPU the small float32 matmuls above cost more in
+per-call overhead and in padded, masked-away arithmetic than the products themselves.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from vivace.engine.models.linear import Linear
 
+# lora_add(y, x, slots, a, b, ranks, part bounds, max_rank): y += each token's own adapter product, in place.
+LoRAAdd = Callable[..., None]
+
 
 class StepSlots:
-    """The current step's adapter slot per token, as a one-hot mask [T, n] read by every LoRA linear of a model.
+    """The current step's adapter slot per token, read by every LoRA linear of a model: a one-hot mask [T, n]
+    for the reference, or the slot indices for the compiled op.
 
     The runner sets it before the forward pass and clears it after; the layers sit deep inside the
     model's families, so the mask is shared state of the model's LoRA manager rather than an argument
     threaded through every family's layer signature (as vLLM's punica wrapper does).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_loras: int, lora_add: LoRAAdd | None = None) -> None:
         self.mask: torch.Tensor | None = None
+        self.lora_add = lora_add  # the compiled gathered op, or None for the masked matmuls
+        self.slots: torch.Tensor | None = None  # int32 [T]: each token's slot (-1 = none), for lora_add
+        self.ranks = torch.zeros(max_loras, dtype=torch.int32)  # each slot's adapter rank (0 = empty)
 
     def set(self, slots: list[int], dtype: torch.dtype, device: torch.device) -> None:
         """Mask for tokens in `slots` (-1 = no adapter); None when no token uses one."""
         active = max(slots, default=-1) + 1
         if active == 0:
             self.mask = None
+            self.slots = None
+            return
+        if self.lora_add is not None:
+            self.slots = torch.tensor(slots, dtype=torch.int32)
             return
         index = torch.tensor(slots, dtype=torch.long)
         mask = F.one_hot(index.clamp(min=0), active).to(dtype) * (index >= 0).to(dtype)[:, None]
@@ -40,6 +58,7 @@ class StepSlots:
 
     def clear(self) -> None:
         self.mask = None
+        self.slots = None
 
 
 class LoRALinear:
@@ -61,6 +80,7 @@ class LoRALinear:
         self.num_parts = len(out_sizes)
         self.max_rank = max_rank
         bounds = [0, *torch.tensor(out_sizes).cumsum(0).tolist()]
+        self.bounds = bounds
         self.part_cols = list(zip(bounds[:-1], bounds[1:], strict=True))
         # Rows (slot, part, rank) of both: slots 0..n-1 are one leading slice, so one matmul each serves
         # every active slot. B is block-diagonal over parts (part p's rows fill only its output columns):
@@ -83,7 +103,11 @@ class LoRALinear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        mask = self.step.mask
+        step = self.step
+        if step.slots is not None:  # the compiled gathered op (set only when there is one)
+            step.lora_add(y, x.contiguous(), step.slots, self.a, self.b, step.ranks, self.bounds, self.max_rank)
+            return y
+        mask = step.mask
         if mask is None:
             return y
         tokens, active = mask.shape

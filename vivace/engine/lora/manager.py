@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vivace.engine.lora.adapter import SUPPORTED_MODULES, LoRAError, load_adapter
-from vivace.engine.lora.layers import LoRALinear, StepSlots
+from vivace.engine.lora.layers import LoRAAdd, LoRALinear, StepSlots
 from vivace.engine.models.linear import Linear
 
 
@@ -37,12 +37,20 @@ class LoadedLoRA:
 class LoRAManager:
     """Adapter slots across a model's LoRA linears, and which adapter holds which."""
 
-    def __init__(self, max_loras: int, max_rank: int, dtype: torch.dtype, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        max_loras: int,
+        max_rank: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        lora_add: LoRAAdd | None = None,
+    ) -> None:
+        """`lora_add`: the compiled gathered op (kernels.lora_add), or None for the masked-matmul reference."""
         self.max_loras = max_loras
         self.max_rank = max_rank
         self.dtype = dtype
         self.device = torch.device(device)
-        self.step = StepSlots()
+        self.step = StepSlots(max_loras, lora_add)
         self._modules: dict[str, tuple[LoRALinear, int, int, int]] = {}  # name -> (layer, part, in, out)
         self._by_name: dict[str, LoadedLoRA] = {}
         self._slot_of_id: dict[int, int] = {}
@@ -88,6 +96,7 @@ class LoRAManager:
             else:
                 a, b = pair
                 layer.set_slot(slot, part, a.to(self.dtype), (b * adapter.scaling).to(self.dtype))
+        self.step.ranks[slot] = adapter.rank
         loaded = LoadedLoRA(name, next(self._ids), slot, path, adapter.rank)
         self._by_name[name] = loaded
         self._slot_of_id[loaded.lora_id] = slot
@@ -98,6 +107,7 @@ class LoRAManager:
         loaded = self.get(name)
         del self._by_name[name]
         del self._slot_of_id[loaded.lora_id]
+        self.step.ranks[loaded.slot] = 0
         return loaded
 
     def get(self, name: str) -> LoadedLoRA:

@@ -206,6 +206,8 @@ std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(torch::Tensor x, torch::Te
 torch::Tensor rotary(torch::Tensor x, torch::Tensor cos, torch::Tensor signed_sin, torch::Tensor positions);
 torch::Tensor silu_mul(torch::Tensor gate_up);
 void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor slots);
+void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tensor a, torch::Tensor b,
+              torch::Tensor ranks, std::vector<int64_t> bounds, int64_t max_rank);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "paged decode attention (CPU, float32)",
@@ -219,4 +221,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary", &rotary, "rotary embedding, rotate_half layout (CPU, float32)");
   m.def("silu_mul", &silu_mul, "silu(gate) * up over [gate | up] rows (CPU, float32)");
   m.def("store_kv", &store_kv, "write a step's K/V rows into the paged cache, converting to its dtype (CPU)");
+  m.def("lora_add", &lora_add, "add each token's own LoRA adapter product to y in place, gathered per row (CPU, float32)");
 }

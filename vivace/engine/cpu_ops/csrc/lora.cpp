@@ -1,0 +1,57 @@
+// Multi-LoRA on a batch mixing adapters, gathered per row (punica's BGMV on the CPU): each token adds
+// only its own adapter's low-rank product, at the adapter's own rank, so a step costs the arithmetic
+// its tokens need rather than every loaded slot's at the largest rank.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <vector>
+
+// y [T, N] += per token t with slot s = slots[t] >= 0, per part p (output columns bounds[p]..bounds[p+1]):
+//   sum over r < ranks[s] of (x[t] . a[row]) * b[row, part columns], row = (s * P + p) * max_rank + r.
+// a [S * P * max_rank, K] and b [S * P * max_rank, N] float32 are LoRALinear's slot-stacked matrices.
+void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tensor a, torch::Tensor b,
+              torch::Tensor ranks, std::vector<int64_t> bounds, int64_t max_rank) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && y.dtype() == torch::kFloat32 && a.dtype() == torch::kFloat32 &&
+              b.dtype() == torch::kFloat32, "lora_add runs on float32 tensors");
+  TORCH_CHECK(slots.dtype() == torch::kInt32 && ranks.dtype() == torch::kInt32, "int32 slots and ranks");
+  TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0) && slots.size(0) == x.size(0),
+              "x [T, K], y [T, N] and slots [T] must agree");
+  TORCH_CHECK(x.is_contiguous() && y.is_contiguous() && a.is_contiguous() && b.is_contiguous(), "contiguous inputs only");
+  const int64_t T = x.size(0), K = x.size(1), N = y.size(1);
+  const int64_t P = static_cast<int64_t>(bounds.size()) - 1;
+  TORCH_CHECK(P >= 1 && bounds[P] == N && a.size(1) == K && b.size(1) == N, "part bounds must cover y's columns");
+  const int64_t S = ranks.size(0);
+  TORCH_CHECK(a.size(0) >= S * P * max_rank && b.size(0) >= S * P * max_rank, "fewer stacked rows than slots");
+  const float* xp = x.data_ptr<float>();
+  const float* ap = a.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  const int32_t* sp = slots.data_ptr<int32_t>();
+  const int32_t* rp = ranks.data_ptr<int32_t>();
+  float* yp = y.data_ptr<float>();
+  for (int64_t t = 0; t < T; ++t) TORCH_CHECK(sp[t] < S, "slot ", sp[t], " out of range");
+  at::parallel_for(0, T, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(max_rank);
+    for (int64_t t = begin; t < end; ++t) {
+      const int32_t s = sp[t];
+      if (s < 0) continue;
+      const int64_t rank = std::min<int64_t>(rp[s], max_rank);
+      const float* xr = xp + t * K;
+      float* yr = yp + t * N;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t first = (s * P + p) * max_rank, lo = bounds[p], hi = bounds[p + 1];
+        for (int64_t r = 0; r < rank; ++r) {
+          const float* ar = ap + (first + r) * K;
+          float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t k = 0; k < K; ++k) acc += xr[k] * ar[k];
+          h[r] = acc;
+        }
+        for (int64_t r = 0; r < rank; ++r) {
+          const float* br = bp + (first + r) * N;
+          const float hr = h[r];
+#pragma omp simd
+          for (int64_t n = lo; n < hi; ++n) yr[n] += hr * br[n];
+        }
+      }
+    }
+  });
+}
