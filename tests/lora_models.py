@@ -93,3 +93,15 @@ def peft_reference(base: Path, adapter: Path | None) -> torch.nn.Module:
 
     model = load_base(base)
     return model if adapter is None else peft.PeftModel.from_pretrained(model, adapter).eval()
+
+
+def peft_greedy(reference: torch.nn.Module, ids: list[int], max_tokens: int) -> tuple[list[int], torch.Tensor]:
+    """transformers' greedy continuation and the logprob of each chosen token."""
+    with torch.inference_mode():
+        tokens = list(ids)
+        for _ in range(max_tokens):
+            tokens.append(int(reference(torch.tensor([tokens])).logits[0, -1].argmax()))
+        logits = reference(torch.tensor([tokens])).logits[0, len(ids) - 1 : -1]
+    out = tokens[len(ids) :]
+    chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(out)[:, None])[:, 0]
+    return out, chosen

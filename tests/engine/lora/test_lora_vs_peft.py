@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.lora_models import TRAIN_PROMPT, TRAIN_TARGET, LoRAModels, peft_reference, write_lora_models
+from tests.lora_models import (
+    TRAIN_PROMPT,
+    TRAIN_TARGET,
+    LoRAModels,
+    peft_greedy,
+    peft_reference,
+    write_lora_models,
+)
 from vivace.engine.config import SamplingParams
 from vivace.engine.llm import LLM
 
@@ -41,24 +48,12 @@ def prompts() -> list[list[int]]:
     return [TRAIN_PROMPT] + [[int(t) for t in torch.randint(3, 49000, (n,), generator=generator)] for n in (37, 5, 70)]
 
 
-def peft_greedy(reference: torch.nn.Module, ids: list[int]) -> tuple[list[int], torch.Tensor]:
-    """transformers' greedy continuation and the logprob of each chosen token."""
-    with torch.inference_mode():
-        tokens = list(ids)
-        for _ in range(MAX_TOKENS):
-            tokens.append(int(reference(torch.tensor([tokens])).logits[0, -1].argmax()))
-        logits = reference(torch.tensor([tokens])).logits[0, len(ids) - 1 : -1]
-    out = tokens[len(ids) :]
-    chosen = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(out)[:, None])[:, 0]
-    return out, chosen
-
-
 @pytest.mark.parametrize("adapter", [None, "all-r8", "qv-down-r4-rslora", "trained"])
 def test_each_adapter_matches_peft(llm: LLM, models: LoRAModels, adapter: str | None) -> None:
     reference = peft_reference(models.base, None if adapter is None else models.adapters[adapter])
     for ids in prompts():
         out = llm.generate([ids], GREEDY, lora=adapter)[0].outputs[0]
-        expected, expected_logprobs = peft_greedy(reference, ids)
+        expected, expected_logprobs = peft_greedy(reference, ids, MAX_TOKENS)
         assert out.token_ids == expected, (adapter, ids[:4])
         ours = torch.tensor([lp.logprob for lp in out.logprobs])
         assert torch.allclose(ours, expected_logprobs, atol=1e-3), (ours - expected_logprobs).abs().max()
@@ -98,7 +93,7 @@ def test_prefix_cache_keeps_adapters_apart(llm: LLM, models: LoRAModels) -> None
     reused = llm.engine.scheduler.stats.prompt_tokens_reused
     out = llm.generate([ids], GREEDY, lora="all-r8")[0].outputs[0]
     assert llm.engine.scheduler.stats.prompt_tokens_reused == reused
-    assert out.token_ids == peft_greedy(peft_reference(models.base, models.adapters["all-r8"]), ids)[0]
+    assert out.token_ids == peft_greedy(peft_reference(models.base, models.adapters["all-r8"]), ids, MAX_TOKENS)[0]
     llm.generate([ids], GREEDY, lora="all-r8")  # the same adapter again does reuse its own blocks
     assert llm.engine.scheduler.stats.prompt_tokens_reused > reused
 

@@ -5,7 +5,8 @@ Three sets, picked once from the config by `select_kernels` and handed to the mo
 - "cpu": the C++ ops of vivace.engine.cpu_ops (float32 on the CPU): paged attention read in place,
   RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear, the
   linear on GGUF blocks and the gathered multi-LoRA product.
-- "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests).
+- "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests), the
+  gathered multi-LoRA product among them.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
 def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) -> Kernels:
     try:
         from vivace.engine.attention.triton_backend import DEFAULT_NUM_SMS, TritonAttentionBackend
+        from vivace.engine.kernels.triton_lora import lora_add
         from vivace.engine.kernels.triton_norm import add_rms_norm, rms_norm
         from vivace.engine.kernels.triton_rotary import TritonRotary
     except ImportError as exc:
@@ -132,4 +134,5 @@ def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) ->
         gelu_tanh_mul=torch_ops.gelu_tanh_mul,
         rotary=lambda rope: TritonRotary(rope.cos, rope.signed_sin),
         argmax_rows=torch_ops.argmax_rows,
+        lora_add=lora_add,
     )

@@ -8,10 +8,10 @@ parts, q/k/v or gate/up) adds exactly the selected slot's product: y = base(x) +
 punica/S-LoRA gather it per row. Only slots up to the highest one in the step are computed, and a
 step without adapters costs nothing. Adapters of lower rank than the slots are zero-padded.
 
-That masked form is the reference (and the path on CUDA). With the compiled CPU kernel set, the
-layer instead calls the gathered op `lora_add` (cpu_ops/csrc/lora.cpp), which adds each token's own
-adapter product at the adapter's own rank: on the CPU the small float32 matmuls above cost more in
-per-call overhead and in padded, masked-away arithmetic than the products themselves.
+That masked form is the reference (the torch kernel set). The cpu and triton kernel sets instead
+call a gathered op `lora_add` (cpu_ops/csrc/lora.cpp, kernels/triton_lora.py) that adds each
+token's own adapter product only: the masked matmuls compute every active slot's product for every
+token, and on the CPU their small float32 matmuls cost more in per-call overhead than in arithmetic.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class StepSlots:
             self.slots = None
             return
         if self.lora_add is not None:
-            self.slots = torch.tensor(slots, dtype=torch.int32)
+            self.slots = torch.tensor(slots, dtype=torch.int32).to(device)
             return
         index = torch.tensor(slots, dtype=torch.long)
         mask = F.one_hot(index.clamp(min=0), active).to(dtype) * (index >= 0).to(dtype)[:, None]
