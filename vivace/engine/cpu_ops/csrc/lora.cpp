@@ -1,9 +1,15 @@
-// Multi-LoRA on a batch mixing adapters, gathered per row (punica's BGMV on the CPU): each token adds
+// Multi-LoRA on a batch mixing adapters, gathered per row (punica's BGMV/SGMV on the CPU): each token adds
 // only its own adapter's low-rank product, at the adapter's own rank, so a step costs the arithmetic
-// its tokens need rather than every loaded slot's at the largest rank.
+// its tokens need rather than every loaded slot's at the largest rank. Tokens are grouped by adapter
+// into chunks, so each adapter row is read once per chunk (from L1) rather than once per token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <vector>
+
+namespace {
+constexpr int64_t kChunk = 16;  // tokens of one adapter computed together
+}
 
 // y [T, N] += per token t with slot s = slots[t] >= 0, per part p (output columns bounds[p]..bounds[p+1]):
 //   sum over r < ranks[s] of (x[t] . a[row]) * b[row, part columns], row = (s * P + p) * max_rank + r.
@@ -27,29 +33,47 @@ void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tens
   const int32_t* sp = slots.data_ptr<int32_t>();
   const int32_t* rp = ranks.data_ptr<int32_t>();
   float* yp = y.data_ptr<float>();
-  for (int64_t t = 0; t < T; ++t) TORCH_CHECK(sp[t] < S, "slot ", sp[t], " out of range");
-  at::parallel_for(0, T, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> h(max_rank);
-    for (int64_t t = begin; t < end; ++t) {
-      const int32_t s = sp[t];
-      if (s < 0) continue;
+
+  // Tokens grouped by slot (stable), cut into chunks of at most kChunk tokens of one slot.
+  std::vector<std::vector<int64_t>> by_slot(S);
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK(sp[t] < S, "slot ", sp[t], " out of range");
+    if (sp[t] >= 0) by_slot[sp[t]].push_back(t);
+  }
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> chunks;  // (slot, its tokens)
+  for (int64_t s = 0; s < S; ++s) {
+    for (size_t i = 0; i < by_slot[s].size(); i += kChunk) {
+      const size_t end = std::min(by_slot[s].size(), i + kChunk);
+      chunks.emplace_back(s, std::vector<int64_t>(by_slot[s].begin() + i, by_slot[s].begin() + end));
+    }
+  }
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(kChunk * max_rank);
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t s = chunks[c].first;
+      const std::vector<int64_t>& tokens = chunks[c].second;
+      const int64_t n_tok = static_cast<int64_t>(tokens.size());
       const int64_t rank = std::min<int64_t>(rp[s], max_rank);
-      const float* xr = xp + t * K;
-      float* yr = yp + t * N;
       for (int64_t p = 0; p < P; ++p) {
         const int64_t first = (s * P + p) * max_rank, lo = bounds[p], hi = bounds[p + 1];
-        for (int64_t r = 0; r < rank; ++r) {
+        for (int64_t r = 0; r < rank; ++r) {  // h[i][r] = x[token i] . a[row r]
           const float* ar = ap + (first + r) * K;
-          float acc = 0.f;
+          for (int64_t i = 0; i < n_tok; ++i) {
+            const float* xr = xp + tokens[i] * K;
+            float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-          for (int64_t k = 0; k < K; ++k) acc += xr[k] * ar[k];
-          h[r] = acc;
+            for (int64_t k = 0; k < K; ++k) acc += xr[k] * ar[k];
+            h[i * max_rank + r] = acc;
+          }
         }
-        for (int64_t r = 0; r < rank; ++r) {
+        for (int64_t r = 0; r < rank; ++r) {  // y[token i, part columns] += h[i][r] * b[row r, part columns]
           const float* br = bp + (first + r) * N;
-          const float hr = h[r];
+          for (int64_t i = 0; i < n_tok; ++i) {
+            float* yr = yp + tokens[i] * N;
+            const float hr = h[i * max_rank + r];
 #pragma omp simd
-          for (int64_t n = lo; n < hi; ++n) yr[n] += hr * br[n];
+            for (int64_t n = lo; n < hi; ++n) yr[n] += hr * br[n];
+          }
         }
       }
     }
