@@ -32,14 +32,18 @@ def test_this_machine_gets_a_fingerprinted_name():
     assert name == _build_name()
 
 
-def test_sources_flags_and_torch_each_change_the_build_key():
-    base = build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0")
-    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0") == base
-    assert build_key("other", [b"a", b"b"], ["-O3"], "2.13.0") != base
-    assert build_key("cpu", [b"a", b"c"], ["-O3"], "2.13.0") != base
-    assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0") != base  # sources hashed one by one, not joined
-    assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0") != base
-    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0") != base
+def test_sources_flags_torch_and_paths_each_change_the_build_key():
+    paths = ["/a/vivace/engine/cpu_ops", "/a/.venv/torch/include"]
+    base = build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", paths)
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", list(paths)) == base
+    assert build_key("other", [b"a", b"b"], ["-O3"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"a", b"c"], ["-O3"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0", paths) != base  # sources hashed one by one, not joined
+    assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0", paths) != base
+    # Another checkout of the same sources: its compile commands differ, so it builds in a folder of its own.
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", ["/b/vivace/engine/cpu_ops", paths[1]]) != base
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", [paths[0], "/b/.venv/torch/include"]) != base
 
 
 def test_a_lock_is_stale_only_when_nothing_was_built_under_it_for_a_while():

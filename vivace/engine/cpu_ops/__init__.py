@@ -44,10 +44,13 @@ def cpu_fingerprint(cpuinfo: str, machine: str) -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
-def build_key(cpu: str, sources: list[bytes], flags: list[str], torch_version: str) -> str:
+def build_key(cpu: str, sources: list[bytes], flags: list[str], torch_version: str, paths: list[str]) -> str:
     """What a built module depends on: the CPU it is compiled for (-march=native), its sources, compiler
-    flags and the torch it links against. Installs that differ in any of them never share a build folder."""
-    digest = hashlib.sha256("\n".join([cpu, torch_version, *flags]).encode())
+    flags, the torch it links against, and the paths its compile commands name (the sources' folder,
+    torch's headers: ninja recompiles every object whose command changed, so two checkouts of the same
+    sources at different paths sharing one folder would rebuild it for each other, turn by turn).
+    Installs that differ in any of them never share a build folder."""
+    digest = hashlib.sha256("\n".join([cpu, torch_version, *flags, *paths]).encode())
     for source in sources:
         digest.update(hashlib.sha256(source).digest())
     return digest.hexdigest()[:12]
@@ -60,13 +63,15 @@ _LDFLAGS = ["-fopenmp"]
 def _build_name() -> str:
     """The extension's name, and so its build-cache folder (see build_key)."""
     import torch
+    from torch.utils.cpp_extension import include_paths
 
     sources = []
     for path in _SOURCES:
         with open(path, "rb") as f:
             sources.append(f.read())
     cpu = cpu_fingerprint(read_cpuinfo(), platform.machine())
-    return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__)}"
+    paths = [os.path.dirname(_SOURCES[0]), *include_paths()]
+    return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__, paths)}"
 
 
 @functools.cache
