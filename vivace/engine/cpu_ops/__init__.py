@@ -100,9 +100,26 @@ def load_cpu_ops() -> ModuleType | None:
 STALE_LOCK_SECONDS = 600
 
 
-def is_stale_lock(lock_mtime: float, newest_build_file_mtime: float, now: float) -> bool:
-    """A build lock nobody has worked under for STALE_LOCK_SECONDS: its builder was killed mid-build."""
-    return now - max(lock_mtime, newest_build_file_mtime) > STALE_LOCK_SECONDS
+def is_stale_lock(lock_mtime: float, newest_build_file_mtime: float, now: float, builder_running: bool) -> bool:
+    """A build lock nobody has worked under for STALE_LOCK_SECONDS and no builder is running in: its
+    builder was killed mid-build. (A slow build on a loaded machine can write no object for longer.)"""
+    return not builder_running and now - max(lock_mtime, newest_build_file_mtime) > STALE_LOCK_SECONDS
+
+
+def builder_running_in(folder: str) -> bool:
+    """Whether a process works in `folder` (torch runs ninja there); False where /proc cannot tell."""
+    target = os.path.realpath(folder)
+    try:
+        pids = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == target:
+                return True
+        except OSError:  # gone, or not ours to read
+            continue
+    return False
 
 
 def _clear_stale_lock(name: str) -> None:
@@ -115,7 +132,7 @@ def _clear_stale_lock(name: str) -> None:
     lock = os.path.join(folder, "lock")
     try:
         newest = max((entry.stat().st_mtime for entry in os.scandir(folder) if entry.name != "lock"), default=0.0)
-        if is_stale_lock(os.path.getmtime(lock), newest, time.time()):
+        if is_stale_lock(os.path.getmtime(lock), newest, time.time(), builder_running_in(folder)):
             log.warning("removing a stale build lock %s (no build activity for %d s)", lock, STALE_LOCK_SECONDS)
             os.remove(lock)
     except FileNotFoundError:  # no lock (the usual case), or another process just took it away
