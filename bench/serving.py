@@ -9,6 +9,8 @@ The same requests (random prompts of exact token lengths, greedy, ignore_eos, se
   peer     with `--peer llama-server`: llama.cpp's server (built by bench/peers/llama_server.sh) on the
            same GGUF, one slot per client, the same context per sequence, `--threads` threads (default
            one per core, as vivace serve's engine uses), driven by the same clients.
+`--model` picks the GGUF every side runs (a packaged model's name, e.g. gemma3, or a path; default the
+packaged SmolLM2-135M); prompts are built and outputs counted with that model's tokenizer.
 Reports output tokens/s and their ratios (serving / offline target >= 0.9), TTFT / inter-token latency
 percentiles of the served requests, and each server's start-up (launch to /health 200). Prints a
 Markdown table and writes JSON to bench/results/.
@@ -16,6 +18,7 @@ Markdown table and writes JSON to bench/results/.
     python bench/serving.py                          # 128 requests, 32 clients
     python bench/serving.py --requests 16 --concurrency 4 --input-len 32 --output-len 16   # smoke
     python bench/serving.py --peer llama-server --no-offline --requests 8 --concurrency 1   # single stream
+    python bench/serving.py --model gemma3 --peer llama-server --no-offline --requests 64 --concurrency 64
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from vivace.bench.metrics import summarize
 from vivace.bench.target import open_target
 from vivace.bench.tokens import load_tokenizer
 from vivace.bench.workloads import WorkItem, random_workload
+from vivace.engine.loaders.default_model import resolve_model_path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -48,17 +52,23 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def workload(args: argparse.Namespace) -> list[WorkItem]:
     """The requests both sides run: greedy, exact prompt lengths, output lengths with ignore_eos."""
     items = random_workload(
-        load_tokenizer(), args.requests, args.input_len, args.output_len, dist="uniform", spread=args.spread, seed=0
+        load_tokenizer(args.model),
+        args.requests,
+        args.input_len,
+        args.output_len,
+        dist="uniform",
+        spread=args.spread,
+        seed=0,
     )
     return [replace(item, request=replace(item.request, temperature=0.0)) for item in items]
 
 
-def run_offline(items: list[WorkItem], concurrency: int, max_model_len: int) -> dict[str, Any]:
+def run_offline(model: str, items: list[WorkItem], concurrency: int, max_model_len: int) -> dict[str, Any]:
     """Output tokens/s of `LLM.generate` over every request at once."""
     from vivace.engine.config import SamplingParams
     from vivace.engine.llm import LLM
 
-    llm = LLM(max_num_seqs=concurrency, max_model_len=max_model_len)
+    llm = LLM(model, max_num_seqs=concurrency, max_model_len=max_model_len)
     params = [SamplingParams(temperature=0.0, max_tokens=it.request.max_tokens, ignore_eos=True) for it in items]
     # Warm-up as the server gets it: the first `concurrency` requests at once (kernels meet their batch sizes).
     llm.generate([it.request.prompt for it in items[:concurrency]], params[:concurrency], use_tqdm=False)
@@ -77,18 +87,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, max_model_len: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+def start_server(model: str, port: int, max_model_len: int, log_path: Path) -> tuple[subprocess.Popen, float]:
     """`vivace serve` on `port` (torch's default threads: one per core), returned once /health answers, with the seconds that took."""
-    command = [sys.executable, "-m", "vivace.cli", "serve", "--port", str(port), "--max-model-len", str(max_model_len)]
+    command = [sys.executable, "-m", "vivace.cli", "serve", "--model", model, "--port", str(port)]
+    command += ["--max-model-len", str(max_model_len)]
     return launch(command, port, log_path)
 
 
 def start_llama_server(
-    port: int, max_model_len: int, slots: int, threads: int, log_path: Path
+    model: str, port: int, max_model_len: int, slots: int, threads: int, log_path: Path
 ) -> tuple[subprocess.Popen, float]:
-    """llama.cpp's llama-server on the packaged GGUF: `slots` parallel slots of `max_model_len` tokens each."""
-    from vivace.engine.loaders.default_model import default_model_path
-
+    """llama.cpp's llama-server on the GGUF `model`: `slots` parallel slots of `max_model_len` tokens each."""
     built = subprocess.run(
         ["bash", str(Path(__file__).resolve().parent / "peers" / "llama_server.sh")],
         check=True,
@@ -96,7 +105,7 @@ def start_llama_server(
         text=True,
     )
     binary = os.path.join(built.stdout.strip(), "llama-server")
-    command = [binary, "-m", default_model_path(), "--port", str(port), "-t", str(threads), "-tb", str(threads)]
+    command = [binary, "-m", model, "--port", str(port), "-t", str(threads), "-tb", str(threads)]
     command += ["-np", str(slots), "-c", str(max_model_len * slots), "--no-webui"]
     return launch(command, port, log_path)
 
@@ -121,13 +130,13 @@ def launch(command: list[str], port: int, log_path: Path) -> tuple[subprocess.Po
 
 
 def serve_and_measure(
-    start: tuple[subprocess.Popen, float], port: int, items: list[WorkItem], concurrency: int
+    start: tuple[subprocess.Popen, float], port: int, items: list[WorkItem], concurrency: int, model: str
 ) -> dict[str, Any]:
     """The workload against a started server (stopped afterwards), plus its start-up time and the client's CPU."""
     server, startup_s = start
     try:
         client_cpu = time.process_time()
-        result = asyncio.run(run_serving(f"http://127.0.0.1:{port}", items, concurrency))
+        result = asyncio.run(run_serving(f"http://127.0.0.1:{port}", items, concurrency, model))
         result["client_cpu_s"] = time.process_time() - client_cpu
         result["startup_s"] = startup_s
     finally:
@@ -138,13 +147,14 @@ def serve_and_measure(
     return result
 
 
-async def run_serving(base_url: str, items: list[WorkItem], concurrency: int) -> dict[str, Any]:
-    """The workload through `concurrency` streaming clients; throughput and latency percentiles."""
+async def run_serving(base_url: str, items: list[WorkItem], concurrency: int, model: str) -> dict[str, Any]:
+    """The workload through `concurrency` streaming clients; throughput and latency percentiles (tokens
+    counted with `model`'s tokenizer where a server reports none)."""
     provider = open_target(base_url)
     try:
         await warm_up(provider, items, count=concurrency, concurrency=concurrency)
         level = await run_level(
-            provider, items, Load(concurrency=concurrency, num_requests=len(items)), tokenizer=load_tokenizer()
+            provider, items, Load(concurrency=concurrency, num_requests=len(items)), tokenizer=load_tokenizer(model)
         )
     finally:
         await provider.aclose()
@@ -164,6 +174,7 @@ async def run_serving(base_url: str, items: list[WorkItem], concurrency: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="GGUF file or packaged model name: smollm2 (default), gemma3")
     parser.add_argument("--requests", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--input-len", type=int, default=128, help="mean prompt tokens")
@@ -176,25 +187,26 @@ def main() -> None:
     parser.add_argument("--peer", choices=["none", "llama-server"], default="none")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline `LLM.generate` run")
     args = parser.parse_args()
+    args.model = resolve_model_path(args.model)
 
     items = workload(args)
-    offline = None if args.no_offline else run_offline(items, args.concurrency, args.max_model_len)
+    offline = None if args.no_offline else run_offline(args.model, items, args.concurrency, args.max_model_len)
     RESULTS_DIR.mkdir(exist_ok=True)
     port = _free_port()
-    start = start_server(port, args.max_model_len, RESULTS_DIR / "serving_server.log")
-    serving = serve_and_measure(start, port, items, args.concurrency)
+    start = start_server(args.model, port, args.max_model_len, RESULTS_DIR / "serving_server.log")
+    serving = serve_and_measure(start, port, items, args.concurrency, args.model)
     peer = None
     if args.peer == "llama-server":
         port = _free_port()
         log_path = RESULTS_DIR / "serving_llama_server.log"
-        start = start_llama_server(port, args.max_model_len, args.concurrency, args.threads, log_path)
-        peer = serve_and_measure(start, port, items, args.concurrency)
+        start = start_llama_server(args.model, port, args.max_model_len, args.concurrency, args.threads, log_path)
+        peer = serve_and_measure(start, port, items, args.concurrency, args.model)
 
     ratio = serving["output_tok_s"] / offline["output_tok_s"] if offline else None
     print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
     print(
-        f"\n{args.requests} requests, prompt/output tokens uniform around {args.input_len}/{args.output_len} "
+        f"\n{os.path.basename(args.model)}: {args.requests} requests, prompt/output tokens uniform around {args.input_len}/{args.output_len} "
         f"(spread {args.spread}), greedy, ignore_eos; {args.concurrency} concurrent streaming clients; "
         f"{os.cpu_count()} CPU cores\n"
     )

@@ -81,8 +81,9 @@ class EngineConfig:
     attention_backend: str = "auto"
     # Decode-only steps on CUDA replay CUDA graphs captured for padded batch sizes; False = eager.
     cuda_graphs: bool = True
-    # KV cache storage: "auto" = bfloat16 in the int8 CPU mode (half the bytes decode attention
-    # reads), else `dtype`; or "float32" / "bfloat16" / "float16" explicitly.
+    # KV cache storage: "auto" = bfloat16 when the weights are int8 or GGUF blocks (the CPU default:
+    # half the bytes decode attention reads), else `dtype`; or "float32" / "bfloat16" / "float16" /
+    # "int8" (int8 values with a float32 scale per token and KV head: attention/kv_quant.py) explicitly.
     kv_cache_dtype: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction

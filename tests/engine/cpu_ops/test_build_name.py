@@ -1,6 +1,19 @@
 """The CPU ops' build-cache name carries what the build depends on: the CPU (-march=native), sources, flags, torch."""
 
-from vivace.engine.cpu_ops import STALE_LOCK_SECONDS, _build_name, build_key, cpu_fingerprint, is_stale_lock
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vivace.engine.cpu_ops import (
+    STALE_LOCK_SECONDS,
+    _build_name,
+    build_key,
+    builder_running_in,
+    cpu_fingerprint,
+    is_stale_lock,
+)
 
 X86 = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
@@ -32,19 +45,36 @@ def test_this_machine_gets_a_fingerprinted_name():
     assert name == _build_name()
 
 
-def test_sources_flags_and_torch_each_change_the_build_key():
-    base = build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0")
-    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0") == base
-    assert build_key("other", [b"a", b"b"], ["-O3"], "2.13.0") != base
-    assert build_key("cpu", [b"a", b"c"], ["-O3"], "2.13.0") != base
-    assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0") != base  # sources hashed one by one, not joined
-    assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0") != base
-    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0") != base
+def test_sources_flags_torch_and_paths_each_change_the_build_key():
+    paths = ["/a/vivace/engine/cpu_ops", "/a/.venv/torch/include"]
+    base = build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", paths)
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", list(paths)) == base
+    assert build_key("other", [b"a", b"b"], ["-O3"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"a", b"c"], ["-O3"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"ab"], ["-O3"], "2.13.0", paths) != base  # sources hashed one by one, not joined
+    assert build_key("cpu", [b"a", b"b"], ["-O2"], "2.13.0", paths) != base
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.14.0", paths) != base
+    # Another checkout of the same sources: its compile commands differ, so it builds in a folder of its own.
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", ["/b/vivace/engine/cpu_ops", paths[1]]) != base
+    assert build_key("cpu", [b"a", b"b"], ["-O3"], "2.13.0", [paths[0], "/b/.venv/torch/include"]) != base
 
 
-def test_a_lock_is_stale_only_when_nothing_was_built_under_it_for_a_while():
+def test_a_lock_is_stale_only_when_nothing_was_built_under_it_for_a_while_and_no_builder_runs():
     now = 10_000.0
     old = now - STALE_LOCK_SECONDS - 1
-    assert is_stale_lock(old, old, now)
-    assert not is_stale_lock(old, now - 5, now)  # a long build still writing its objects
-    assert not is_stale_lock(now - 5, old, now)  # a build that just started
+    assert is_stale_lock(old, old, now, builder_running=False)
+    assert not is_stale_lock(old, now - 5, now, builder_running=False)  # a long build still writing its objects
+    assert not is_stale_lock(now - 5, old, now, builder_running=False)  # a build that just started
+    assert not is_stale_lock(old, old, now, builder_running=True)  # a slow compile on a loaded machine
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_a_process_working_in_the_build_folder_is_seen(tmp_path):
+    assert not builder_running_in(str(tmp_path))
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path)
+    try:
+        assert builder_running_in(str(tmp_path))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not builder_running_in(str(tmp_path))

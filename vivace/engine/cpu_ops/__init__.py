@@ -45,10 +45,13 @@ def cpu_fingerprint(cpuinfo: str, machine: str) -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
-def build_key(cpu: str, sources: list[bytes], flags: list[str], torch_version: str) -> str:
+def build_key(cpu: str, sources: list[bytes], flags: list[str], torch_version: str, paths: list[str]) -> str:
     """What a built module depends on: the CPU it is compiled for (-march=native), its sources, compiler
-    flags and the torch it links against. Installs that differ in any of them never share a build folder."""
-    digest = hashlib.sha256("\n".join([cpu, torch_version, *flags]).encode())
+    flags, the torch it links against, and the paths its compile commands name (the sources' folder,
+    torch's headers: ninja recompiles every object whose command changed, so two checkouts of the same
+    sources at different paths sharing one folder would rebuild it for each other, turn by turn).
+    Installs that differ in any of them never share a build folder."""
+    digest = hashlib.sha256("\n".join([cpu, torch_version, *flags, *paths]).encode())
     for source in sources:
         digest.update(hashlib.sha256(source).digest())
     return digest.hexdigest()[:12]
@@ -61,13 +64,15 @@ _LDFLAGS = ["-fopenmp"]
 def _build_name() -> str:
     """The extension's name, and so its build-cache folder (see build_key)."""
     import torch
+    from torch.utils.cpp_extension import include_paths
 
     sources = []
     for path in _SOURCES:
         with open(path, "rb") as f:
             sources.append(f.read())
     cpu = cpu_fingerprint(read_cpuinfo(), platform.machine())
-    return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__)}"
+    paths = [os.path.dirname(_SOURCES[0]), *include_paths()]
+    return f"vivace_cpu_kernels_{build_key(cpu, sources, _CFLAGS + _LDFLAGS, torch.__version__, paths)}"
 
 
 @functools.cache
@@ -96,9 +101,26 @@ def load_cpu_ops() -> ModuleType | None:
 STALE_LOCK_SECONDS = 600
 
 
-def is_stale_lock(lock_mtime: float, newest_build_file_mtime: float, now: float) -> bool:
-    """A build lock nobody has worked under for STALE_LOCK_SECONDS: its builder was killed mid-build."""
-    return now - max(lock_mtime, newest_build_file_mtime) > STALE_LOCK_SECONDS
+def is_stale_lock(lock_mtime: float, newest_build_file_mtime: float, now: float, builder_running: bool) -> bool:
+    """A build lock nobody has worked under for STALE_LOCK_SECONDS and no builder is running in: its
+    builder was killed mid-build. (A slow build on a loaded machine can write no object for longer.)"""
+    return not builder_running and now - max(lock_mtime, newest_build_file_mtime) > STALE_LOCK_SECONDS
+
+
+def builder_running_in(folder: str) -> bool:
+    """Whether a process works in `folder` (torch runs ninja there); False where /proc cannot tell."""
+    target = os.path.realpath(folder)
+    try:
+        pids = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == target:
+                return True
+        except OSError:  # gone, or not ours to read
+            continue
+    return False
 
 
 def _clear_stale_lock(name: str) -> None:
@@ -111,7 +133,7 @@ def _clear_stale_lock(name: str) -> None:
     lock = os.path.join(folder, "lock")
     try:
         newest = max((entry.stat().st_mtime for entry in os.scandir(folder) if entry.name != "lock"), default=0.0)
-        if is_stale_lock(os.path.getmtime(lock), newest, time.time()):
+        if is_stale_lock(os.path.getmtime(lock), newest, time.time(), builder_running_in(folder)):
             log.warning("removing a stale build lock %s (no build activity for %d s)", lock, STALE_LOCK_SECONDS)
             os.remove(lock)
     except FileNotFoundError:  # no lock (the usual case), or another process just took it away
