@@ -47,7 +47,8 @@ FLAG_HELP: dict[str, str] = {
     "recomputed; bytes (8GiB, 512MB). Default: 0 (off).",
     "kv_tier_path": "File for the session KV tier (a memory-mapped store on disk, kept across restarts); "
     "default: host memory.",
-    "session_ttl": "Seconds a session's (user / session_id field) KV blocks stay pinned after its last turn; 0 = off.",
+    "session_ttl": "Seconds a session's (user / session_id field) KV blocks stay pinned after its last turn, e.g. 300. "
+    "Default: 0 (off).",
     "num_threads": "torch intra-op threads on CPU (default: torch's).",
     "seed": "Engine seed (requests without a seed sample from it).",
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "

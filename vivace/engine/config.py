@@ -100,8 +100,9 @@ class EngineConfig:
     kv_tier_bytes: int = 0
     kv_tier_path: str | None = None
     # Seconds a session's (`user` / `session_id`) blocks stay pinned on the device after its last turn;
-    # 0 = no pinning. Pins hold at most half the cache and yield to running requests (kv_sessions.py).
-    session_ttl: float = 300.0
+    # 0 = no pinning (the default: a pin keeps other traffic's prefixes out, so the operator opts in).
+    # Pins hold at most half the cache and yield to running requests (kv_sessions.py).
+    session_ttl: float = 0.0
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed

@@ -79,7 +79,11 @@ class LLMEngine:
         self.kv_tier: KVTier | None = None
         if config.kv_tier_bytes:
             self.kv_tier = KVTier(
-                self.runner.kv_cache, config.block_size, config.kv_tier_bytes, self._kv_fingerprint(), config.kv_tier_path
+                self.runner.kv_cache,
+                config.block_size,
+                config.kv_tier_bytes,
+                self._kv_fingerprint(),
+                config.kv_tier_path,
             )
             self.scheduler.kv.attach_tier(self.kv_tier)
         # Structured outputs' grammars for this tokenizer; llguidance's tables are built on first use.
@@ -109,7 +113,9 @@ class LLMEngine:
     def close(self) -> None:
         """Release what outlives the engine's memory: the session tier's file (flushed, unlocked)."""
         if self.kv_tier is not None:
+            self.scheduler.kv.attach_tier(None)
             self.kv_tier.close()
+            self.kv_tier = None
 
     # ---- requests -----------------------------------------------------------------------
     def tokenize_prompt(self, prompt: str | list[int]) -> list[int]:

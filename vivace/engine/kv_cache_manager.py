@@ -86,11 +86,11 @@ class KVCacheManager:
         if self.sessions is not None:
             self.sessions.attach(self.pool)
 
-    def attach_tier(self, tier: KVTier) -> None:
-        """Keep evicted cached blocks in `tier` and restore them from it (prefix caching only)."""
+    def attach_tier(self, tier: KVTier | None) -> None:
+        """Keep evicted cached blocks in `tier` and restore them from it (prefix caching only); None detaches."""
         if self.enable_prefix_caching:
             self.tier = tier
-            self.pool.on_evict = tier.save
+            self.pool.on_evict = None if tier is None else tier.save
 
     # ---- counts -------------------------------------------------------------------------
     @property

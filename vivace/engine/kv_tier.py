@@ -60,8 +60,9 @@ def parent_digest(parent: BlockHash) -> bytes:
 class KVTier:
     """A bounded LRU store of KV blocks keyed by chained block hash, over a device KV cache tensor."""
 
-    def __init__(self, kv_cache: torch.Tensor, block_size: int, capacity_bytes: int, fingerprint: bytes,
-                 path: str | None = None) -> None:
+    def __init__(
+        self, kv_cache: torch.Tensor, block_size: int, capacity_bytes: int, fingerprint: bytes, path: str | None = None
+    ) -> None:
         # One block of the cache [layers, 2, slots, heads, width] is kv_cache[:, :, b*bs:(b+1)*bs].
         self.kv_cache = kv_cache
         self.block_size = block_size
