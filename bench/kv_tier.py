@@ -2,8 +2,8 @@
 restored from the on-disk tier vs recomputed, side by side in one run, and the greedy outputs compared.
 
 Each history length gets two engines on the packaged model (its CPU defaults), identical but for the
-tier (`--kv-tier-bytes` on a file in a temporary directory): a KV budget a little over the history,
-so an unrelated prompt of the same length evicts it. Per round and engine: the pressure prompt (a
+tier (`--kv-tier-bytes` on a file in a temporary directory), with a KV budget of turn N and its answer
+only, so an unrelated prompt as long evicts the whole history. Per round and engine: the pressure prompt (a
 fresh one each round, so it is never itself cached), then turn N (the history plus a new user
 message), timed from submission to its first token, then run on to `--new-tokens` greedy tokens.
 Engines alternate within each round; medians over `--rounds` are reported. The conversation is the
@@ -76,16 +76,17 @@ def bench_history(history_tokens: int, rounds: int, new_tokens: int, tier_dir: s
     """Turn N's TTFT with the tier and without, per round, for one history length."""
     probe = LLMEngine(EngineConfig(kv_cache_memory_bytes=64 << 20))
     per_token = probe.model.kv_bytes_per_token(probe.kv_dtype)
+    history, turn = conversation(probe, history_tokens)
     del probe
-    turn_len = history_tokens + 256
-    common = dict(kv_cache_memory_bytes=(turn_len + 128) * per_token, max_model_len=turn_len + new_tokens + 64)
+    # Room for turn N and its answer only: a pressure prompt as long evicts every block of the history.
+    context = len(turn) + new_tokens + 16
+    common = dict(kv_cache_memory_bytes=context * per_token, max_model_len=context)
     engines = {
         "recompute": LLMEngine(EngineConfig(**common)),
         "tier": LLMEngine(
-            EngineConfig(**common, kv_tier_bytes=4 * turn_len * per_token, kv_tier_path=f"{tier_dir}/{history_tokens}")
+            EngineConfig(**common, kv_tier_bytes=3 * context * per_token, kv_tier_path=f"{tier_dir}/{history_tokens}")
         ),
     }
-    history, turn = conversation(engines["tier"], history_tokens)
     for name, engine in engines.items():
         run(engine, history, 1, f"{name}-history")  # turn N-1: the history computed once
     ttfts: dict[str, list[float]] = {name: [] for name in engines}
@@ -93,7 +94,7 @@ def bench_history(history_tokens: int, rounds: int, new_tokens: int, tier_dir: s
     cached: dict[str, list[int]] = {name: [] for name in engines}
     for r in range(rounds):
         for name, engine in engines.items():
-            run(engine, pressure_prompt(engine, len(turn), r), 1, f"{name}-pressure-{r}")
+            run(engine, pressure_prompt(engine, len(turn) + new_tokens, r), 1, f"{name}-pressure-{r}")
             before = engine.stats()["prompt_tokens_reused"]
             ttft, tokens = run(engine, turn, new_tokens, f"{name}-turn-{r}")
             cached[name].append(engine.stats()["prompt_tokens_reused"] - before)

@@ -6,22 +6,20 @@ from __future__ import annotations
 from tests.conftest import make_test_llm
 from vivace.engine.config import SamplingParams
 
-# Eleven blocks of 16 tokens in float32: each prompt below takes five, so the next two evict it.
+# Eleven blocks of 16 tokens in float32.
 KV_BYTES = 8 << 20
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 HISTORY = [{"role": "user", "content": "Tell me about the rivers of Europe, the Danube and the Rhine in particular."}]
-OTHERS = [
-    "Write a short list of ten common garden vegetables and the month each one is planted in:",
-    "Explain in two sentences why the sky looks blue on a clear afternoon, for a child of six:",
-]
+PRESSURE = list(range(1000, 1160))  # with its answer, every block of the cache: the history is evicted
 
 
 def conversation(**engine_options) -> tuple[list[str], int, dict, int]:
-    """Turn 1, two unrelated prompts (the pressure), turn 2; (texts, turn 2's cached tokens, stats, blocks in use)."""
-    llm = make_test_llm(kv_cache_memory_bytes=KV_BYTES, max_model_len=176, **engine_options)
+    """Turn 1, an unrelated prompt filling the cache, turn 2; (texts, turn 2's cached tokens, stats, blocks in use)."""
+    llm = make_test_llm(
+        kv_cache_memory_bytes=KV_BYTES, max_model_len=176, attention_backend="torch", **engine_options
+    )
     first = llm.chat(HISTORY, GREEDY, use_tqdm=False)[0]
-    for prompt in OTHERS:
-        llm.generate(prompt, GREEDY, use_tqdm=False)
+    llm.generate([PRESSURE], GREEDY, use_tqdm=False)
     turn2 = [*HISTORY, {"role": "assistant", "content": first.outputs[0].text}, {"role": "user", "content": "And?"}]
     second = llm.chat(turn2, GREEDY, use_tqdm=False)[0]
     stats, used = llm.engine.stats(), llm.engine.scheduler.kv.num_used

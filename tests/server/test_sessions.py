@@ -34,6 +34,7 @@ def session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
     llm = make_test_llm(
         kv_cache_memory_bytes=6 * 16 * 46080,
         max_model_len=96,
+        attention_backend="torch",
         session_ttl=600.0,
         kv_tier_bytes=32 << 20,
         kv_tier_path=str(tmp_path_factory.mktemp("tier") / "tier"),
