@@ -3,8 +3,12 @@ the on-disk tier, with the same greedy output as recomputing it, and no block le
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import make_test_llm
 from vivace.engine.config import SamplingParams
+
+pytestmark = pytest.mark.slow
 
 # Eleven blocks of 16 tokens in float32.
 KV_BYTES = 8 << 20
@@ -15,9 +19,7 @@ PRESSURE = list(range(1000, 1160))  # with its answer, every block of the cache:
 
 def conversation(**engine_options) -> tuple[list[str], int, dict, int]:
     """Turn 1, an unrelated prompt filling the cache, turn 2; (texts, turn 2's cached tokens, stats, blocks in use)."""
-    llm = make_test_llm(
-        kv_cache_memory_bytes=KV_BYTES, max_model_len=176, attention_backend="torch", **engine_options
-    )
+    llm = make_test_llm(kv_cache_memory_bytes=KV_BYTES, max_model_len=176, attention_backend="torch", **engine_options)
     first = llm.chat(HISTORY, GREEDY, use_tqdm=False)[0]
     llm.generate([PRESSURE], GREEDY, use_tqdm=False)
     turn2 = [*HISTORY, {"role": "assistant", "content": first.outputs[0].text}, {"role": "user", "content": "And?"}]
