@@ -11,6 +11,7 @@ repository's LICENSE text cut into user and assistant turns.
 
     python bench/kv_tier.py                                  # histories of 2k and 4k tokens
     python bench/kv_tier.py --histories 4096 --rounds 3
+    python bench/kv_tier.py --attention-backend torch --quantization none   # no compiled kernels
 """
 
 from __future__ import annotations
@@ -72,15 +73,15 @@ def run(engine: LLMEngine, ids: list[int], new_tokens: int, rid: str) -> tuple[f
     return ttft, tokens
 
 
-def bench_history(history_tokens: int, rounds: int, new_tokens: int, tier_dir: str) -> dict:
-    """Turn N's TTFT with the tier and without, per round, for one history length."""
-    probe = LLMEngine(EngineConfig(kv_cache_memory_bytes=64 << 20))
+def bench_history(history_tokens: int, rounds: int, new_tokens: int, tier_dir: str, **engine: str) -> dict:
+    """Turn N's TTFT with the tier and without, per round, for one history length (`engine`: EngineConfig fields)."""
+    probe = LLMEngine(EngineConfig(kv_cache_memory_bytes=64 << 20, **engine))
     per_token = probe.model.kv_bytes_per_token(probe.kv_dtype)
     history, turn = conversation(probe, history_tokens)
     del probe
     # Room for turn N and its answer only: a pressure prompt as long evicts every block of the history.
     context = len(turn) + new_tokens + 16
-    common = dict(kv_cache_memory_bytes=context * per_token, max_model_len=context)
+    common = dict(kv_cache_memory_bytes=context * per_token, max_model_len=context, **engine)
     engines = {
         "recompute": LLMEngine(EngineConfig(**common)),
         "tier": LLMEngine(
@@ -123,12 +124,21 @@ def main() -> None:
     parser.add_argument("--histories", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--attention-backend", default="auto", help="the kernel set (EngineConfig)")
+    parser.add_argument("--quantization", default="auto", help="linear weights (EngineConfig)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tier_dir:
         for history in args.histories:
-            result = bench_history(history, args.rounds, args.new_tokens, tier_dir)
+            result = bench_history(
+                history,
+                args.rounds,
+                args.new_tokens,
+                tier_dir,
+                attention_backend=args.attention_backend,
+                quantization=args.quantization,
+            )
             results.append(result)
             m = result["median_ttft_s"]
             print(
