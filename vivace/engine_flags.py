@@ -43,6 +43,12 @@ FLAG_HELP: dict[str, str] = {
     "max_num_batched_tokens": "Token budget per step (prefill chunks + decodes).",
     "max_model_len": "Context length (default: the model's).",
     "enable_prefix_caching": "Reuse the KV cache of shared prompt prefixes.",
+    "kv_tier_bytes": "Session KV tier size: evicted prefix-cache blocks are kept there and restored instead of "
+    "recomputed; bytes (8GiB, 512MB). Default: 0 (off).",
+    "kv_tier_path": "File for the session KV tier (a memory-mapped store on disk, kept across restarts); "
+    "default: host memory.",
+    "session_ttl": "Seconds a session's (user / session_id field) KV blocks stay pinned after its last turn, e.g. 300. "
+    "Default: 0 (off).",
     "num_threads": "torch intra-op threads on CPU (default: torch's).",
     "seed": "Engine seed (requests without a seed sample from it).",
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "
@@ -66,15 +72,25 @@ def flag_name(field: str) -> str:
     return _RENAMED.get(field, "--" + field.replace("_", "-"))
 
 
-def parse_kv_cache_memory(value: str) -> dict[str, Any]:
-    """`--kv-cache-memory`: a fraction in (0, 1] of free memory, or bytes with an optional unit (4GiB, 512M)."""
+def _number_and_unit(value: str, expected: str) -> tuple[float, str]:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", value.lower())
     if match is None:
-        raise typer.BadParameter(f"expected bytes (4GiB, 512MB, 1000000) or a fraction (0.5), got {value!r}")
-    number, unit = float(match[1]), match[2] or ""
+        raise typer.BadParameter(f"expected {expected}, got {value!r}")
+    return float(match[1]), match[2] or ""
+
+
+def parse_kv_cache_memory(value: str) -> dict[str, Any]:
+    """`--kv-cache-memory`: a fraction in (0, 1] of free memory, or bytes with an optional unit (4GiB, 512M)."""
+    number, unit = _number_and_unit(value, "bytes (4GiB, 512MB, 1000000) or a fraction (0.5)")
     if not unit and number <= 1.0:
         return {"kv_cache_memory_fraction": number}
     return {"kv_cache_memory_bytes": int(number * _UNITS[unit])}
+
+
+def parse_bytes(value: str) -> int:
+    """A byte count with an optional unit (8GiB, 512MB, 1000000)."""
+    number, unit = _number_and_unit(value, "bytes (8GiB, 512MB, 1000000)")
+    return int(number * _UNITS[unit])
 
 
 def parse_lora_modules(values: list[str]) -> dict[str, str]:
@@ -112,7 +128,7 @@ def _option(field: dataclasses.Field, hint: Any) -> tuple[Any, Any]:
     help_text = FLAG_HELP[field.name]
     if field.name == "cuda_graphs":
         return bool, typer.Option(name, help=help_text, rich_help_panel="Engine")
-    if field.name == "kv_cache_memory_bytes":
+    if field.name in ("kv_cache_memory_bytes", "kv_tier_bytes"):
         return str | None, typer.Option(name, help=help_text, rich_help_panel="Engine")
     if field.name == "lora_modules":
         return list[str] | None, typer.Option(name, help=help_text, rich_help_panel="Engine")
@@ -134,6 +150,9 @@ def engine_config_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         elif name == "kv_cache_memory_bytes":
             if value is not None:
                 kwargs.update(parse_kv_cache_memory(value))
+        elif name == "kv_tier_bytes":
+            if value is not None:
+                kwargs["kv_tier_bytes"] = parse_bytes(value)
         elif name == "lora_modules":
             if value:
                 kwargs["lora_modules"] = parse_lora_modules(value)

@@ -140,9 +140,10 @@ class AsyncEngine:
         score_from: int | None = None,
         pool: bool = False,
         lora: str | None = None,
+        session: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Outputs of one request as they are produced (run with LoRA adapter `lora`, if given); leaving
-        the iteration early aborts it.
+        """Outputs of one request as they are produced (run with LoRA adapter `lora`, if given; `session`
+        pins its conversation's blocks after it); leaving the iteration early aborts it.
 
         Validation errors (bad parameters, prompt too long, unknown adapter) raise here, before anything is queued.
         """
@@ -157,7 +158,9 @@ class AsyncEngine:
 
         def add() -> None:
             try:
-                self.engine.add_request(request_id, prompt, params, score_from=score_from, pool=pool, lora=lora)
+                self.engine.add_request(
+                    request_id, prompt, params, score_from=score_from, pool=pool, lora=lora, session=session
+                )
             except Exception as exc:  # raised to the caller below
                 _call_soon(loop, _settle, added, exc)
                 return
@@ -268,6 +271,8 @@ class AsyncEngine:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._abort_all("the engine was shut down")
+        if self._thread is None or not self._thread.is_alive():
+            self.engine.close()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:

@@ -94,6 +94,16 @@ class EngineConfig:
     max_num_batched_tokens: int = 512  # token budget per step (prefill chunks + decodes)
     max_model_len: int | None = None  # defaults to the model's context length
     enable_prefix_caching: bool = True
+    # Session KV tier (kv_tier.py): prefix-cache blocks evicted from the device keep their KV there and
+    # are restored instead of recomputed. Its size in bytes (0 = off), and where: a file for a bounded
+    # memory-mapped store on disk (the CPU engine's choice, as its device memory already is RAM; it
+    # survives restarts), or None for host memory (a CUDA engine's).
+    kv_tier_bytes: int = 0
+    kv_tier_path: str | None = None
+    # Seconds a session's (`user` / `session_id`) blocks stay pinned on the device after its last turn;
+    # 0 = no pinning (the default: a pin keeps other traffic's prefixes out, so the operator opts in).
+    # Pins hold at most half the cache and yield to running requests (kv_sessions.py).
+    session_ttl: float = 0.0
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed
@@ -126,6 +136,12 @@ class EngineConfig:
             raise InvalidParameterError(
                 "kv_cache_dtype", f"must be auto, float32, bfloat16, float16 or int8, got {self.kv_cache_dtype!r}"
             )
+        if self.kv_tier_bytes < 0:
+            raise InvalidParameterError("kv_tier_bytes", f"must be >= 0 (0 = off), got {self.kv_tier_bytes}")
+        if self.kv_tier_path is not None and not self.kv_tier_bytes:
+            raise InvalidParameterError("kv_tier_bytes", "must be set (> 0) when kv_tier_path is given")
+        if not 0.0 <= self.session_ttl < math.inf:
+            raise InvalidParameterError("session_ttl", f"must be >= 0 seconds and finite, got {self.session_ttl}")
         if self.attention_backend not in ("auto", "torch", "cpu", "triton"):
             raise InvalidParameterError(
                 "attention_backend", f"must be 'auto', 'torch', 'cpu' or 'triton', got {self.attention_backend!r}"

@@ -6,8 +6,10 @@ the work, the runner compute it and the output processor turn it into RequestOut
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+import os
 import time
 from typing import Any
 
@@ -15,6 +17,9 @@ import torch
 
 from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingParams
 from vivace.engine.engine_stats import Histogram
+from vivace.engine.kv_sessions import SessionPins
+from vivace.engine.kv_tier import KVTier
+from vivace.engine.loaders.default_model import resolve_model_path
 from vivace.engine.lora.adapter import LoRAError
 from vivace.engine.lora.manager import LoadedLoRA, LoRAManager
 from vivace.engine.memory import kv_cache_blocks
@@ -57,6 +62,7 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
             proposer=make_proposer(config, self.model_config.vocab_size, self.max_model_len),
+            sessions=SessionPins(config.session_ttl, num_blocks // 2) if config.session_ttl else None,
         )
         self.runner = ModelRunner(
             self.model,
@@ -70,6 +76,16 @@ class LLMEngine:
             max_num_seqs=config.max_num_seqs,
             max_model_len=self.max_model_len,
         )
+        self.kv_tier: KVTier | None = None
+        if config.kv_tier_bytes:
+            self.kv_tier = KVTier(
+                self.runner.kv_cache,
+                config.block_size,
+                config.kv_tier_bytes,
+                self._kv_fingerprint(),
+                config.kv_tier_path,
+            )
+            self.scheduler.kv.attach_tier(self.kv_tier)
         # Structured outputs' grammars for this tokenizer; llguidance's tables are built on first use.
         self.grammars = GrammarCompiler(self.tokenizer, self.model_config.vocab_size, self.eos_token_ids)
         self.outputs = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len, self.scheduler.finish)
@@ -79,6 +95,27 @@ class LLMEngine:
         self.queue_times = Histogram()  # per request: accepted -> first scheduled, in seconds
         for name, path in config.lora_modules.items():
             self.add_lora(name, path)
+
+    def _kv_fingerprint(self) -> bytes:
+        """What decides a block's KV besides its tokens: a tier file written under anything else is not reused."""
+        config = self.config
+        model = config.model or "smollm2"
+        identity = [model, config.resolved_dtype, config.resolved_quantization, config.resolved_kv_cache_dtype]
+        identity += [type(self.kernels.attention).__name__, str(config.seed)]
+        path = resolve_model_path(config.model)
+        if os.path.exists(path):
+            stat = os.stat(path)
+            identity += [os.path.realpath(path), str(stat.st_size), str(stat.st_mtime_ns)]
+        if config.enable_lora:
+            identity.append(os.urandom(16).hex())  # adapter ids start each chain and are this process's own
+        return hashlib.sha256("\0".join(identity).encode()).digest()
+
+    def close(self) -> None:
+        """Release what outlives the engine's memory: the session tier's file (flushed, unlocked)."""
+        if self.kv_tier is not None:
+            self.scheduler.kv.attach_tier(None)
+            self.kv_tier.close()
+            self.kv_tier = None
 
     # ---- requests -----------------------------------------------------------------------
     def tokenize_prompt(self, prompt: str | list[int]) -> list[int]:
@@ -115,12 +152,14 @@ class LLMEngine:
         score_from: int | None = None,
         pool: bool = False,
         lora: str | None = None,
+        session: str | None = None,
     ) -> None:
         """Validate and queue a request; raises before anything is queued if it can never run.
 
         `stream=False` reports the request only when finished; `score_from=i` also returns the
         log-probabilities of prompt tokens i.. (used by classification); `pool=True` returns the
-        prompt's embedding (pooling.py) in the final output; `lora` names the loaded adapter to run with.
+        prompt's embedding (pooling.py) in the final output; `lora` names the loaded adapter to run with;
+        `session` names its conversation, whose blocks stay pinned a while after it (kv_sessions.py).
         """
         lora_id = 0 if lora is None else self._lora_manager().get(lora).lora_id
         if pool and params is not None and params.n != 1:
@@ -150,6 +189,7 @@ class LLMEngine:
                     score_from=score_from,
                     pool=pool,
                     lora_id=lora_id,
+                    session_id=session,
                 )
             )
         text = prompt if isinstance(prompt, str) else None
@@ -239,6 +279,23 @@ class LLMEngine:
                     self.queue_times.observe(seq.queue_time)
 
     # ---- introspection ------------------------------------------------------------------
+    def _tier_stats(self) -> dict[str, int]:
+        """The session tier's counters (none when it is off) and the blocks session pins hold."""
+        sessions = self.scheduler.kv.sessions
+        stats = {"session_pinned_blocks": 0 if sessions is None else sessions.num_blocks}
+        if self.kv_tier is not None:
+            tier = self.kv_tier.stats
+            stats |= {
+                "kv_tier_hits": tier.hits,
+                "kv_tier_misses": tier.misses,
+                "kv_tier_rejected": tier.rejected,
+                "kv_tier_stored_bytes": tier.stored_bytes,
+                "kv_tier_evicted_bytes": tier.evicted_bytes,
+                "kv_tier_used_bytes": tier.used_bytes,
+                "kv_tier_capacity_bytes": self.kv_tier.num_slots * self.kv_tier.payload_bytes,
+            }
+        return stats
+
     def stats(self) -> dict[str, Any]:
         """Counters for metrics: KV blocks, prefix-cache queries and hits (tokens), queue sizes, queue times."""
         s = self.scheduler
@@ -255,6 +312,7 @@ class LLMEngine:
             "spec_decode_num_drafts": s.stats.spec_drafts,
             "spec_decode_num_draft_tokens": s.stats.spec_draft_tokens,
             "spec_decode_num_accepted_tokens": s.stats.spec_accepted_tokens,
+            **self._tier_stats(),
             "queue_time": self.queue_times.snapshot(),
             "steps": self.num_steps,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 # A block's chained prefix hash: sha256 over its parent's hash and its tokens (kv_cache_manager.py).
 BlockHash = bytes
@@ -25,6 +26,10 @@ class BlockPool:
         self._free_cached: OrderedDict[int, None] = OrderedDict()  # ref 0 with hash, LRU first
         self._hash_to_block: dict[BlockHash, int] = {}
         self.computed = [False] * num_blocks  # KV content is valid (or written in this step)
+        self.block_parent: list[BlockHash] = [b""] * num_blocks  # the published hash's parent in its chain
+        # Called with (block, hash, parent) when a cached block is reused for other tokens, while its
+        # KV is still intact: the session tier (kv_tier.py) keeps a copy. None = the KV is lost.
+        self.on_evict: Callable[[int, BlockHash, BlockHash], None] | None = None
 
     # ---- counts -------------------------------------------------------------------------
     @property
@@ -44,6 +49,8 @@ class BlockPool:
             block = self._free_plain.pop()
         elif self._free_cached:
             block, _ = self._free_cached.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(block, self.block_hash[block], self.block_parent[block])
             self._forget_hash(block)
         else:
             raise OutOfBlocksError("no free KV block")
@@ -76,12 +83,13 @@ class BlockPool:
         """The block holding the tokens with this chained hash, if any."""
         return self._hash_to_block.get(block_hash)
 
-    def register(self, block: int, block_hash: BlockHash) -> bool:
-        """Publish a block under its chained hash; False if another block already has it."""
+    def register(self, block: int, block_hash: BlockHash, parent: BlockHash = b"") -> bool:
+        """Publish a block under its chained hash (`parent`: the hash before it); False if another block has it."""
         if block_hash in self._hash_to_block or self.block_hash[block] is not None:
             return False
         self._hash_to_block[block_hash] = block
         self.block_hash[block] = block_hash
+        self.block_parent[block] = parent
         return True
 
     def _forget_hash(self, block: int) -> None:

@@ -7,6 +7,10 @@ Today every layer attends over the whole context, so a sequence has one block ta
 share (one KV group). Layers with another lifetime (sliding-window attention) form a group of their
 own: a pool and a block table per sequence per group, the window's blocks freed as they fall out of
 it; the methods below are the group-independent contract the scheduler relies on.
+
+Two optional companions sit behind it: the session tier (kv_tier.py), which keeps the KV of evicted
+cached blocks and restores it when a prefix match runs past the device-resident blocks, and session
+pins (kv_sessions.py), which hold a finished conversation's blocks against eviction for a while.
 """
 
 from __future__ import annotations
@@ -16,15 +20,26 @@ from array import array
 from dataclasses import dataclass, field
 
 from vivace.engine.kv_cache import BlockHash, BlockPool
+from vivace.engine.kv_sessions import SessionPins
+from vivace.engine.kv_tier import KVTier
 from vivace.engine.sequence import Sequence
 
 
 @dataclass
 class PrefixMatch:
-    """Cached blocks holding a prefix of a sequence, and whether its next block is still being computed."""
+    """Cached blocks holding a prefix of a sequence, and whether its next block is still being computed.
+
+    `restore`: hashes of the blocks after `blocks` that the session tier holds, to be restored in order.
+    """
 
     blocks: list[int] = field(default_factory=list)
     pending: bool = False
+    restore: list[BlockHash] = field(default_factory=list)
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks of the prefix whose KV is not computed: device-resident plus restored."""
+        return len(self.blocks) + len(self.restore)
 
 
 def block_hash(parent: BlockHash, tokens: list[int]) -> BlockHash:
@@ -37,6 +52,11 @@ def block_hash(parent: BlockHash, tokens: list[int]) -> BlockHash:
     return hashlib.sha256(parent + array("i", tokens).tobytes()).digest()
 
 
+def chain_root(seq: Sequence) -> BlockHash:
+    """What a sequence's first block hash chains from: its LoRA adapter (or nothing for the base model)."""
+    return b"lora:%d" % seq.lora_id if seq.lora_id else b""
+
+
 def extend_block_hashes(seq: Sequence, block_size: int) -> list[BlockHash]:
     """Bring `seq.block_hashes` up to date with its full blocks; each hash covers the whole prefix.
 
@@ -45,7 +65,7 @@ def extend_block_hashes(seq: Sequence, block_size: int) -> list[BlockHash]:
     """
     hashes = seq.block_hashes
     tokens = seq.token_ids
-    parent = hashes[-1] if hashes else (b"lora:%d" % seq.lora_id if seq.lora_id else b"")
+    parent = hashes[-1] if hashes else chain_root(seq)
     for i in range(len(hashes), len(tokens) // block_size):
         parent = block_hash(parent, tokens[i * block_size : (i + 1) * block_size])
         hashes.append(parent)
@@ -55,10 +75,22 @@ def extend_block_hashes(seq: Sequence, block_size: int) -> list[BlockHash]:
 class KVCacheManager:
     """Allocates, shares (by prefix) and frees the KV blocks of sequences."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True, sessions: SessionPins | None = None
+    ) -> None:
         self.pool = BlockPool(num_blocks)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        self.tier: KVTier | None = None
+        self.sessions = sessions if enable_prefix_caching else None
+        if self.sessions is not None:
+            self.sessions.attach(self.pool)
+
+    def attach_tier(self, tier: KVTier | None) -> None:
+        """Keep evicted cached blocks in `tier` and restore them from it (prefix caching only); None detaches."""
+        if self.enable_prefix_caching:
+            self.tier = tier
+            self.pool.on_evict = None if tier is None else tier.save
 
     # ---- counts -------------------------------------------------------------------------
     @property
@@ -92,7 +124,8 @@ class KVCacheManager:
             # Tokens to be scored need the logits of the position before them computed here.
             max_blocks = min(max_blocks, max(seq.score_from - 1, 0) // self.block_size)
         match = PrefixMatch()
-        for block_hash in extend_block_hashes(seq, self.block_size)[:max_blocks]:
+        hashes = extend_block_hashes(seq, self.block_size)[:max_blocks]
+        for block_hash in hashes:
             block = self.pool.lookup(block_hash)
             if block is None:
                 break
@@ -100,6 +133,11 @@ class KVCacheManager:
                 match.pending = True
                 break
             match.blocks.append(block)
+        if self.tier is not None and not match.pending:
+            for block_hash in hashes[len(match.blocks) :]:
+                if not self.tier.lookup(block_hash):
+                    break
+                match.restore.append(block_hash)
         return match
 
     def publish(self, seq: Sequence, num_tokens: int) -> None:
@@ -118,7 +156,7 @@ class KVCacheManager:
             block = seq.block_table[i]
             if not pool.computed[block]:
                 pool.computed[block] = True
-                pool.register(block, hashes[i])
+                pool.register(block, hashes[i], hashes[i - 1] if i else chain_root(seq))
         seq.num_published_blocks = full
 
     # ---- allocation ---------------------------------------------------------------------
@@ -128,13 +166,30 @@ class KVCacheManager:
         revived = sum(1 for block in match.blocks if self.pool.ref_counts[block] == 0)
         return needed + revived <= self.pool.num_free
 
-    def admit(self, seq: Sequence, match: PrefixMatch, num_tokens: int) -> None:
-        """Give `seq` the matched blocks plus fresh ones up to `num_tokens` tokens (after `can_admit`)."""
+    def admit(self, seq: Sequence, match: PrefixMatch, num_tokens: int) -> int:
+        """Give `seq` the matched blocks, restored ones, then fresh ones up to `num_tokens` tokens (after `can_admit`).
+
+        Returns how many leading blocks hold valid KV: `match.num_blocks`, or fewer when a tier block
+        failed verification (it and those after it are then computed like fresh ones).
+        """
         for block in match.blocks:
             self.pool.acquire(block)
         seq.block_table = list(match.blocks)
-        for _ in range(max(0, self.blocks_for(num_tokens) - len(match.blocks))):
+        valid = len(match.blocks)
+        if match.restore:
+            parent = seq.block_hashes[valid - 1] if valid else chain_root(seq)
+            for block_hash in match.restore:
+                block = self.pool.allocate()
+                seq.block_table.append(block)
+                if not self.tier.restore(block_hash, parent, block):
+                    break  # the chain is broken here: the rest is computed
+                self.pool.computed[block] = True
+                self.pool.register(block, block_hash, parent)
+                valid += 1
+                parent = block_hash
+        for _ in range(max(0, self.blocks_for(num_tokens) - len(seq.block_table))):
             seq.block_table.append(self.pool.allocate())
+        return valid
 
     def blocks_to_grow(self, seq: Sequence, num_tokens: int) -> int:
         """Fresh blocks `seq` needs to hold `num_tokens` tokens."""
@@ -151,6 +206,20 @@ class KVCacheManager:
         while len(seq.block_table) > keep:
             self.pool.release(seq.block_table.pop())
 
+    def pin_session(self, seq: Sequence) -> None:
+        """Hold a finished sequence's published blocks for its session (when it has one and sessions are on)."""
+        if self.sessions is not None and seq.session_id is not None and seq.num_published_blocks:
+            self.sessions.pin(seq.session_id, seq.block_table[: seq.num_published_blocks])
+
+    def release_session_pin(self) -> bool:
+        """Release the oldest session's pin (pins yield under pressure); False when none is held."""
+        return self.sessions is not None and self.sessions.release_oldest()
+
+    def expire_sessions(self) -> None:
+        """Release the pins whose TTL has passed."""
+        if self.sessions is not None:
+            self.sessions.expire()
+
     def free(self, seq: Sequence) -> None:
         """Release every block of `seq`; computed, published ones stay reusable until evicted."""
         # Tail first, so the least useful blocks are the first evicted from the prefix cache.
@@ -165,5 +234,7 @@ class KVCacheManager:
             self.pool.invalidate(block)
 
     def reset_prefix_cache(self) -> None:
-        """Forget every cached block no sequence uses."""
+        """Forget every cached block no sequence uses, and everything the session tier holds."""
         self.pool.reset_prefix_cache()
+        if self.tier is not None:
+            self.tier.clear()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vivace.engine.kv_cache_manager import KVCacheManager
+from vivace.engine.kv_sessions import SessionPins
 from vivace.engine.sequence import Sequence, SequenceStatus
 
 
@@ -103,8 +104,9 @@ class Scheduler:
         max_model_len: int,
         enable_prefix_caching: bool = True,
         proposer: Proposer | None = None,
+        sessions: SessionPins | None = None,
     ) -> None:
-        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching)
+        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching, sessions)
         self.proposer = proposer
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
@@ -146,6 +148,7 @@ class Scheduler:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
         scheduled: set[int] = set()
+        self.kv.expire_sessions()
 
         # Running sequences, decodes before prefill chunks so long prompts never stall decodes.
         ordered = sorted(self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.arrival_order))
@@ -178,12 +181,17 @@ class Scheduler:
                 # rather than compute the same tokens twice.
                 deferred.append(self.waiting.popleft())
                 continue
-            start = len(match.blocks) * self.block_size
+            start = match.num_blocks * self.block_size
             num = min(seq.num_tokens - start, budget)
             if not self.kv.can_admit(match, start + num):
+                # Session pins yield to a request that would otherwise wait with nothing running to free blocks.
+                if not self.running and self.kv.release_session_pin():
+                    continue
                 break
             self.waiting.popleft()
-            self.kv.admit(seq, match, start + num)
+            # A tier block that fails verification leaves fewer blocks valid: compute from there.
+            start = self.kv.admit(seq, match, start + num) * self.block_size
+            num = min(seq.num_tokens - start, budget)
             if seq.num_preemptions == 0:
                 seq.num_cached_tokens = start
                 self.stats.prompt_tokens_reused += start
@@ -204,6 +212,8 @@ class Scheduler:
         """Give `seq` blocks for `num` more tokens, preempting newer sequences; False if it was preempted."""
         needed = self.kv.blocks_to_grow(seq, seq.num_computed_tokens + num)  # preempting others leaves it unchanged
         while needed > self.kv.num_free:
+            if self.kv.release_session_pin():
+                continue  # a session's pin yields before any running sequence is preempted
             victim = max(
                 (s for s in self.running if s.seq_id not in scheduled),
                 key=lambda s: s.arrival_order,
@@ -283,6 +293,7 @@ class Scheduler:
                 self.waiting.remove(seq)
             except ValueError:
                 pass
+        self.kv.pin_session(seq)
         self.kv.free(seq)
         if self.proposer is not None:
             self.proposer.forget(seq.seq_id)

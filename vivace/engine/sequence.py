@@ -40,6 +40,7 @@ class Sequence:
     num_published_blocks: int = 0  # block_table[:n] are computed and registered in the prefix cache
     finish_reason: str | None = None
     lora_id: int = 0  # the LoRA adapter its tokens run with (lora/manager.py); 0 = the base model
+    session_id: str | None = None  # its conversation: finished, its blocks stay pinned a while (kv_sessions.py)
 
     @property
     def num_tokens(self) -> int:

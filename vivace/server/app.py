@@ -207,7 +207,7 @@ async def _respond(
     release = functools.partial(state.release, units)
     try:
         primed = await _unless_disconnected(
-            request, start(state.engine, prompts, params, meta.id, state.observed(), lora)
+            request, start(state.engine, prompts, params, meta.id, state.observed(), lora, body.session)
         )
     except BaseException:
         release()

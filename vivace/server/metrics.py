@@ -5,7 +5,8 @@ Latencies are taken where the server sees the engine's outputs: TTFT from admiss
 generated token, inter-token latency between a choice's successive tokens (a step that yields k
 tokens counts k intervals of dt/k), end-to-end from admission to the last output. Engine numbers
 (queue, running, KV usage, prefix-cache queries and hits, preemptions, queue times, speculative
-decoding's drafts, proposed and accepted tokens) come from the
+decoding's drafts, proposed and accepted tokens, the session KV tier's hits, misses and bytes, session
+pins) come from the
 stats the engine thread publishes after each step (`AsyncEngine.stats()`), so a scrape never waits
 for the engine.
 """
@@ -117,6 +118,11 @@ class _EngineMetrics(Collector):
             ),
             ("vivace_kv_blocks_in_use", "KV cache blocks held by requests.", stats["blocks_in_use"]),
             ("vivace_kv_blocks_total", "KV cache blocks in the pool.", stats["num_blocks"]),
+            (
+                "vivace_session_pinned_blocks",
+                "KV cache blocks held for sessions (user / session_id) after their last turn.",
+                stats.get("session_pinned_blocks", 0),
+            ),
         )
         for name, documentation, value in gauges:
             family = GaugeMetricFamily(name, documentation, labels=["model_name"])
@@ -150,6 +156,42 @@ class _EngineMetrics(Collector):
                 stats.get("spec_decode_num_accepted_tokens", 0),
             ),
         )
+        if "kv_tier_hits" in stats:  # the session tier is on
+            gauges_tier = (
+                ("vivace_kv_tier_usage_bytes", "KV bytes the session tier holds.", stats["kv_tier_used_bytes"]),
+                (
+                    "vivace_kv_tier_capacity_bytes",
+                    "KV bytes the session tier can hold.",
+                    stats["kv_tier_capacity_bytes"],
+                ),
+            )
+            for name, documentation, value in gauges_tier:
+                family = GaugeMetricFamily(name, documentation, labels=["model_name"])
+                family.add_metric(self.model, value)
+                yield family
+            counters += (
+                (
+                    "vivace_kv_tier_hits",
+                    "KV blocks restored from the session tier instead of recomputed.",
+                    stats["kv_tier_hits"],
+                ),
+                (
+                    "vivace_kv_tier_misses",
+                    "Session-tier lookups past the device's cached prefix that found no block.",
+                    stats["kv_tier_misses"],
+                ),
+                (
+                    "vivace_kv_tier_rejected",
+                    "Session-tier blocks that failed verification (never served).",
+                    stats["kv_tier_rejected"],
+                ),
+                ("vivace_kv_tier_stored_bytes", "KV bytes written to the session tier.", stats["kv_tier_stored_bytes"]),
+                (
+                    "vivace_kv_tier_evicted_bytes",
+                    "KV bytes dropped from the session tier for room (LRU).",
+                    stats["kv_tier_evicted_bytes"],
+                ),
+            )
         for name, documentation, value in counters:
             family = CounterMetricFamily(name, documentation, labels=["model_name"])
             family.add_metric(self.model, value)

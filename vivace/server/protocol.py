@@ -66,6 +66,9 @@ class _SamplingRequest(TolerantModel):
     prompt_logprobs: int | None = None  # vLLM's: every prompt token's logprob plus top-k alternatives
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    # vivace's extension: the conversation this request continues; its KV blocks stay pinned on the
+    # engine for `--session-ttl` seconds after it (`user` serves when it is absent).
+    session_id: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Structured outputs (OpenAI's response_format, vLLM's guided_* and structured_outputs).
@@ -79,6 +82,11 @@ class _SamplingRequest(TolerantModel):
     # Known, honoured only at their no-op values (vLLM's benchmark client sends best_of=1).
     best_of: int | None = None
     use_beam_search: bool = False
+
+    @property
+    def session(self) -> str | None:
+        """The session whose KV blocks this request's pin: `session_id`, else `user`."""
+        return self.session_id or self.user
 
     @property
     def include_usage(self) -> bool:
@@ -111,6 +119,7 @@ _NOT_SAMPLING = {
     "messages",
     "prompt",
     "user",
+    "session_id",
     "stream",
     "stream_options",
     "best_of",

@@ -36,13 +36,17 @@ async def start(
     base_id: str,
     observe: Callable[[AsyncIterator[RequestOutput]], AsyncIterator[RequestOutput]] | None = None,
     lora: str | None = None,
+    session: str | None = None,
 ) -> list[Primed]:
-    """Submit every prompt (run with LoRA adapter `lora`, if given) and wait for each one's first output;
-    engine validation errors raise here.
+    """Submit every prompt (run with LoRA adapter `lora`, if given; of conversation `session`, if given) and
+    wait for each one's first output; engine validation errors raise here.
 
     `observe` wraps each prompt's output stream (the server's metrics pass through it).
     """
-    gens = [engine.generate(p, params, request_id=f"{base_id}-{i}", lora=lora) for i, p in enumerate(prompts)]
+    gens = [
+        engine.generate(p, params, request_id=f"{base_id}-{i}", lora=lora, session=session)
+        for i, p in enumerate(prompts)
+    ]
     if observe is not None:
         gens = [observe(g) for g in gens]
     try:
