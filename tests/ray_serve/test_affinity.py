@@ -71,5 +71,17 @@ def test_rank_falls_back_to_the_least_loaded_when_overloaded_or_uncached():
     candidates = [Candidate("r1", 9, matched=5), Candidate("r2", 1), Candidate("r3", None)]
     assert rank(candidates, None, imbalance=4) == [["r2", "r3"], ["r1"]]  # 9 - 1 > 4: the cache waits
     assert rank(candidates, None, imbalance=8) == [["r1"], ["r2", "r3"]]
-    assert rank([Candidate("r1", 3), Candidate("r2", 0)], None, imbalance=4) == [["r1", "r2"]]  # Ray takes the shorter
     assert rank([], None, imbalance=4) == []
+
+
+def test_a_new_prompt_goes_to_the_least_loaded_replica_caching_least():
+    idle = [Candidate("r1", 0, cached=50), Candidate("r2", 0, cached=10), Candidate("r3", 2, cached=0)]
+    assert rank(idle, None, imbalance=4) == [["r2"], ["r1", "r3"]]
+    # Successive new conversations on idle replicas alternate as each one's cache grows.
+    index, chosen = PrefixIndex(), []
+    for conversation in range(4):
+        hashes = chunk_hashes(f"conversation {conversation} " * 20)
+        candidates = [Candidate(r, 0, index.matched(r, hashes), index.size(r)) for r in ("r1", "r2")]
+        chosen.append(rank(candidates, None, imbalance=4)[0][0])
+        index.insert(chosen[-1], hashes)
+    assert sorted(chosen) == ["r1", "r1", "r2", "r2"]

@@ -43,6 +43,10 @@ class PrefixIndex:
         while len(cached) > self.max_chunks:
             cached.popitem(last=False)
 
+    def size(self, replica: Hashable) -> int:
+        """How many chunks `replica` caches."""
+        return len(self._replicas.get(replica, ()))
+
     def matched(self, replica: Hashable, hashes: Sequence[int]) -> int:
         """How many leading chunks of a prompt with `hashes` `replica` caches."""
         cached = self._replicas.get(replica)
@@ -92,11 +96,13 @@ class SessionTable:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One replica as the ranking sees it: its queue length (None = unknown) and the chunks it caches."""
+    """One replica as the ranking sees it: its queue length (None = unknown), how many leading chunks of
+    the prompt it caches, and how many chunks it caches in all."""
 
     replica: Hashable
     queue_len: int | None
     matched: int = 0
+    cached: int = 0
 
 
 def rank(candidates: Sequence[Candidate], session_replica: Hashable | None, imbalance: int) -> list[list[Hashable]]:
@@ -104,7 +110,9 @@ def rank(candidates: Sequence[Candidate], session_replica: Hashable | None, imba
 
     The session's replica, else the replica with the longest cached prefix, comes first, unless its
     queue is more than `imbalance` requests longer than the shortest: then the least loaded replicas
-    come first (Ray picks the shorter queue within a rank) and the cached one after them.
+    come first (Ray picks the shorter queue within a rank) and the cached one after them. A prompt no
+    replica caches goes to the least loaded replica caching least (as Ray's router picks its
+    "smallest tenant"), so new conversations spread over idle replicas instead of piling on one.
     """
     if not candidates:
         return []
@@ -114,9 +122,11 @@ def rank(candidates: Sequence[Candidate], session_replica: Hashable | None, imba
     if preferred is None:
         best = max(candidates, key=lambda c: c.matched)
         preferred = best if best.matched > 0 else None
-    others = [c.replica for c in candidates if preferred is None or c.replica != preferred.replica]
     if preferred is None:
-        return [others]
+        idle = [c for c in candidates if c.queue_len is None or c.queue_len == shortest]
+        preferred = min(idle or candidates, key=lambda c: c.cached)
+        return [[preferred.replica], [c.replica for c in candidates if c.replica != preferred.replica]]
+    others = [c.replica for c in candidates if c.replica != preferred.replica]
     if preferred.queue_len is not None and preferred.queue_len - shortest > imbalance:
         return [others, [preferred.replica]]
     return [[preferred.replica], others]

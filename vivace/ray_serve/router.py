@@ -45,7 +45,12 @@ class CacheAffinityRouter(RequestRouter):
         hashes = chunk_hashes(request.prompt)
         queue_lens = await self._queue_lens(candidate_replicas)
         candidates = [
-            Candidate(r.replica_id, queue_lens.get(r.replica_id), self.index.matched(r.replica_id, hashes))
+            Candidate(
+                r.replica_id,
+                queue_lens.get(r.replica_id),
+                self.index.matched(r.replica_id, hashes),
+                self.index.size(r.replica_id),
+            )
             for r in candidate_replicas
         ]
         by_id = {r.replica_id: r for r in candidate_replicas}
