@@ -25,3 +25,13 @@ def test_no_ray_module_is_imported_outside_vivace_ray_serve():
     count, loaded = out.stdout.strip().split(" ", 1)
     assert int(count) > 50  # the walk really imported the package
     assert loaded == "[]"
+
+
+def test_an_unknown_router_is_a_usage_error_naming_the_flag():
+    from typer.testing import CliRunner
+
+    from vivace.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--replicas", "2", "--router", "round-robin"])
+    assert result.exit_code == 2
+    assert "--router" in result.output and "affinity, pow2" in result.output
