@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -111,6 +112,7 @@ def main() -> None:
     from vivace.ray_serve.launch import APP_NAME, build_app
     from vivace.ray_serve.replica import ReplicaSpec
 
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")  # other processes' memory is not Ray's to police
     ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     base_url = f"http://127.0.0.1:{args.port}"

@@ -3,6 +3,7 @@ replicas behind the vivace ingress, started once for the Ray Serve tests and tor
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ def ray_served() -> Iterator[RayServed]:
     from vivace.ray_serve.launch import APP_NAME, build_app
     from vivace.ray_serve.replica import ReplicaSpec
 
+    # Ray's own memory monitor kills workers when the node (not Ray) passes 95% of its memory: on a
+    # shared machine that is other processes' doing, and it would kill the Serve controller mid-test.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()

@@ -23,12 +23,14 @@ def _client(ray_served) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{ray_served.base_url}/v1", api_key="unused", max_retries=0)
 
 
-def _metric(base_url: str, sample: str, replica: str = "all", **labels: str) -> float:
+def _metric(base_url: str, sample: str, replica: str = "all", default: float | None = None, **labels: str) -> float:
     text = httpx.get(f"{base_url}/metrics", timeout=30).text
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == sample and s.labels.get("replica") == replica and labels.items() <= s.labels.items():
                 return s.value
+    if default is not None:  # a labelled counter appears once it first counts
+        return default
     raise AssertionError(f"{sample} (replica={replica}, {labels}) not in /metrics")
 
 
@@ -80,7 +82,15 @@ def test_a_session_and_a_growing_conversation_stay_on_their_replica(ray_served):
     for session in ("alice", "bob", "carol"):
         served_by = {
             _chat(
-                ray_served.base_url, [{"role": "user", "content": f"Hello, I am {session}. Turn {turn}."}], user=session
+                ray_served.base_url,
+                [
+                    {
+                        "role": "user",
+                        "content": f"Hello, I am {session}, and this is turn {turn} of a conversation long enough to be cached. "
+                        * 2,
+                    }
+                ],
+                user=session,
             ).headers["x-vivace-replica"]
             for turn in range(3)
         }
@@ -110,7 +120,7 @@ def test_metrics_per_replica_and_in_total(ray_served):
 
 
 def test_a_client_hanging_up_aborts_its_request_on_the_replica(ray_served):
-    aborted_before = _metric(ray_served.base_url, "vivace_request_success_total", finished_reason="abort")
+    aborted_before = _metric(ray_served.base_url, "vivace_request_success_total", default=0, finished_reason="abort")
     body = {"model": MODEL, "messages": GREEDY_MESSAGES, "stream": True, **LONG}
     with httpx.stream("POST", f"{ray_served.base_url}/v1/chat/completions", json=body, timeout=60) as response:
         lines = response.iter_lines()
@@ -120,7 +130,8 @@ def test_a_client_hanging_up_aborts_its_request_on_the_replica(ray_served):
     )
     wait_for(
         lambda: (
-            _metric(ray_served.base_url, "vivace_request_success_total", finished_reason="abort") == aborted_before + 1
+            _metric(ray_served.base_url, "vivace_request_success_total", default=0, finished_reason="abort")
+            == aborted_before + 1
         ),
         30,
         "the abort to be counted",

@@ -9,6 +9,7 @@ so a chunk's hash stands for the whole prefix up to it. Each replica keeps the m
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -123,8 +124,9 @@ def rank(candidates: Sequence[Candidate], session_replica: Hashable | None, imba
         best = max(candidates, key=lambda c: c.matched)
         preferred = best if best.matched > 0 else None
     if preferred is None:
-        idle = [c for c in candidates if c.queue_len is None or c.queue_len == shortest]
-        preferred = min(idle or candidates, key=lambda c: c.cached)
+        idle = [c for c in candidates if c.queue_len is None or c.queue_len == shortest] or list(candidates)
+        least = min(c.cached for c in idle)
+        preferred = random.choice([c for c in idle if c.cached == least])  # ties: spread, as pow2 does
         return [[preferred.replica], [c.replica for c in candidates if c.replica != preferred.replica]]
     others = [c.replica for c in candidates if c.replica != preferred.replica]
     if preferred.queue_len is not None and preferred.queue_len - shortest > imbalance:
