@@ -26,7 +26,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # never reaches for a CUDA build.
 "${PIP[@]}" torch==2.13.0
 if [ "$WITH_TESTS" = 1 ]; then
-    "${PIP[@]}" -e ".[test]"
+    "${PIP[@]}" -e ".[test,ray]"
 else
     "${PIP[@]}" -e .
 fi

@@ -413,6 +413,21 @@ def serve(
             min=1, help="Open connections at most (default 1000, within the file-descriptor limit); more get 503."
         ),
     ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="Engine replicas behind Ray Serve (starts a local Ray unless --ray-address)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="An existing Ray cluster (ray://HOST:10001 or auto) to run the replicas on."),
+    ] = None,
+    router: Annotated[
+        str,
+        typer.Option(
+            help="With Ray: 'affinity' (the replica caching the prompt's prefix, or the session's) or 'pow2' "
+            "(Ray's power of two choices)."
+        ),
+    ] = "affinity",
     engine_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the OpenAI-compatible API (chat, completions, embeddings, models) over HTTP."""
@@ -423,6 +438,24 @@ def serve(
     if model is not None and model_option is not None and model != model_option:
         raise typer.BadParameter(f"two models given: {model!r} and --model {model_option!r}", param_hint="--model")
     chosen = model if model is not None else model_option
+    origins = [o.strip() for value in allowed_origins or [] for o in value.split(",") if o.strip()]
+    if replicas is not None or ray_address is not None:
+        _serve_on_ray(
+            chosen,
+            served_model_name,
+            host,
+            port,
+            api_key,
+            max_queue,
+            drain_timeout,
+            flows,
+            origins,
+            engine_options or {},
+            replicas or 1,
+            ray_address,
+            router,
+        )
+        return
     try:
         with _usage_errors("MODEL"):
             run_server(
@@ -437,13 +470,47 @@ def serve(
                 flows_dir=flows,
                 engine_options=engine_options or {},
                 max_connections=max_connections,
-                allowed_origins=[o.strip() for value in allowed_origins or [] for o in value.split(",") if o.strip()],
+                allowed_origins=origins,
             )
     except FlowError as e:
         raise typer.BadParameter(str(e), param_hint="--flows") from None
     except ListenError as e:  # not a usage error: the command was right, the machine is not ready for it
         typer.echo(f"error: {e}", err=True)  # one line, however narrow the terminal
         raise typer.Exit(1) from None
+
+
+def _serve_on_ray(
+    model: str | None,
+    served_model_name: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_queue: int | None,
+    drain_timeout: float,
+    flows: str | None,
+    origins: list[str],
+    engine_options: dict[str, Any],
+    replicas: int,
+    ray_address: str | None,
+    router: str,
+) -> None:
+    """`vivace serve --replicas/--ray-address`: the same API from N replicas on Ray Serve (imports Ray here only)."""
+    from vivace.ray_serve.affinity import ROUTERS
+
+    if router not in ROUTERS:
+        raise typer.BadParameter(f"must be one of {', '.join(ROUTERS)}", param_hint="--router")
+    try:
+        from vivace.ray_serve.launch import run_ray_server
+        from vivace.ray_serve.replica import ReplicaSpec
+    except ImportError as e:
+        typer.echo(f"error: --replicas and --ray-address need Ray Serve: pip install 'vivace[ray]' ({e})", err=True)
+        raise typer.Exit(1) from None
+    from vivace.server.serve import model_name_for
+
+    spec = ReplicaSpec(
+        model, served_model_name or model_name_for(model), engine_options, api_key, max_queue, flows, tuple(origins)
+    )
+    run_ray_server(spec, replicas, ray_address, router, host, port, drain_timeout)
 
 
 if __name__ == "__main__":

@@ -260,6 +260,11 @@ class AsyncEngine:
                     pass
         return len(request_ids)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the loop was shut down (a replica whose engine stopped is unhealthy)."""
+        return self._stopped
+
     def stats(self) -> dict:
         """The engine's counters as of its last step (or last idle wake-up); never takes the engine lock."""
         return self._stats
