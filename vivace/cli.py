@@ -1,4 +1,4 @@
-"""The `vivace` command line: generate, chat and batch on the local engine."""
+"""The `vivace` command line: generate, chat, batch and train-medusa on the local engine."""
 
 from __future__ import annotations
 
