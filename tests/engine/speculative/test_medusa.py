@@ -91,8 +91,8 @@ def test_packaged_model_greedy_is_identical_with_random_heads(tmp_path):
         [{"role": "user", "content": "Count from one to twenty in words."}],
         [{"role": "user", "content": "Tell me a story about a dragon."}],
     ]
-    params = [SamplingParams(temperature=0.0, max_tokens=48), SamplingParams(temperature=0.0, max_tokens=40)]
-    params.append(SamplingParams(temperature=0.0, max_tokens=30, logprobs=0))
+    params = [SamplingParams(temperature=0.0, max_tokens=32), SamplingParams(temperature=0.0, max_tokens=24)]
+    params.append(SamplingParams(temperature=0.0, max_tokens=16, logprobs=0))
     expected = _texts(plain.chat(conversations, params, use_tqdm=False))
     assert _texts(spec.chat(conversations, params, use_tqdm=False)) == expected
     assert _texts(spec.chat(conversations, params, use_tqdm=False)) == expected  # with prefix-cache hits
