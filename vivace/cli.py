@@ -1,4 +1,4 @@
-"""The `vivace` command line: generate, chat and batch on the local engine."""
+"""The `vivace` command line: generate, chat, batch and train-medusa on the local engine."""
 
 from __future__ import annotations
 
@@ -361,6 +361,42 @@ def batch(
             )
     if failed:
         err.print(f"[yellow]{failed} line(s) could not run; see their 'error' field in {output_path}[/yellow]")
+
+
+@app.command("train-medusa")
+def train_medusa(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", file_okay=False, help="Directory to write the heads to.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    prompts: Annotated[int, typer.Option(min=1, help="Prompts of the packaged set the model answers.")] = 96,
+    prompts_file: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Your own prompts instead, one a line.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=4, help="Tokens of each greedy answer.")] = 96,
+    heads: Annotated[int, typer.Option(min=1, max=8, help="Medusa heads (head k guesses k + 1 tokens ahead).")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the distilled positions.")] = 8,
+    head_vocab: Annotated[int, typer.Option(min=16, help="Most frequent answer tokens the heads score.")] = 4096,
+) -> None:
+    """Train Medusa heads by self-distillation (the model's own greedy answers); use them with --speculative medusa:OUT."""
+    from vivace.engine.speculative.medusa_prompts import medusa_prompts
+    from vivace.engine.speculative.medusa_train import TrainSettings
+    from vivace.engine.speculative.medusa_train import train_medusa as train
+
+    if prompts_file is not None:
+        texts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        if not texts:
+            raise typer.BadParameter("the file has no prompts", param_hint="--prompts-file")
+    else:
+        try:
+            texts = medusa_prompts(prompts)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--prompts") from None
+    settings = TrainSettings(
+        num_prompts=len(texts), max_tokens=max_tokens, num_heads=heads, head_vocab=head_vocab, epochs=epochs
+    )
+    llm = _load(model, device)
+    train(str(out_dir), llm, model or "smollm2", settings, texts, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"wrote {out_dir}; use it with --speculative medusa:{out_dir}")
 
 
 @app.command()

@@ -107,8 +107,9 @@ class EngineConfig:
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed
-    # per step from the latest earlier match of the last n tokens), or "draft:MODEL[,k=4]" (a smaller
-    # model with the target's tokenizer proposes); None = off.
+    # per step from the latest earlier match of the last n tokens), "draft:MODEL[,k=4]" (a smaller
+    # model with the target's tokenizer proposes) or "medusa:PATH[,k=4]" (Medusa heads trained by
+    # `vivace train-medusa` guess the next k tokens from the last hidden state); None = off.
     speculative: str | None = None
     # Multi-LoRA: adapter slots in every q/k/v/o/gate/up/down projection, PEFT adapters loaded into them
     # at start (`lora_modules`: name -> adapter directory) or at run time; requests pick one by name.

@@ -30,6 +30,7 @@ from vivace.engine.runner import ModelRunner
 from vivace.engine.sampling_batch import check_token_ids, make_generator
 from vivace.engine.scheduler import ScheduledSeq, Scheduler
 from vivace.engine.sequence import Sequence
+from vivace.engine.speculative.medusa_proposer import MedusaProposer
 from vivace.engine.speculative.proposers import make_proposer
 from vivace.engine.structured.grammar import GrammarCompiler
 
@@ -54,6 +55,7 @@ class LLMEngine:
         self.kv_dtype = DTYPES[config.resolved_kv_cache_dtype]
         num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(self.kv_dtype), self.max_model_len)
         self.eos_token_ids = list(self.model_config.eos_token_ids)
+        self.proposer = make_proposer(config, self.model, self.max_model_len)
         self.scheduler = Scheduler(
             num_blocks=num_blocks,
             block_size=config.block_size,
@@ -61,7 +63,7 @@ class LLMEngine:
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
-            proposer=make_proposer(config, self.model_config.vocab_size, self.max_model_len),
+            proposer=self.proposer,
             sessions=SessionPins(config.session_ttl, num_blocks // 2) if config.session_ttl else None,
         )
         self.runner = ModelRunner(
@@ -75,6 +77,7 @@ class LLMEngine:
             cuda_graphs=config.cuda_graphs,
             max_num_seqs=config.max_num_seqs,
             max_model_len=self.max_model_len,
+            medusa=self.proposer.heads if isinstance(self.proposer, MedusaProposer) else None,
         )
         self.kv_tier: KVTier | None = None
         if config.kv_tier_bytes:
@@ -265,6 +268,8 @@ class LLMEngine:
             failed = {item.seq.request_id for item in batch.all()}
             return self.outputs.fail(failed, f"{type(exc).__name__}: {exc}")
         self.scheduler.finish_step(batch, {v.item.seq.seq_id: v.num_accepted for v in result.verified})
+        for guess in result.guesses:  # Medusa heads' guesses, proposed at the sequence's next step
+            self.proposer.offer(guess.seq.seq_id, guess.num_tokens, guess.token_ids)
         return self.outputs.process(result)
 
     def _record_queue_times(self, prefills: list[ScheduledSeq]) -> None:

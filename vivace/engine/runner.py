@@ -3,7 +3,8 @@
 The runner knows sequences and tensors, never requests: it builds the step's inputs (token ids,
 positions, cache slots, and the attention backend's metadata), runs the model (or replays a CUDA
 graph for a decode-only step), samples, verifies speculating sequences' proposed tokens
-(speculative/verify.py), and scores prompt tokens where a sequence asks.
+(speculative/verify.py), runs Medusa heads on the rows that produced tokens (their guesses are the
+next step's proposals), and scores prompt tokens where a sequence asks.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from vivace.engine.outputs import TokenLogprob
 from vivace.engine.pooling import PooledChunk, pool_chunk
 from vivace.engine.sampler import SamplerOutput, processed_logprobs, sample
 from vivace.engine.sampling_batch import SamplingBatch
-from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
+from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq, may_speculate
 from vivace.engine.sequence import Sequence
+from vivace.engine.speculative.medusa_heads import MedusaHeads
 from vivace.engine.speculative.verify import verify
 from vivace.engine.structured.masks import GrammarMasks, RowMasks
 
@@ -55,6 +57,15 @@ class Verified:
 
 
 @dataclass
+class Guess:
+    """Medusa heads' guesses for the tokens after `seq`'s first `num_tokens` (its tokens once this step's are appended)."""
+
+    seq: Sequence
+    num_tokens: int
+    token_ids: list[int]
+
+
+@dataclass
 class StepResult:
     """What one forward pass produced: sampled tokens for finishing chunks, prompt scores if asked."""
 
@@ -63,6 +74,7 @@ class StepResult:
     prompt_scores: list[PromptScores]  # computed in this step
     pooled: list[PooledChunk] = field(default_factory=list)  # prompt hidden-state sums of pooling sequences
     verified: list[Verified] = field(default_factory=list)  # speculating sequences (not in `sampled`)
+    guesses: list[Guess] = field(default_factory=list)  # Medusa heads' guesses
 
 
 @dataclass
@@ -89,8 +101,11 @@ class ModelRunner:
         cuda_graphs: bool = False,
         max_num_seqs: int = 1,
         max_model_len: int = 1,
+        medusa: MedusaHeads | None = None,
     ) -> None:
+        """`medusa`: heads whose guesses for each produced token's successors come back in StepResult.guesses."""
         self.model = model
+        self.medusa = medusa
         self.kernels = kernels
         self.backend = kernels.attention
         self.block_size = block_size
@@ -98,9 +113,14 @@ class ModelRunner:
         self.eos_token_ids = eos_token_ids
         cfg = model.cfg
         self.grammar_masks = GrammarMasks(cfg.vocab_size)
-        # LoRA steps vary the adapter slots they compute, which a captured graph cannot: they run eagerly.
+        # LoRA steps vary the adapter slots they compute, which a captured graph cannot: they run eagerly;
+        # so do Medusa's, whose heads read hidden states a decode graph does not return.
         use_graphs = (
-            cuda_graphs and model.lora is None and self.backend.supports_cuda_graphs and self.device.type == "cuda"
+            cuda_graphs
+            and model.lora is None
+            and medusa is None
+            and self.backend.supports_cuda_graphs
+            and self.device.type == "cuda"
         )
         # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
         # block, which the scheduler never hands out, takes the padding rows' K/V.
@@ -149,6 +169,20 @@ class ModelRunner:
         return StepInputs(upload(ids, torch.long, self.device), upload(positions, torch.long, self.device), meta)
 
     @torch.inference_mode()
+    def hidden_states(self, batch: ScheduledBatch) -> torch.Tensor:
+        """The model's final hidden states [T, hidden] for the step's rows (decodes, then prefill chunks)."""
+        inputs = self.prepare_inputs(batch)
+        lora = self.model.lora
+        if lora is None:
+            return self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
+        # Each token's adapter, in prepare_inputs' order (decodes, then prefills).
+        lora.set_step([i for item in batch.all() for i in [item.seq.lora_id] * item.num_tokens])
+        try:
+            return self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
+        finally:
+            lora.clear_step()
+
+    @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, matcher_of: MatcherOf | None = None) -> StepResult:
         """Run one step; sequences with `score_from` set also get logprobs of their prompt tokens.
 
@@ -162,16 +196,7 @@ class ModelRunner:
             masks = self.grammar_masks.start(
                 [matcher_of(item.seq) for item in batch.all() if item.samples and not item.draft]
             )
-        inputs = self.prepare_inputs(batch)
-        lora = self.model.lora
-        if lora is None:
-            hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
-        else:  # each token's adapter, in prepare_inputs' order (decodes, then prefills)
-            lora.set_step([i for item in batch.all() for i in [item.seq.lora_id] * item.num_tokens])
-            try:
-                hidden = self.model.forward(inputs.input_ids, inputs.positions, inputs.attn_metadata, self.kv_cache)
-            finally:
-                lora.clear_step()
+        hidden = self.hidden_states(batch)
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         spec_rows: list[int] = []
@@ -203,7 +228,35 @@ class ModelRunner:
         if speculating:
             spec_hidden = hidden.index_select(0, upload(spec_rows, torch.long, hidden.device))
             verified = self._verify(self.model.compute_logits(spec_hidden), speculating)
-        return StepResult(sampled, output, prompt_scores, pooled, verified)
+        guesses = self._guess(hidden, rows, sampled, spec_rows, verified) if self.medusa is not None else []
+        return StepResult(sampled, output, prompt_scores, pooled, verified, guesses)
+
+    def _guess(
+        self,
+        hidden: torch.Tensor,
+        rows: list[int],
+        sampled: list[ScheduledSeq],
+        spec_rows: list[int],
+        verified: list[Verified],
+    ) -> list[Guess]:
+        """Medusa heads on the row behind each sequence's newest token: a sampled row, or a verification's last accepted one."""
+        picked: list[int] = []
+        guesses: list[Guess] = []
+        for row, item in zip(rows, sampled, strict=True):
+            if may_speculate(item.seq):
+                picked.append(row)
+                guesses.append(Guess(item.seq, item.seq.num_tokens + 1, []))
+        first = 0
+        for v in verified:
+            picked.append(spec_rows[first + v.num_accepted])
+            guesses.append(Guess(v.item.seq, v.item.seq.num_tokens + len(v.token_ids), []))
+            first += len(v.item.draft) + 1
+        if not picked:
+            return []
+        picked_hidden = hidden.index_select(0, upload(picked, torch.long, hidden.device))
+        for guess, tokens in zip(guesses, self.medusa.guess(picked_hidden), strict=True):
+            guess.token_ids = tokens
+        return guesses
 
     def _execute_graph(self, batch: ScheduledBatch, matcher_of: MatcherOf | None) -> StepResult:
         """A decode-only step replayed from the CUDA graph of its padded size (every row samples)."""

@@ -31,6 +31,12 @@ class Proposer(Protocol):
     def forget(self, seq_id: int) -> None: ...
 
 
+def may_speculate(seq: Sequence) -> bool:
+    """Whether a sequence may verify proposed tokens: grammar masks, logprobs and pooling need one row per step."""
+    params = seq.params
+    return params.structured_outputs is None and params.logprobs is None and not seq.pool
+
+
 class RequestTooLargeError(ValueError):
     """A request can never run: its prompt or its KV needs exceed what the engine has."""
 
@@ -230,8 +236,8 @@ class Scheduler:
         Their blocks come only from free ones beyond `spare_blocks`, so speculation preempts nobody.
         """
         params = seq.params
-        if params.structured_outputs is not None or params.logprobs is not None or seq.pool:
-            return []  # their per-token work (grammar masks, logprobs) is one row at a time
+        if not may_speculate(seq):
+            return []
         max_k = min(budget, self.max_model_len - seq.num_tokens - 1)
         if params.max_tokens is not None:
             max_k = min(max_k, params.max_tokens - seq.num_output_tokens - 1)

@@ -72,6 +72,7 @@ def test_speculative_option_parses_like_vllm_and_names_the_field():
     assert EngineConfig().speculative_config is None
     assert SpeculativeConfig.parse("draft:random:tiny@5,k=3") == SpeculativeConfig("draft", 3, model="random:tiny@5")
     assert SpeculativeConfig.parse("draft:/models/a,b.gguf").model == "/models/a,b.gguf"
+    assert SpeculativeConfig.parse("medusa:/heads/x,k=2") == SpeculativeConfig("medusa", 2, model="/heads/x")
     for bad in (
         "medusa",
         "ngram:k=0",
@@ -81,6 +82,8 @@ def test_speculative_option_parses_like_vllm_and_names_the_field():
         "ngram:k",
         "draft",
         "draft:k=2",
+        "medusa:k=2",
+        "medusa:/heads,k=17",
     ):
         with pytest.raises(InvalidParameterError) as err:
             EngineConfig(speculative=bad)

@@ -9,7 +9,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from vivace.engine.kernels.block_quant import QuantBlocks, block_linear_reference
+from vivace.engine.kernels.block_quant import QuantBlocks, block_linear_reference, dequantize_blocks
 
 BlockOp = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor]
 
@@ -96,3 +96,12 @@ def make_linear(
     if quantization in ("int8", "gguf"):
         return Int8DynamicLinear(weight, bias, int8_ops)
     return FloatLinear(weight, bias)
+
+
+def float_weight(layer: Linear) -> torch.Tensor:
+    """The layer's weight [N, K] as float32, whatever its format (int8 and GGUF blocks dequantized)."""
+    if isinstance(layer, FloatLinear):
+        return layer.weight.float()
+    if isinstance(layer, Int8DynamicLinear):
+        return layer.weight_t.t().float() * layer.scales[:, None]
+    return dequantize_blocks(layer.blocks)

@@ -1,7 +1,8 @@
 """SpeculativeConfig: which proposer guesses tokens and how many, parsed from `--speculative`.
 
 `ngram[:k=4,max_n=4,min_n=2]` is prompt lookup; `draft:MODEL[,k=4]` is a smaller model sharing
-the target's tokenizer (MODEL as `--model` takes it; it may itself contain colons).
+the target's tokenizer (MODEL as `--model` takes it; it may itself contain colons); `medusa:PATH[,k=N]`
+is Medusa heads trained for the target by `vivace train-medusa` (k: how many of them propose).
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ from dataclasses import dataclass
 
 from vivace.engine.config import InvalidParameterError
 
-METHODS = ("ngram", "draft")
-_OPTIONS = {"ngram": ("k", "max_n", "min_n"), "draft": ("k",)}
+METHODS = ("ngram", "draft", "medusa")
+_OPTIONS = {"ngram": ("k", "max_n", "min_n"), "draft": ("k",), "medusa": ("k",)}
+_LOADS = {
+    "draft": "a model: draft:MODEL or draft:MODEL,k=4",
+    "medusa": "a heads directory: medusa:PATH or medusa:PATH,k=3",
+}
 
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
-    """Up to k tokens proposed per step: from an n-gram match (n from max_n down), or by a draft model."""
+    """Up to k tokens proposed per step: from an n-gram match (n from max_n down), by a draft model or by Medusa heads."""
 
     method: str = "ngram"
     k: int = 4  # vLLM's num_speculative_tokens
     max_n: int = 4  # vLLM's prompt_lookup_max
     min_n: int = 2  # vLLM's prompt_lookup_min
-    model: str | None = None  # the draft model
+    model: str | None = None  # what the method loads: the draft model, or the Medusa heads' directory
 
     @classmethod
     def parse(cls, text: str) -> SpeculativeConfig:
@@ -35,8 +40,8 @@ class SpeculativeConfig:
         model_parts: list[str] = []
         for option in filter(None, (o.strip() for o in options.split(","))):
             key, eq, value = option.partition("=")
-            if method == "draft" and not (eq and key in allowed):
-                model_parts.append(option)  # part of the draft model's name
+            if method in _LOADS and not (eq and key in allowed):
+                model_parts.append(option)  # part of the draft model's name or the heads' path
                 continue
             if not eq or key not in allowed:
                 raise InvalidParameterError(
@@ -47,8 +52,8 @@ class SpeculativeConfig:
             except ValueError:
                 raise InvalidParameterError("speculative", f"{key} must be an integer, got {value!r}") from None
         model = ",".join(model_parts) or None
-        if method == "draft" and model is None:
-            raise InvalidParameterError("speculative", "draft needs a model: draft:MODEL or draft:MODEL,k=4")
+        if method in _LOADS and model is None:
+            raise InvalidParameterError("speculative", f"{method} needs {_LOADS[method]}")
         config = cls(method, **values, model=model)
         if not 1 <= config.k <= 16:
             raise InvalidParameterError("speculative", f"k must be in [1, 16], got {config.k}")
