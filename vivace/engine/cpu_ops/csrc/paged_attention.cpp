@@ -19,7 +19,7 @@
 
 namespace {
 
-constexpr int64_t KT = 32;  // keys per tile, starting at multiples of KT
+constexpr int64_t KT = 64;  // keys per tile, starting at multiples of KT
 constexpr int64_t QT = 16;  // query tokens per work item
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 
@@ -35,6 +35,12 @@ inline V8 vfma(V8 a, V8 b, V8 c) { return _mm256_fmadd_ps(a, b, c); }
 inline V8 vadd(V8 a, V8 b) { return _mm256_add_ps(a, b); }
 inline V8 vsub(V8 a, V8 b) { return _mm256_sub_ps(a, b); }
 inline V8 vmul(V8 a, V8 b) { return _mm256_mul_ps(a, b); }
+inline V8 vmax(V8 a, V8 b) { return _mm256_max_ps(a, b); }
+// Eight bfloat16 values widened: each is the top half of a float32.
+inline V8 vload_bf16(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
 // Lane k of the result: ((a[k]0 + a[k]1) + (a[k]2 + a[k]3)) + ((a[k]4 + a[k]5) + (a[k]6 + a[k]7)).
 inline V8 reduce8(const V8* a) {
   V8 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -67,6 +73,15 @@ inline V8 vfma(V8 a, V8 b, V8 c) { for (int k = 0; k < 8; ++k) c.x[k] = std::fma
 inline V8 vadd(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] += b.x[k]; return a; }
 inline V8 vsub(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] -= b.x[k]; return a; }
 inline V8 vmul(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] *= b.x[k]; return a; }
+inline V8 vmax(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] = std::max(a.x[k], b.x[k]); return a; }
+inline V8 vload_bf16(const uint16_t* p) {
+  V8 v;
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t bits = static_cast<uint32_t>(p[k]) << 16;
+    std::memcpy(v.x + k, &bits, sizeof(float));
+  }
+  return v;
+}
 inline V8 reduce8(const V8* a) {
   V8 out;
   for (int k = 0; k < 8; ++k) {
@@ -83,12 +98,19 @@ inline float hsum(V8 v) {
   vstore(x, v);
   return ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
 }
+inline float hmax(V8 v) {
+  float x[8];
+  vstore(x, v);
+  return std::max(std::max(std::max(x[0], x[1]), std::max(x[2], x[3])), std::max(std::max(x[4], x[5]), std::max(x[6], x[7])));
+}
 
 // One cache row (d values of one token and KV head) as float32, an int8 row times its own scale
 // (the float32 after its d values: vivace/engine/attention/kv_quant.py).
 inline void widen(const float* in, int64_t d, float* out) { std::memcpy(out, in, d * sizeof(float)); }
-inline void widen(const uint16_t* in, int64_t d, float* out) {  // bfloat16 is the top half of a float32
-  for (int64_t i = 0; i < d; ++i) {
+inline void widen(const uint16_t* in, int64_t d, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8) vstore(out + i, vload_bf16(in + i));
+  for (; i < d; ++i) {
     const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
     std::memcpy(out + i, &bits, sizeof(float));
   }
@@ -248,14 +270,17 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
             std::fill_n(s, KT, 0.f);
             continue;
           }
-          float mt = NEG_INF;
-          for (int64_t j = a; j < b; ++j) mt = std::max(mt, s[j]);
-          const float m_new = std::max(w.m[r], mt);
+          std::fill(s, s + a, NEG_INF);
+          std::fill(s + b, s + KT, NEG_INF);
+          V8 vmx = vload(s);
+          for (int64_t j = 8; j < KT; j += 8) vmx = vmax(vmx, vload(s + j));
+          const float m_new = std::max(w.m[r], hmax(vmx));
           const V8 vm = vset(m_new);
           for (int64_t j = 0; j < KT; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
           std::fill(s, s + a, 0.f);
           std::fill(s + b, s + KT, 0.f);
-          V8 sum = vadd(vadd(vload(s), vload(s + 8)), vadd(vload(s + 16), vload(s + 24)));
+          V8 sum = vload(s);
+          for (int64_t j = 8; j < KT; j += 8) sum = vadd(sum, vload(s + j));
           const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
           w.l[r] = w.l[r] * alpha + hsum(sum);
           w.m[r] = m_new;
