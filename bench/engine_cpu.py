@@ -1,14 +1,20 @@
-"""CPU engine benchmark: vivace vs llama.cpp (llama-cpp-python) on the same GGUF, side by side in one run.
+"""CPU engine benchmark: vivace vs llama.cpp on the same GGUF, side by side in one run.
 
-Two workloads, both greedy and ignoring EOS so every run produces exactly the requested tokens:
+Three workloads, all greedy and ignoring EOS so every run produces exactly the requested tokens:
   single   one stream, a short prompt, 128 new tokens: decode tokens/s (and end-to-end tokens/s);
   offline  64 requests with prompt and output lengths uniform in 50..300 (random.Random(seed)):
            vivace `LLM.generate` batches them all; llama-cpp-python's Python API runs one sequence at a
            time, so its best configuration is the requests back to back on one context.
-Prints a Markdown table and writes JSON to bench/results/.
+  prefill  one prompt of each of --prefill-lens random tokens (a fresh prompt every run: no prefix
+           reuse), one output token: prompt tokens / time to that token. The peer is llama.cpp's
+           `llama-server` (bench/peers/llama_server.sh; one slot, the same threads), asked over HTTP;
+           runs alternate between the engines and lengths so drift in the machine hits all alike.
+Single and offline compare with llama-cpp-python (one engine loaded at a time). Prints a Markdown
+table and writes JSON to bench/results/.
 
-    python bench/engine_cpu.py                      # both engines, both workloads
+    python bench/engine_cpu.py                      # llama-cpp-python and vivace, single + offline
     python bench/engine_cpu.py --only vivace --part offline
+    python bench/engine_cpu.py --part prefill       # vivace and llama-server, prompts of 512 and 4,096
 """
 
 from __future__ import annotations
@@ -145,8 +151,94 @@ class VivaceBench:
         assert produced == work.output_lens, "vivace did not produce the requested output lengths"
         return OfflineResult("vivace", len(work.prompts), sum(map(len, work.prompts)), sum(produced), wall)
 
+    def prefill_once(self, prompt_ids: list[int]) -> float:
+        """Seconds from submitting one prompt to its one output token."""
+        from vivace.engine.config import SamplingParams
+
+        start = time.perf_counter()
+        out = self.llm.generate(
+            [prompt_ids], SamplingParams(temperature=0, max_tokens=1, ignore_eos=True), use_tqdm=False
+        )
+        wall = time.perf_counter() - start
+        assert len(out[0].outputs[0].token_ids) == 1
+        return wall
+
 
 # --- llama.cpp ---
+
+
+class LlamaServerPeer:
+    """llama.cpp's llama-server on the same GGUF, one slot of `context` tokens, `threads` threads."""
+
+    def __init__(self, context: int, threads: int) -> None:
+        import httpx
+        from serving import _free_port, start_llama_server
+
+        port = _free_port()
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        self.process, _ = start_llama_server(port, context, 1, threads, RESULTS_DIR / "engine_cpu_llama_server.log")
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+
+    def prefill_once(self, prompt_ids: list[int]) -> float:
+        """Seconds from sending one prompt (token ids, prompt cache off) to its one-token completion."""
+        body = {"prompt": prompt_ids, "n_predict": 1, "cache_prompt": False, "temperature": 0}
+        start = time.perf_counter()
+        reply = self.client.post("/completion", json=body)
+        wall = time.perf_counter() - start
+        reply.raise_for_status()
+        assert reply.json()["timings"]["prompt_n"] == len(prompt_ids)
+        return wall
+
+    def close(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def run_prefill(
+    model: str, names: list[str], lens: list[int], repeats: int, threads: int, quantization: str, seed: int
+) -> dict[str, Any]:
+    """Prefill tok/s per engine and prompt length (median over `repeats`), runs interleaved."""
+    vocab = gguf_vocab_size(model)
+    rng = random.Random(seed)
+    engines: dict[str, Any] = {}
+    if "vivace" in names:
+        engines["vivace"] = VivaceBench(model, threads, quantization)
+    if "llama-server" in names:
+        engines["llama-server"] = LlamaServerPeer(max(lens) + 16, threads)
+    try:
+        for engine in engines.values():  # warm-up
+            engine.prefill_once([rng.randrange(1000, vocab) for _ in range(32)])
+        walls: dict[str, dict[int, list[float]]] = {name: {n: [] for n in lens} for name in engines}
+        for _ in range(repeats):
+            for n in lens:
+                for name, engine in engines.items():
+                    walls[name][n].append(engine.prefill_once([rng.randrange(1000, vocab) for _ in range(n)]))
+                    print(f"[{name}] prefill {n}: {n / walls[name][n][-1]:.1f} tok/s", file=sys.stderr)
+    finally:
+        if "llama-server" in engines:
+            engines["llama-server"].close()
+    return {
+        name: {n: {"tok_s": n / statistics.median(w), "walls_s": w} for n, w in per_len.items()}
+        for name, per_len in walls.items()
+    }
+
+
+def prefill_table(prefill: dict[str, Any], lens: list[int]) -> str:
+    """Prefill tok/s by prompt length, the ratio to llama-server, and each engine's long/short rate."""
+    v, p = prefill.get("vivace"), prefill.get("llama-server")
+
+    def rate(result: dict[int, Any] | None, n: int) -> float | None:
+        return result[n]["tok_s"] if result else None
+
+    rows = ["| prompt tokens | vivace tok/s | llama-server tok/s | vivace / llama-server |", "|---|---|---|---|"]
+    for n in lens:
+        rows.append(f"| {n} | {_fmt(rate(v, n))} | {_fmt(rate(p, n))} | {_ratio(rate(v, n), rate(p, n))} |")
+    lo, hi = min(lens), max(lens)
+    rows.append(
+        f"| rate at {hi} / rate at {lo} | {_ratio(rate(v, hi), rate(v, lo))} | {_ratio(rate(p, hi), rate(p, lo))} | |"
+    )
+    return "\n".join(rows)
 
 
 class LlamaCppBench:
@@ -233,7 +325,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="GGUF file or packaged model name: smollm2 (default), gemma3")
     ap.add_argument("--only", choices=["vivace", "llamacpp"], help="run one engine only")
-    ap.add_argument("--part", choices=["single", "offline", "all"], default="all")
+    ap.add_argument("--part", choices=["single", "offline", "prefill", "all"], default="all")
+    ap.add_argument("--prefill-lens", default="512,4096", help="prefill: prompt lengths, comma-separated")
+    ap.add_argument("--prefill-repeats", type=int, default=2, help="prefill: runs per engine and length (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quantization", default="auto", help="vivace's weight format (auto = gguf on CPU, int8, none)")
     ap.add_argument("--new-tokens", type=int, default=128, help="single stream: tokens to generate")
@@ -246,6 +340,20 @@ def main() -> None:
     from vivace.engine.loaders.default_model import resolve_model_path
 
     model = resolve_model_path(args.model)
+    if args.part == "prefill":
+        lens = [int(n) for n in args.prefill_lens.split(",")]
+        names = {"vivace": ["vivace"], "llamacpp": ["llama-server"]}.get(args.only, ["vivace", "llama-server"])
+        prefill = run_prefill(model, names, lens, args.prefill_repeats, args.threads, args.quantization, args.seed)
+        table = prefill_table(prefill, lens)
+        print(table)
+        out = args.out or RESULTS_DIR / f"engine_cpu_prefill-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": model, "threads": args.threads}
+        out.write_text(
+            json.dumps({**record, "load_average": os.getloadavg()[0], "prefill": prefill, "table": table}, indent=2)
+        )
+        print(f"wrote {out}", file=sys.stderr)
+        return
     engines = [args.only] if args.only else ["llamacpp", "vivace"]
     parts = ["single", "offline"] if args.part == "all" else [args.part]
     work = make_workload(args.num_requests, gguf_vocab_size(model), args.seed)

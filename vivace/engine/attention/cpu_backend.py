@@ -1,8 +1,10 @@
 """Paged attention by the compiled C++ CPU kernels: one K/V write per layer, then every row attends in place.
 
-Every token, decode or prefill, is one query row over its own causal context, computed by the same
-code independently of its batch-mates: results cannot depend on batching, chunking or prefix reuse.
-The cache is read where it lies (no gather).
+A step's rows come as spans, one per scheduled sequence (a decode is a span of one row, a prefill
+chunk a span of its tokens), each with its block table and the position of its first row. The kernel
+tiles keys at fixed absolute positions with an online softmax and computes every row by the same code
+over its own causal context, whatever its batch-mates: results cannot depend on batching, chunking,
+prefix reuse or whether a token was decoded or prefilled. The cache is read where it lies (no gather).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class CpuAttentionMetadata:
-    """One row per token of the step: its block table and causal context length."""
+    """One span per scheduled sequence: its rows, the position of the first, its block table."""
 
     slot_mapping: torch.Tensor  # [T] long
-    block_tables: torch.Tensor  # [T, max_blocks] int32
-    context_lens: torch.Tensor  # [T] int32
+    block_tables: torch.Tensor  # [N, max_blocks] int32, one per span
+    spans: torch.Tensor  # [N, 3] int32: first row of the step, rows, position of the first row
 
 
 class CpuAttentionBackend(AttentionBackend):
@@ -38,13 +40,16 @@ class CpuAttentionBackend(AttentionBackend):
         self.ops = ops
 
     def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> CpuAttentionMetadata:
-        """Each row's (block table, context length): decodes first, then every prefill token."""
-        tables = [item.seq.block_table for item in batch.decodes]
-        lens = [item.start + 1 for item in batch.decodes]
-        for item in batch.prefills:
-            tables.extend([item.seq.block_table] * item.num_tokens)
-            lens.extend(range(item.start + 1, item.start + item.num_tokens + 1))
-        return CpuAttentionMetadata(slot_mapping, block_table_array(tables), torch.tensor(lens, dtype=torch.int32))
+        """Each decode, then each prefill chunk, as one span."""
+        tables, spans = [], []
+        row = 0
+        for item in [*batch.decodes, *batch.prefills]:
+            tables.append(item.seq.block_table)
+            spans.append((row, item.num_tokens, item.start))
+            row += item.num_tokens
+        return CpuAttentionMetadata(
+            slot_mapping, block_table_array(tables), torch.tensor(spans, dtype=torch.int32).view(-1, 3)
+        )
 
     def forward(
         self,
@@ -59,6 +64,6 @@ class CpuAttentionBackend(AttentionBackend):
     ) -> torch.Tensor:
         """One compiled call writes the step's K/V, one attends every row over the cache."""
         self.ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-        return self.ops.paged_decode_attention(
-            q.contiguous(), k_cache, v_cache, meta.block_tables, meta.context_lens, self.block_size, scale, window or 0
+        return self.ops.paged_attention(
+            q.contiguous(), k_cache, v_cache, meta.block_tables, meta.spans, self.block_size, scale, window or 0
         )

@@ -1,7 +1,8 @@
-"""C++ CPU ops (paged decode attention and the K/V write before it, fused int8 linear, the linear on GGUF
-4/8-bit blocks (torch.ops.vivace_cpu.block_linear), RMSNorm alone and after the residual add, rotary,
-SwiGLU, row argmax, the gathered multi-LoRA product), compiled on first use with
-torch's extension builder; None when no compiler is available. Each has a torch reference it must match (tested).
+"""C++ CPU ops (paged attention of decode and prefill rows, tiled over keys with an online softmax, and
+the K/V write before it, fused int8 linear, the linear on GGUF 4/8-bit blocks
+(torch.ops.vivace_cpu.block_linear), RMSNorm alone and after the residual add, rotary, SwiGLU, row
+argmax, the gathered multi-LoRA product), compiled on first use with torch's extension builder; None
+when no compiler is available. Each has a torch reference it must match (tested).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 _SOURCES = [
     os.path.join(os.path.dirname(__file__), "csrc", name)
     for name in (
-        "paged_decode.cpp",
+        "module.cpp",
+        "paged_attention.cpp",
         "int8_linear.cpp",
         "rms_norm.cpp",
         "argmax.cpp",

@@ -1,0 +1,349 @@
+// Paged attention on CPU for every row of a step, decode or prefill, read in place from the block-paged
+// cache: flash-style, tiled over keys with an online softmax, parallel over (span, kv head, query tile).
+//
+// A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
+// chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
+// heads of one KV head, converts each tile of KT keys and values to float32 once, and runs every row
+// over it. Key tiles are aligned to absolute positions and each row's arithmetic (dot products,
+// running max and sum, weighted sum of values) follows a fixed order over its own keys only, so a row's
+// result never depends on the other rows of its tile or batch: decode, prefill, chunked prefill and a
+// prefix hit give the same bits for the same token.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t KT = 64;  // keys per tile, starting at multiples of KT
+constexpr int64_t QT = 16;  // query tokens per work item
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+
+// Eight float lanes: AVX2 registers, or a plain array with the same lane arithmetic elsewhere.
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+using V8 = __m256;
+inline V8 vzero() { return _mm256_setzero_ps(); }
+inline V8 vset(float x) { return _mm256_set1_ps(x); }
+inline V8 vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, V8 v) { _mm256_storeu_ps(p, v); }
+inline V8 vfma(V8 a, V8 b, V8 c) { return _mm256_fmadd_ps(a, b, c); }
+inline V8 vadd(V8 a, V8 b) { return _mm256_add_ps(a, b); }
+inline V8 vsub(V8 a, V8 b) { return _mm256_sub_ps(a, b); }
+inline V8 vmul(V8 a, V8 b) { return _mm256_mul_ps(a, b); }
+inline V8 vmax(V8 a, V8 b) { return _mm256_max_ps(a, b); }
+// Eight bfloat16 values widened: each is the top half of a float32.
+inline V8 vload_bf16(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+// Lane k of the result: ((a[k]0 + a[k]1) + (a[k]2 + a[k]3)) + ((a[k]4 + a[k]5) + (a[k]6 + a[k]7)).
+inline V8 reduce8(const V8* a) {
+  V8 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  V8 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+// exp(x) for x <= 0: 2^n * 2^f with a degree-6 polynomial for 2^f.
+inline V8 vexp(V8 x) {
+  x = _mm256_max_ps(x, vset(-87.f));
+  V8 t = vmul(x, vset(1.4426950408889634f));
+  V8 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  V8 f = vsub(t, n);
+  V8 p = vset(1.5403530393381606e-4f);
+  p = vfma(p, f, vset(1.3333558146428443e-3f));
+  p = vfma(p, f, vset(9.6181291076284772e-3f));
+  p = vfma(p, f, vset(5.5504108664821580e-2f));
+  p = vfma(p, f, vset(2.4022650695910071e-1f));
+  p = vfma(p, f, vset(6.9314718055994531e-1f));
+  p = vfma(p, f, vset(1.f));
+  __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return vmul(p, _mm256_castsi256_ps(bits));
+}
+#else
+struct V8 { float x[8]; };
+inline V8 vzero() { return V8{}; }
+inline V8 vset(float s) { V8 v; for (int k = 0; k < 8; ++k) v.x[k] = s; return v; }
+inline V8 vload(const float* p) { V8 v; std::memcpy(v.x, p, sizeof(v.x)); return v; }
+inline void vstore(float* p, V8 v) { std::memcpy(p, v.x, sizeof(v.x)); }
+inline V8 vfma(V8 a, V8 b, V8 c) { for (int k = 0; k < 8; ++k) c.x[k] = std::fma(a.x[k], b.x[k], c.x[k]); return c; }
+inline V8 vadd(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] += b.x[k]; return a; }
+inline V8 vsub(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] -= b.x[k]; return a; }
+inline V8 vmul(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] *= b.x[k]; return a; }
+inline V8 vmax(V8 a, V8 b) { for (int k = 0; k < 8; ++k) a.x[k] = std::max(a.x[k], b.x[k]); return a; }
+inline V8 vload_bf16(const uint16_t* p) {
+  V8 v;
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t bits = static_cast<uint32_t>(p[k]) << 16;
+    std::memcpy(v.x + k, &bits, sizeof(float));
+  }
+  return v;
+}
+inline V8 reduce8(const V8* a) {
+  V8 out;
+  for (int k = 0; k < 8; ++k) {
+    const float* x = a[k].x;
+    out.x[k] = ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
+  }
+  return out;
+}
+inline V8 vexp(V8 x) { for (int k = 0; k < 8; ++k) x.x[k] = std::exp(std::max(x.x[k], -87.f)); return x; }
+#endif
+
+inline float hsum(V8 v) {
+  float x[8];
+  vstore(x, v);
+  return ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
+}
+inline float hmax(V8 v) {
+  float x[8];
+  vstore(x, v);
+  return std::max(std::max(std::max(x[0], x[1]), std::max(x[2], x[3])), std::max(std::max(x[4], x[5]), std::max(x[6], x[7])));
+}
+
+// One cache row (d values of one token and KV head) as float32, an int8 row times its own scale
+// (the float32 after its d values: vivace/engine/attention/kv_quant.py).
+inline void widen(const float* in, int64_t d, float* out) { std::memcpy(out, in, d * sizeof(float)); }
+inline void widen(const uint16_t* in, int64_t d, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8) vstore(out + i, vload_bf16(in + i));
+  for (; i < d; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    std::memcpy(out + i, &bits, sizeof(float));
+  }
+}
+inline void widen(const int8_t* in, int64_t d, float* out) {
+  float s;
+  std::memcpy(&s, in + d, sizeof(s));
+  for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]) * s;
+}
+
+struct Span {
+  int64_t row, rows, pos;  // first query row of the step, how many, position of the first
+};
+
+// Scores of rows r0 and r1 against the tile's keys: S[r][j] = q_r . k_j, each a chain of fused
+// multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum of the lanes.
+inline void tile_scores(const float* q0, const float* q1, const float* kf, int64_t d8, float* s0, float* s1) {
+  for (int64_t j = 0; j < KT; j += 4) {
+    V8 acc[8] = {vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()};
+    const float* k = kf + j * d8;
+    for (int64_t i = 0; i < d8; i += 8) {
+      const V8 a = vload(q0 + i), b = vload(q1 + i);
+      const V8 k0 = vload(k + i), k1 = vload(k + d8 + i), k2 = vload(k + 2 * d8 + i), k3 = vload(k + 3 * d8 + i);
+      acc[0] = vfma(a, k0, acc[0]);
+      acc[1] = vfma(a, k1, acc[1]);
+      acc[2] = vfma(a, k2, acc[2]);
+      acc[3] = vfma(a, k3, acc[3]);
+      acc[4] = vfma(b, k0, acc[4]);
+      acc[5] = vfma(b, k1, acc[5]);
+      acc[6] = vfma(b, k2, acc[6]);
+      acc[7] = vfma(b, k3, acc[7]);
+    }
+    float out[8];
+    vstore(out, reduce8(acc));
+    std::memcpy(s0 + j, out, 4 * sizeof(float));
+    std::memcpy(s1 + j, out + 4, 4 * sizeof(float));
+  }
+}
+
+// acc_r += sum over j of P[r][j] * v_j for rows r0 and r1, over keys [jlo, jhi): one fused multiply-add
+// per key in key order (a key a row does not see has P = 0, which leaves its sums exactly as they were).
+inline void tile_values(const float* p0, const float* p1, const float* vf, int64_t d8, int64_t jlo, int64_t jhi,
+                        float* a0, float* a1) {
+  int64_t i = 0;
+  for (; i + 32 <= d8; i += 32) {
+    V8 x0 = vload(a0 + i), x1 = vload(a0 + i + 8), x2 = vload(a0 + i + 16), x3 = vload(a0 + i + 24);
+    V8 y0 = vload(a1 + i), y1 = vload(a1 + i + 8), y2 = vload(a1 + i + 16), y3 = vload(a1 + i + 24);
+    for (int64_t j = jlo; j < jhi; ++j) {
+      const float* v = vf + j * d8 + i;
+      const V8 w0 = vset(p0[j]), w1 = vset(p1[j]);
+      const V8 v0 = vload(v), v1 = vload(v + 8), v2 = vload(v + 16), v3 = vload(v + 24);
+      x0 = vfma(w0, v0, x0);
+      x1 = vfma(w0, v1, x1);
+      x2 = vfma(w0, v2, x2);
+      x3 = vfma(w0, v3, x3);
+      y0 = vfma(w1, v0, y0);
+      y1 = vfma(w1, v1, y1);
+      y2 = vfma(w1, v2, y2);
+      y3 = vfma(w1, v3, y3);
+    }
+    vstore(a0 + i, x0), vstore(a0 + i + 8, x1), vstore(a0 + i + 16, x2), vstore(a0 + i + 24, x3);
+    vstore(a1 + i, y0), vstore(a1 + i + 8, y1), vstore(a1 + i + 16, y2), vstore(a1 + i + 24, y3);
+  }
+  for (; i < d8; i += 8) {
+    V8 x = vload(a0 + i), y = vload(a1 + i);
+    for (int64_t j = jlo; j < jhi; ++j) {
+      const V8 v = vload(vf + j * d8 + i);
+      x = vfma(vset(p0[j]), v, x);
+      y = vfma(vset(p1[j]), v, y);
+    }
+    vstore(a0 + i, x), vstore(a1 + i, y);
+  }
+}
+
+// Scratch of one thread, sized for the largest work item.
+struct Scratch {
+  std::vector<float> q, s, acc, m, l, kf, vf;
+  Scratch(int64_t rows, int64_t d8)
+      : q(rows * d8, 0.f), s(rows * KT, 0.f), acc(rows * d8), m(rows), l(rows), kf(KT * d8, 0.f), vf(KT * d8, 0.f) {}
+};
+
+template <typename KV>
+void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                    const torch::Tensor& block_tables, const std::vector<Span>& spans, int64_t block_size, float scale,
+                    int64_t window, torch::Tensor& out) {
+  const int64_t H = q.size(1), d = q.size(2), KVH = k_cache.size(1), width = k_cache.size(2);
+  const int64_t group = H / KVH, MB = block_tables.size(1);
+  const int64_t d8 = (d + 7) / 8 * 8;  // rows padded with zeros to whole lanes
+  const float* qp = q.data_ptr<float>();
+  const KV* kp = static_cast<const KV*>(k_cache.data_ptr());
+  const KV* vp = static_cast<const KV*>(v_cache.data_ptr());
+  const int32_t* btp = block_tables.data_ptr<int32_t>();
+  float* op = out.data_ptr<float>();
+
+  struct Item {
+    int64_t span, kh, t0, t1, cost;
+  };
+  std::vector<Item> items;
+  for (int64_t s = 0; s < static_cast<int64_t>(spans.size()); ++s) {
+    for (int64_t t0 = 0; t0 < spans[s].rows; t0 += QT) {
+      const int64_t t1 = std::min(spans[s].rows, t0 + QT);
+      const int64_t last = spans[s].pos + t1;  // keys of the tile's last row
+      const int64_t keys = window > 0 ? std::min(last, window + t1 - t0) : last;
+      for (int64_t kh = 0; kh < KVH; ++kh) items.push_back({s, kh, t0, t1, (t1 - t0) * keys});
+    }
+  }
+  // Longest first, handed out one at a time: causal rows differ widely in cost.
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  const int64_t max_rows = QT * group + 1;  // + 1: an odd row count pairs its last row with a spare
+
+#pragma omp parallel num_threads(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items)))
+  {
+    Scratch w(max_rows, d8);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_items; ++it) {
+      const Item& item = items[it];
+      const Span& sp = spans[item.span];
+      const int32_t* table = btp + item.span * MB;
+      const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
+      const int64_t Rp = R + (R & 1);
+      // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
+      auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
+      auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
+      for (int64_t r = 0; r < R; ++r) {
+        const float* src = qp + ((sp.row + item.t0 + r / group) * H + item.kh * group + r % group) * d;
+        float* dst = w.q.data() + r * d8;
+        for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale;
+      }
+      if (Rp > R) std::memcpy(w.q.data() + R * d8, w.q.data() + (R - 1) * d8, d8 * sizeof(float));
+      std::fill(w.acc.begin(), w.acc.begin() + Rp * d8, 0.f);
+      std::fill(w.m.begin(), w.m.begin() + Rp, NEG_INF);
+      std::fill(w.l.begin(), w.l.begin() + Rp, 0.f);
+      const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
+      for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
+        const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
+        for (int64_t j = 0; j < KT; ++j) {
+          if (j < jlo || j >= jhi) {  // never read; zeros keep the tile's arithmetic finite
+            std::fill_n(w.kf.data() + j * d8, d, 0.f);
+            std::fill_n(w.vf.data() + j * d8, d, 0.f);
+            continue;
+          }
+          const int64_t key = k0 + j;
+          const int64_t slot = static_cast<int64_t>(table[key / block_size]) * block_size + key % block_size;
+          const int64_t at = (slot * KVH + item.kh) * width;
+          widen(kp + at, d, w.kf.data() + j * d8);
+          widen(vp + at, d, w.vf.data() + j * d8);
+        }
+        for (int64_t r = 0; r < Rp; r += 2)
+          tile_scores(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, w.s.data() + r * KT,
+                      w.s.data() + (r + 1) * KT);
+        // Online softmax, row by row over the row's own keys in this tile; the scores become weights.
+        for (int64_t r = 0; r < R; ++r) {
+          float* s = w.s.data() + r * KT;
+          const int64_t a = std::max(row_lo(r), k0) - k0, b = std::min(row_hi(r), k0 + KT) - k0;
+          if (a >= b) {  // this row sees none of the tile's keys
+            std::fill_n(s, KT, 0.f);
+            continue;
+          }
+          std::fill(s, s + a, NEG_INF);
+          std::fill(s + b, s + KT, NEG_INF);
+          V8 vmx = vload(s);
+          for (int64_t j = 8; j < KT; j += 8) vmx = vmax(vmx, vload(s + j));
+          const float m_new = std::max(w.m[r], hmax(vmx));
+          const V8 vm = vset(m_new);
+          for (int64_t j = 0; j < KT; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
+          std::fill(s, s + a, 0.f);
+          std::fill(s + b, s + KT, 0.f);
+          V8 sum = vload(s);
+          for (int64_t j = 8; j < KT; j += 8) sum = vadd(sum, vload(s + j));
+          const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
+          w.l[r] = w.l[r] * alpha + hsum(sum);
+          w.m[r] = m_new;
+          if (alpha != 1.f) {
+            float* acc = w.acc.data() + r * d8;
+            for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
+          }
+        }
+        if (Rp > R) std::fill_n(w.s.data() + R * KT, KT, 0.f);
+        for (int64_t r = 0; r < Rp; r += 2)
+          tile_values(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
+                      w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        const float inv = 1.f / w.l[r];
+        const float* acc = w.acc.data() + r * d8;
+        float* dst = op + ((sp.row + item.t0 + r / group) * H + item.kh * group + r % group) * d;
+        for (int64_t i = 0; i < d; ++i) dst[i] = acc[i] * inv;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// q [T, H, d] float32, rows in span order; k_cache/v_cache [S, KVH, d] float32 or bfloat16, or
+// [S, KVH, d + 4] int8 rows with their scale (contiguous); block_tables [N, MB] int32, one per span;
+// spans [N, 3] int32: (first row, rows, position of the first row); window > 0: a row at position p
+// sees keys (p - window, p] only (blocks before them are never read), 0: its whole causal context.
+// Returns [T, H, d] float32.
+torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor block_tables,
+                              torch::Tensor spans, int64_t block_size, double scale, int64_t window) {
+  TORCH_CHECK(q.dtype() == torch::kFloat32 && q.dim() == 3, "queries must be [tokens, heads, head_dim] float32");
+  TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches must share a dtype");
+  TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
+  TORCH_CHECK(block_tables.dtype() == torch::kInt32 && block_tables.is_contiguous(), "block tables: contiguous int32");
+  TORCH_CHECK(spans.dtype() == torch::kInt32 && spans.dim() == 2 && spans.size(1) == 3, "spans: [N, 3] int32");
+  TORCH_CHECK(block_tables.size(0) == spans.size(0), "one block table per span");
+  TORCH_CHECK(q.size(1) % k_cache.size(1) == 0, "query heads must be a multiple of kv heads");
+  const bool int8 = k_cache.dtype() == torch::kInt8;
+  TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 4 : 0), "cache rows must be head_dim wide (+ 4 scale bytes if int8)");
+  auto sc = spans.contiguous();
+  const int32_t* s = sc.data_ptr<int32_t>();
+  std::vector<Span> list;
+  int64_t covered = 0;
+  for (int64_t i = 0; i < sc.size(0); ++i) {
+    const Span span{s[3 * i], s[3 * i + 1], s[3 * i + 2]};
+    TORCH_CHECK(span.row == covered && span.rows > 0 && span.pos >= 0, "spans must cover the rows in order");
+    TORCH_CHECK((span.pos + span.rows + block_size - 1) / block_size <= block_tables.size(1), "a span outruns its block table");
+    covered += span.rows;
+    list.push_back(span);
+  }
+  TORCH_CHECK(covered == q.size(0), "spans cover ", covered, " rows; the queries have ", q.size(0));
+  auto out = torch::empty_like(q);
+  const float fscale = static_cast<float>(scale);
+  if (int8) {
+    attention_impl<int8_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+  } else if (k_cache.dtype() == torch::kFloat32) {
+    attention_impl<float>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+  } else if (k_cache.dtype() == torch::kBFloat16) {
+    attention_impl<uint16_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+  } else {
+    TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16 or int8");
+  }
+  return out;
+}
