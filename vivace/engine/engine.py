@@ -47,7 +47,9 @@ class LLMEngine:
             config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
         )
         self.kv_dtype = DTYPES[config.resolved_kv_cache_dtype]
-        num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(self.kv_dtype), self.max_model_len)
+        num_blocks = kv_cache_blocks(
+            config, self.model.kv_slot_bytes(self.kv_dtype), self.max_model_len, self.model.kv_layout
+        )
         self.eos_token_ids = list(self.model_config.eos_token_ids)
         self.scheduler = Scheduler(
             num_blocks=num_blocks,
@@ -57,6 +59,7 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             enable_prefix_caching=config.enable_prefix_caching,
             proposer=make_proposer(config, self.model_config.vocab_size, self.max_model_len),
+            layout=self.model.kv_layout,
         )
         self.runner = ModelRunner(
             self.model,

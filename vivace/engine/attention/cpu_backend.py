@@ -37,12 +37,12 @@ class CpuAttentionBackend(AttentionBackend):
         super().__init__(block_size, device)
         self.ops = ops
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> CpuAttentionMetadata:
+    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0) -> CpuAttentionMetadata:
         """Each row's (block table, context length): decodes first, then every prefill token."""
-        tables = [item.seq.block_table for item in batch.decodes]
+        tables = [item.seq.table(group) for item in batch.decodes]
         lens = [item.start + 1 for item in batch.decodes]
         for item in batch.prefills:
-            tables.extend([item.seq.block_table] * item.num_tokens)
+            tables.extend([item.seq.table(group)] * item.num_tokens)
             lens.extend(range(item.start + 1, item.start + item.num_tokens + 1))
         return CpuAttentionMetadata(slot_mapping, block_table_array(tables), torch.tensor(lens, dtype=torch.int32))
 
