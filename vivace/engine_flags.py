@@ -43,6 +43,8 @@ FLAG_HELP: dict[str, str] = {
     "max_num_batched_tokens": "Token budget per step (prefill chunks + decodes).",
     "max_model_len": "Context length (default: the model's).",
     "enable_prefix_caching": "Reuse the KV cache of shared prompt prefixes.",
+    "disable_hybrid_kv_cache_manager": "Keep the whole context's KV in sliding-window layers too (one block "
+    "table for every layer) instead of freeing blocks that fell out of the window.",
     "num_threads": "torch intra-op threads on CPU (default: torch's).",
     "seed": "Engine seed (requests without a seed sample from it).",
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "

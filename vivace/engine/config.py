@@ -93,6 +93,9 @@ class EngineConfig:
     max_num_batched_tokens: int = 512  # token budget per step (prefill chunks + decodes)
     max_model_len: int | None = None  # defaults to the model's context length
     enable_prefix_caching: bool = True
+    # Sliding-window layers keep only the KV blocks their window still sees (a KV group of their own,
+    # kv_groups.py); True = every layer keeps the whole context in one block table (vLLM's flag).
+    disable_hybrid_kv_cache_manager: bool = False
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed

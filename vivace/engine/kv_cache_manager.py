@@ -223,11 +223,13 @@ class KVCacheManager:
         """Release the window groups' blocks no query from `seq.num_computed_tokens` on can see."""
         for g, window in self.windows:
             table = seq.table(g)
-            i = min(skipped_blocks(seq.num_computed_tokens, window, self.block_size), len(table)) - 1
-            while i >= 0 and table[i] != NULL_BLOCK:  # the ones before were released earlier
+            end = min(skipped_blocks(seq.num_computed_tokens, window, self.block_size), len(table))
+            first = end
+            while first > 0 and table[first - 1] != NULL_BLOCK:  # the ones before were released earlier
+                first -= 1
+            for i in range(first, end):  # oldest first: the prefix cache evicts them first
                 self.pool.release(table[i])
                 table[i] = NULL_BLOCK
-                i -= 1
 
     def truncate(self, seq: Sequence, num_tokens: int) -> None:
         """Keep only the blocks holding `seq`'s first `num_tokens` tokens (rejected proposed tokens' tail)."""

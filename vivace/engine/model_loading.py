@@ -51,7 +51,16 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
         tokenizer = tokenizer.with_chat_template(read_chat_template(config.chat_template))
     kernels = select_kernels(config, loaded.config, dtype)
     lora = LoRAManager(config.max_loras, config.max_lora_rank, dtype, config.device) if config.enable_lora else None
-    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks, lora)
+    model = build_model(
+        loaded.config,
+        loaded.weights,
+        dtype,
+        quantization,
+        kernels,
+        loaded.blocks,
+        lora,
+        hybrid_kv=not config.disable_hybrid_kv_cache_manager,
+    )
     return EngineModel(model, loaded.config, tokenizer, kernels)
 
 

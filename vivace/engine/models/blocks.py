@@ -17,7 +17,7 @@ from vivace.engine.attention.kv_quant import cache_row_bytes
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.kernels.select import Kernels
-from vivace.engine.kv_groups import kv_layout
+from vivace.engine.kv_groups import kv_layout, single_group
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.lora.manager import LoRAManager
 from vivace.engine.models.linear import Linear, make_linear
@@ -146,8 +146,10 @@ class DecoderModel:
         kernels: Kernels,
         blocks: dict[str, QuantBlocks] | None = None,
         lora: LoRAManager | None = None,
+        hybrid_kv: bool = True,
     ) -> None:
-        """`lora`: adapter slots for the q/k/v/o/gate/up/down projections (None = no LoRA)."""
+        """`lora`: adapter slots for the q/k/v/o/gate/up/down projections (None = no LoRA); `hybrid_kv`
+        False: one KV group for every layer, so sliding-window layers keep the whole context's KV."""
         self.cfg = cfg
         self.dtype = dtype
         self.kernels = kernels
@@ -162,7 +164,7 @@ class DecoderModel:
             head, head_name = self.embed, "model.embed_tokens.weight"
         self.lm_head: Linear = weights.make(head, None, [head_name])
         self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
-        self.kv_layout = kv_layout(self.layer_windows())
+        self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
         self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)
         rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
         device = self.embed.device
