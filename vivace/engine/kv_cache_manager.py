@@ -187,7 +187,10 @@ class KVCacheManager:
         needed = max(0, self.blocks_for(num_tokens) - len(match.blocks)) * self.num_groups
         ref_counts, null = self.pool.ref_counts, self.null
         revived = sum(
-            1 for table in [match.blocks, *match.group_blocks] for block in table if block != null and not ref_counts[block]
+            1
+            for table in [match.blocks, *match.group_blocks]
+            for block in table
+            if block != null and not ref_counts[block]
         )
         return needed + revived <= self.pool.num_free
 

@@ -83,7 +83,9 @@ def kv_layout(windows: list[int | None]) -> KVLayout:
     size = math.gcd(*(len(layers) for layers in kinds.values()))
     order = sorted(kinds, key=lambda w: -1 if w is None else w)
     groups = tuple(
-        KVGroup(window, tuple(kinds[window][i : i + size])) for window in order for i in range(0, len(kinds[window]), size)
+        KVGroup(window, tuple(kinds[window][i : i + size]))
+        for window in order
+        for i in range(0, len(kinds[window]), size)
     )
     return KVLayout(groups)
 

@@ -61,7 +61,9 @@ class TorchAttentionBackend(AttentionBackend):
 
     name = "torch"
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0) -> TorchAttentionMetadata:
+    def build_metadata(
+        self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0
+    ) -> TorchAttentionMetadata:
         """Padded decode gathers and one causal span per prefill chunk."""
         bs, dev = self.block_size, self.device
         decodes = batch.decodes

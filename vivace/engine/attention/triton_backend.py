@@ -50,7 +50,9 @@ class TritonAttentionBackend(AttentionBackend):
         self.num_kv_heads = num_kv_heads
         self.num_sms = num_sms
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0) -> TritonAttentionMetadata:
+    def build_metadata(
+        self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0
+    ) -> TritonAttentionMetadata:
         """Block tables, context lengths and query offsets, uploaded without blocking the host."""
         dev = self.device
         decodes, prefills = batch.decodes, batch.prefills
