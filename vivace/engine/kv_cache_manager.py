@@ -217,6 +217,8 @@ class KVCacheManager:
     def grow(self, seq: Sequence, num_blocks: int) -> None:
         """Add `num_blocks` fresh blocks to `seq`'s tables, an equal share each (from `blocks_to_grow`;
         the caller made room)."""
+        if not num_blocks:
+            return  # most decode steps: the last block still has room
         per_table = num_blocks // self.num_groups
         for table in self.tables(seq):
             for _ in range(per_table):

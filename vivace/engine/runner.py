@@ -135,17 +135,25 @@ class ModelRunner:
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
         """Token ids, positions and each KV group's attention metadata for the flat token batch (decodes first)."""
+        bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
+        slot_mapping: list[int] = []  # KV group 0's, built alongside (every layer's, for one group)
         for item in batch.decodes:
-            ids.append(item.seq.token_ids[item.start])
-            positions.append(item.start)
+            seq, pos = item.seq, item.start
+            ids.append(seq.token_ids[pos])
+            positions.append(pos)
+            slot_mapping.append(seq.block_table[pos // bs] * bs + pos % bs)
         for item in batch.prefills:
+            seq, start, end = item.seq, item.start, item.start + item.num_tokens
+            table = seq.block_table
             ids.extend(item.input_ids)
-            positions.extend(range(item.start, item.start + item.num_tokens))
+            positions.extend(range(start, end))
+            slot_mapping.extend([table[p // bs] * bs + p % bs for p in range(start, end)])
+        mappings = [slot_mapping] + [self._slot_mapping(batch, g) for g in range(1, self.num_groups)]
         meta = [
-            self.backend.build_metadata(batch, torch.tensor(self._slot_mapping(batch, g), dtype=torch.long), g)
-            for g in range(self.num_groups)
+            self.backend.build_metadata(batch, torch.tensor(mapping, dtype=torch.long), g)
+            for g, mapping in enumerate(mappings)
         ]
         return StepInputs(upload(ids, torch.long, self.device), upload(positions, torch.long, self.device), meta)
 

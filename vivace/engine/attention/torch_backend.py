@@ -72,13 +72,8 @@ class TorchAttentionBackend(AttentionBackend):
         )
         if decodes:
             max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
-            tables = torch.tensor(
-                [
-                    item.seq.table(group)[:max_blocks] + [0] * (max_blocks - len(item.seq.table(group)[:max_blocks]))
-                    for item in decodes
-                ],
-                dtype=torch.long,
-            )
+            rows = [item.seq.table(group)[:max_blocks] for item in decodes]
+            tables = torch.tensor([row + [0] * (max_blocks - len(row)) for row in rows], dtype=torch.long)
             offsets = torch.arange(bs, dtype=torch.long)
             decode_slots = (tables.unsqueeze(-1) * bs + offsets).view(len(decodes), max_blocks * bs)
             lengths = torch.tensor([item.start + 1 for item in decodes], dtype=torch.long)
