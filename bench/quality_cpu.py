@@ -42,7 +42,11 @@ def vivace_top1(llm: LLM, ids: list[int]) -> torch.Tensor:
     engine = llm.engine
     runner, model = engine.runner, engine.model
     blocks = -(-len(ids) // runner.block_size)
-    seq = Sequence(0, "quality", 0, list(ids), len(ids), SamplingParams(), 0, block_table=list(range(blocks)))
+    first = int(model.kv_layout.has_window)  # block 0 is a hybrid pool's null block
+    tables = [list(range(first + g * blocks, first + (g + 1) * blocks)) for g in range(runner.num_groups)]
+    seq = Sequence(
+        0, "quality", 0, list(ids), len(ids), SamplingParams(), 0, block_table=tables[0], group_tables=tables[1:]
+    )
     predictions = []
     for start in range(0, len(ids) - 1, CHUNK):
         batch = ScheduledBatch(prefills=[ScheduledSeq(seq, start, min(CHUNK, len(ids) - 1 - start))])

@@ -49,6 +49,8 @@ FLAG_HELP: dict[str, str] = {
     "default: host memory.",
     "session_ttl": "Seconds a session's (user / session_id field) KV blocks stay pinned after its last turn, e.g. 300. "
     "Default: 0 (off).",
+    "disable_hybrid_kv_cache_manager": "Keep the whole context's KV in sliding-window layers too (one block "
+    "table for every layer) instead of freeing blocks that fell out of the window.",
     "num_threads": "torch intra-op threads on CPU (default: torch's).",
     "seed": "Engine seed (requests without a seed sample from it).",
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "

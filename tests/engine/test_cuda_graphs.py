@@ -24,13 +24,17 @@ def test_padded_size(n: int, expected: int | None) -> None:
 
 def test_padding_rows_touch_only_the_scratch_block() -> None:
     rows = DecodeRows(
-        token_ids=[5, 6], positions=[17, 3], slots=[33, 3], block_tables=[[4, 2], [0]], context_lens=[18, 4]
+        token_ids=[5, 6],
+        positions=[17, 3],
+        slots=[[33, 3], [49, 19]],  # two KV groups
+        block_tables=[[[4, 2], [0]], [[5, 3], [1]]],
+        context_lens=[18, 4],
     )
     padded = pad_decode_rows(rows, 4, pad_block=9, block_size=16)
     assert padded.token_ids == [5, 6, 0, 0]
     assert padded.positions == [17, 3, 0, 0]
-    assert padded.slots == [33, 3, 144, 144]  # block 9's first slot
-    assert padded.block_tables == [[4, 2], [0], [9], [9]]
+    assert padded.slots == [[33, 3, 144, 144], [49, 19, 144, 144]]  # block 9's first slot, in every group
+    assert padded.block_tables == [[[4, 2], [0], [9], [9]], [[5, 3], [1], [9], [9]]]
     assert padded.context_lens == [18, 4, 1, 1]
     assert rows.token_ids == [5, 6]  # the input is left alone
     with pytest.raises(ValueError, match="cannot pad 2 rows down to 1"):

@@ -1,4 +1,5 @@
-"""Scheduler without a model: token budget, chunked prefill, prefix sharing, preemption, no leaks."""
+"""Scheduler without a model: token budget, chunked prefill, prefix sharing, preemption, no leaks,
+sliding-window KV groups."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import pytest
 
 from vivace.engine.config import SamplingParams
+from vivace.engine.kv_groups import NULL_BLOCK, KVLayout, kv_layout, skipped_blocks
 from vivace.engine.scheduler import RequestTooLargeError, Scheduler
 from vivace.engine.sequence import Sequence, SequenceStatus
 
@@ -196,3 +198,70 @@ def test_drafts_respect_max_tokens_context_and_free_blocks_and_never_preempt():
     run_step(near_end)
     (item,) = near_end.schedule().all()
     assert item.draft == [9]  # 6 tokens + 1 draft + the bonus token = the 8-token context
+
+
+def _hybrid_scheduler(num_blocks: int, budget: int, layout: KVLayout) -> Scheduler:
+    return Scheduler(num_blocks, BS, 8, budget, max_model_len=256, layout=layout)
+
+
+def test_sliding_window_groups_under_preemption_hold_only_their_windows_and_leak_nothing() -> None:
+    """A random workload longer than the window on a pool too small for the whole contexts of all groups."""
+    window = 6
+    rng = random.Random(1)
+    s = _hybrid_scheduler(50, 12, kv_layout([None, window, window]))
+    prefix = [rng.randrange(100) for _ in range(20)]  # shared by some prompts: prefix hits across the window
+    seqs = []
+    for i in range(12):
+        own = [rng.randrange(100) for _ in range(rng.randint(3, 30))]
+        seqs.append(make_seq(i, (prefix if i % 3 == 0 else []) + own, max_tokens=rng.randint(4, 30)))
+    for q in seqs:
+        s.check_fits(q.num_prompt_tokens, q.params.max_tokens)
+        s.add(q)
+    finished = []
+    for _ in range(2000):
+        if not s.has_work:
+            break
+        batch = s.schedule()
+        kv = s.kv
+        held: dict[int, int] = {}
+        for q in s.running:
+            tables = kv.tables(q)
+            assert len({len(t) for t in tables}) == 1  # block i means the same tokens in every group
+            skipped = skipped_blocks(q.num_computed_tokens, window, BS)
+            for table in tables[1:]:
+                # Released exactly the blocks no query from here on sees (the admitted ones may have
+                # come from the cache with nulls already in place).
+                assert all(b == NULL_BLOCK for b in table[:skipped]) and NULL_BLOCK not in table[skipped:]
+            assert NULL_BLOCK not in tables[0]
+            for table in tables:
+                for b in table:
+                    if b != NULL_BLOCK:
+                        held[b] = held.get(b, 0) + 1
+        assert {b: c for b, c in enumerate(kv.pool.ref_counts) if c} == held
+        s.finish_step(batch)
+        for item in batch.all():
+            if item.samples:
+                item.seq.token_ids.append(rng.randrange(100))
+                if item.seq.num_output_tokens >= item.seq.params.max_tokens:
+                    s.finish(item.seq, "length")
+                    finished.append(item.seq)
+    assert len(finished) == 12 and s.kv.num_used == 0
+    assert s.stats.preemptions > 0 and s.stats.prompt_tokens_reused > 0
+
+
+def test_window_groups_admit_what_one_table_for_every_layer_could_not() -> None:
+    window = 6
+    hybrid = _hybrid_scheduler(30, 8, kv_layout([None, window, window]))
+    hybrid.check_fits(60, 20)  # 20 global blocks + 2 x (ceil((5 + 8) / 4) + 1 = 5) = 30
+    # The same memory as one table for every layer: blocks of three layers, a third as many.
+    single = _hybrid_scheduler(10, 8, kv_layout([None, None, None]))
+    with pytest.raises(RequestTooLargeError):
+        single.check_fits(60, 20)
+    seq = make_seq(0, list(range(60)), max_tokens=20)
+    hybrid.add(seq)
+    peak = 0
+    while hybrid.has_work:
+        run_step(hybrid)
+        peak = max(peak, hybrid.kv.num_used)
+    assert seq.num_output_tokens == 20 and hybrid.stats.preemptions == 0
+    assert peak <= 30 and hybrid.kv.num_used == 0

@@ -39,7 +39,7 @@ def test_banner_says_what_is_served(tiny_engine):
     text = startup_banner(tiny_engine, "tiny", "0.0.0.0", 8123)
     cfg = tiny_engine.model_config
     kv_tokens = tiny_engine.scheduler.kv.num_blocks * tiny_engine.config.block_size
-    kv_mib = kv_tokens * tiny_engine.model.kv_bytes_per_token(tiny_engine.kv_dtype) / (1 << 20)
+    kv_mib = kv_tokens * tiny_engine.model.kv_slot_bytes(tiny_engine.kv_dtype) / (1 << 20)
     rows = dict(re.findall(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", text, re.M))
     assert rows["model"] == "tiny (random:tiny@0)"
     assert rows["arch"].startswith(f"{cfg.architecture}, ") and f"{cfg.num_layers} layers" in rows["arch"]

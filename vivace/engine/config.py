@@ -104,6 +104,9 @@ class EngineConfig:
     # 0 = no pinning (the default: a pin keeps other traffic's prefixes out, so the operator opts in).
     # Pins hold at most half the cache and yield to running requests (kv_sessions.py).
     session_ttl: float = 0.0
+    # Sliding-window layers keep only the KV blocks their window still sees (a KV group of their own,
+    # kv_groups.py); True = every layer keeps the whole context in one block table (vLLM's flag).
+    disable_hybrid_kv_cache_manager: bool = False
     num_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     seed: int = 0
     # Speculative decoding: "ngram" or "ngram:k=4,max_n=4,min_n=2" (prompt lookup: k tokens proposed

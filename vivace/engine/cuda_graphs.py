@@ -40,12 +40,13 @@ def padded_size(num_seqs: int, sizes: list[int]) -> int | None:
 
 @dataclass
 class DecodeRows:
-    """Host-side inputs of a decode-only step, one entry per sequence (or padding row)."""
+    """Host-side inputs of a decode-only step, one entry per sequence (or padding row); slots and block
+    tables once per KV group (kv_groups.py)."""
 
     token_ids: list[int]
     positions: list[int]
-    slots: list[int]
-    block_tables: list[list[int]]  # ragged: each sequence's blocks up to its current length
+    slots: list[list[int]]  # [group][row]
+    block_tables: list[list[list[int]]]  # [group][row], ragged: each sequence's blocks up to its current length
     context_lens: list[int]
 
 
@@ -57,8 +58,8 @@ def pad_decode_rows(rows: DecodeRows, size: int, pad_block: int, block_size: int
     return DecodeRows(
         token_ids=rows.token_ids + [0] * extra,
         positions=rows.positions + [0] * extra,
-        slots=rows.slots + [pad_block * block_size] * extra,
-        block_tables=rows.block_tables + [[pad_block]] * extra,
+        slots=[slots + [pad_block * block_size] * extra for slots in rows.slots],
+        block_tables=[tables + [[pad_block]] * extra for tables in rows.block_tables],
         context_lens=rows.context_lens + [1] * extra,
     )
 
@@ -87,24 +88,34 @@ class DecodeGraphs:
         self.sizes = capture_sizes(max_num_seqs)
         self.width = -(-max_model_len // block_size)
         n = self.sizes[-1]
-        # The step's per-row integers live in one [4, n] buffer (token, position, slot, context length)
-        # and the block tables in another: a step's inputs go up in two copies, from pinned staging
-        # buffers reused step after step. Until filled, every row is a padding row.
-        rows = torch.tensor([0, 0, pad_block * block_size, 1], dtype=torch.long).unsqueeze(1).repeat(1, n)
-        tables = torch.full((n, self.width), pad_block, dtype=torch.int32)
+        groups = self.num_groups = len(model.kv_layout.groups)
+        # The step's per-row integers live in one [3 + groups, n] buffer (token, position, context
+        # length, then each KV group's slot) and the block tables in another [groups, n, width]: a
+        # step's inputs go up in two copies, from pinned staging buffers reused step after step.
+        # Until filled, every row is a padding row.
+        rows = torch.tensor([0, 0, 1] + [pad_block * block_size] * groups, dtype=torch.long).unsqueeze(1).repeat(1, n)
+        tables = torch.full((groups, n, self.width), pad_block, dtype=torch.int32)
         on_gpu = device.type == "cuda"
         self._host_rows = rows.pin_memory() if on_gpu else rows
         self._host_tables = tables.pin_memory() if on_gpu else tables
         self._uploaded = torch.cuda.Event() if on_gpu else None  # the staging buffers are free again
         self._rows = rows.to(device, copy=True)
-        self.token_ids, self.positions, self.slots, self.context_lens = self._rows
+        self.token_ids, self.positions, self.context_lens = self._rows[0], self._rows[1], self._rows[2]
         self.tables = tables.to(device, copy=True)
         self._metas = {
-            size: backend.graph_metadata(
-                GraphBuffers(
-                    size, self.slots, self.tables, self.context_lens, max_context=max_model_len, num_sms=num_sms
+            size: [
+                backend.graph_metadata(
+                    GraphBuffers(
+                        size,
+                        self._rows[3 + g],
+                        self.tables[g],
+                        self.context_lens,
+                        max_context=max_model_len,
+                        num_sms=num_sms,
+                    )
                 )
-            )
+                for g in range(groups)
+            ]
             for size in self.sizes
         }
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
@@ -145,17 +156,19 @@ class DecodeGraphs:
         if size is None:
             raise ValueError(f"{n} decode rows exceed the largest captured graph ({self.sizes[-1]})")
         padded = pad_decode_rows(rows, size, self.pad_block, self.block_size)
-        width = max(len(t) for t in padded.block_tables)
+        width = max(len(t) for t in padded.block_tables[0])
         if self._uploaded is not None and not self._uploaded.query():
             self._uploaded.synchronize()  # never in the engine: each step ends by reading its tokens
         self._host_rows[:, :size] = torch.tensor(
-            [padded.token_ids, padded.positions, padded.slots, padded.context_lens], dtype=torch.long
+            [padded.token_ids, padded.positions, padded.context_lens, *padded.slots], dtype=torch.long
         )
-        self._host_tables[:size, :width] = block_table_array(padded.block_tables, width)
+        for g, tables in enumerate(padded.block_tables):
+            self._host_tables[g, :size, :width] = block_table_array(tables, width)
         # Whole contiguous rows go up (a strided copy would stage through pageable memory); columns
         # past a row's context and rows past `size` are never read by this size's graph.
         self._rows.copy_(self._host_rows, non_blocking=True)
-        self.tables[:size].copy_(self._host_tables[:size], non_blocking=True)
+        for g in range(self.num_groups):
+            self.tables[g, :size].copy_(self._host_tables[g, :size], non_blocking=True)
         if self._uploaded is not None:
             self._uploaded.record()
         graph, logits = self._graphs[size]

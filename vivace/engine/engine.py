@@ -53,7 +53,9 @@ class LLMEngine:
             config.max_model_len or self.model_config.max_position_embeddings, self.model_config.max_position_embeddings
         )
         self.kv_dtype = DTYPES[config.resolved_kv_cache_dtype]
-        num_blocks = kv_cache_blocks(config, self.model.kv_bytes_per_token(self.kv_dtype), self.max_model_len)
+        num_blocks = kv_cache_blocks(
+            config, self.model.kv_slot_bytes(self.kv_dtype), self.max_model_len, self.model.kv_layout
+        )
         self.eos_token_ids = list(self.model_config.eos_token_ids)
         self.proposer = make_proposer(config, self.model, self.max_model_len)
         self.scheduler = Scheduler(
@@ -65,6 +67,7 @@ class LLMEngine:
             enable_prefix_caching=config.enable_prefix_caching,
             proposer=self.proposer,
             sessions=SessionPins(config.session_ttl, num_blocks // 2) if config.session_ttl else None,
+            layout=self.model.kv_layout,
         )
         self.runner = ModelRunner(
             self.model,
@@ -81,6 +84,12 @@ class LLMEngine:
         )
         self.kv_tier: KVTier | None = None
         if config.kv_tier_bytes:
+            if self.scheduler.kv.num_groups > 1:
+                raise InvalidParameterError(
+                    "kv_tier_bytes",
+                    "the session KV tier needs every layer over the whole context; this model has sliding-window "
+                    "layers (add --disable-hybrid-kv-cache-manager to keep their whole context)",
+                )
             self.kv_tier = KVTier(
                 self.runner.kv_cache,
                 config.block_size,

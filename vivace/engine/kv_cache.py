@@ -14,19 +14,24 @@ class OutOfBlocksError(RuntimeError):
 
 
 class BlockPool:
-    """Hands out block ids; a block with a prefix hash and no users stays reusable until evicted."""
+    """Hands out block ids; a block with a prefix hash and no users stays reusable until evicted.
 
-    def __init__(self, num_blocks: int) -> None:
+    With `null_block`, id 0 is reserved as the placeholder of blocks a sliding window released
+    (kv_groups.py): never handed out, never counted; the usable ids are then 1..num_blocks.
+    """
+
+    def __init__(self, num_blocks: int, null_block: bool = False) -> None:
         if num_blocks <= 0:
             raise ValueError(f"KV cache needs at least one block, got {num_blocks}")
         self.num_blocks = num_blocks
-        self.ref_counts = [0] * num_blocks
-        self.block_hash: list[BlockHash | None] = [None] * num_blocks
-        self._free_plain: list[int] = list(range(num_blocks - 1, -1, -1))  # stack, no hash
+        self.num_ids = num_blocks + null_block  # rows of the KV tensors this pool indexes
+        self.ref_counts = [0] * self.num_ids
+        self.block_hash: list[BlockHash | None] = [None] * self.num_ids
+        self._free_plain: list[int] = list(range(self.num_ids - 1, int(null_block) - 1, -1))  # stack, no hash
         self._free_cached: OrderedDict[int, None] = OrderedDict()  # ref 0 with hash, LRU first
         self._hash_to_block: dict[BlockHash, int] = {}
-        self.computed = [False] * num_blocks  # KV content is valid (or written in this step)
-        self.block_parent: list[BlockHash] = [b""] * num_blocks  # the published hash's parent in its chain
+        self.computed = [False] * self.num_ids  # KV content is valid (or written in this step)
+        self.block_parent: list[BlockHash] = [b""] * self.num_ids  # the published hash's parent in its chain
         # Called with (block, hash, parent) when a cached block is reused for other tokens, while its
         # KV is still intact: the session tier (kv_tier.py) keeps a copy. None = the KV is lost.
         self.on_evict: Callable[[int, BlockHash, BlockHash], None] | None = None

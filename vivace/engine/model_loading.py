@@ -55,7 +55,16 @@ def load_engine_model(config: EngineConfig) -> EngineModel:
         if config.enable_lora
         else None
     )
-    model = build_model(loaded.config, loaded.weights, dtype, quantization, kernels, loaded.blocks, lora)
+    model = build_model(
+        loaded.config,
+        loaded.weights,
+        dtype,
+        quantization,
+        kernels,
+        loaded.blocks,
+        lora,
+        hybrid_kv=not config.disable_hybrid_kv_cache_manager,
+    )
     return EngineModel(model, loaded.config, tokenizer, kernels)
 
 

@@ -79,11 +79,11 @@ class StepResult:
 
 @dataclass
 class StepInputs:
-    """A step's model inputs on the device: token ids and positions [T], and the backend's metadata."""
+    """A step's model inputs on the device: token ids and positions [T], and the backend's metadata per KV group."""
 
     input_ids: torch.Tensor
     positions: torch.Tensor
-    attn_metadata: Any
+    attn_metadata: list[Any]
 
 
 class ModelRunner:
@@ -122,12 +122,17 @@ class ModelRunner:
             and self.backend.supports_cuda_graphs
             and self.device.type == "cuda"
         )
-        # Zeroed, so padded slots read by masked attention are finite. Under CUDA graphs one extra
-        # block, which the scheduler never hands out, takes the padding rows' K/V.
+        # The model's KV groups (kv_groups.py) share one pool of block ids; a hybrid model's pool
+        # reserves id 0 as the null block. Zeroed, so padded slots read by masked attention are
+        # finite. Under CUDA graphs one extra block, which the scheduler never hands out, takes the
+        # padding rows' K/V.
+        layout = model.kv_layout
+        self.num_groups = len(layout.groups)
+        num_ids = num_blocks + layout.has_window
         self.kv_cache = torch.zeros(
-            cfg.num_layers,
+            layout.group_size,
             2,
-            (num_blocks + use_graphs) * block_size,
+            (num_ids + use_graphs) * block_size,
             cfg.num_kv_heads,
             cache_row_width(cfg.head_dim, kv_dtype or model.dtype),
             dtype=kv_dtype or model.dtype,
@@ -142,18 +147,18 @@ class ModelRunner:
                 block_size,
                 max_num_seqs,
                 max_model_len,
-                pad_block=num_blocks,
+                pad_block=num_ids,
                 device=self.device,
                 num_sms=torch.cuda.get_device_properties(self.device).multi_processor_count,
             )
             self.graphs.capture()
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
-        """Token ids, positions and attention metadata for the flat token batch (decodes first)."""
+        """Token ids, positions and each KV group's attention metadata for the flat token batch (decodes first)."""
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
-        slot_mapping: list[int] = []
+        slot_mapping: list[int] = []  # KV group 0's, built alongside (every layer's, for one group)
         for item in batch.decodes:
             seq, pos = item.seq, item.start
             ids.append(seq.token_ids[pos])
@@ -165,8 +170,24 @@ class ModelRunner:
             ids.extend(item.input_ids)
             positions.extend(range(start, end))
             slot_mapping.extend([table[p // bs] * bs + p % bs for p in range(start, end)])
-        meta = self.backend.build_metadata(batch, torch.tensor(slot_mapping, dtype=torch.long))
+        mappings = [slot_mapping] + [self._slot_mapping(batch, g) for g in range(1, self.num_groups)]
+        meta = [
+            self.backend.build_metadata(batch, torch.tensor(mapping, dtype=torch.long), g)
+            for g, mapping in enumerate(mappings)
+        ]
         return StepInputs(upload(ids, torch.long, self.device), upload(positions, torch.long, self.device), meta)
+
+    def _slot_mapping(self, batch: ScheduledBatch, group: int) -> list[int]:
+        """The cache slot of each of the step's tokens in KV group `group`'s blocks."""
+        bs = self.block_size
+        slots: list[int] = []
+        for item in batch.decodes:
+            pos = item.start
+            slots.append(item.seq.table(group)[pos // bs] * bs + pos % bs)
+        for item in batch.prefills:
+            table = item.seq.table(group)
+            slots.extend([table[p // bs] * bs + p % bs for p in range(item.start, item.start + item.num_tokens)])
+        return slots
 
     @torch.inference_mode()
     def hidden_states(self, batch: ScheduledBatch) -> torch.Tensor:
@@ -263,14 +284,19 @@ class ModelRunner:
         bs = self.block_size
         decodes = batch.decodes
         masks = None if matcher_of is None else self.grammar_masks.start([matcher_of(item.seq) for item in decodes])
-        rows = DecodeRows(token_ids=[], positions=[], slots=[], block_tables=[], context_lens=[])
+        groups = range(self.num_groups)
+        rows = DecodeRows(
+            token_ids=[], positions=[], slots=[[] for _ in groups], block_tables=[[] for _ in groups], context_lens=[]
+        )
         for item in decodes:
             seq, pos = item.seq, item.start
             rows.token_ids.append(seq.token_ids[pos])
             rows.positions.append(pos)
-            rows.slots.append(seq.block_table[pos // bs] * bs + pos % bs)
-            rows.block_tables.append(seq.block_table[: pos // bs + 1])
             rows.context_lens.append(pos + 1)
+            for g in groups:
+                table = seq.table(g)
+                rows.slots[g].append(table[pos // bs] * bs + pos % bs)
+                rows.block_tables[g].append(table[: pos // bs + 1])
         logits = self.graphs.run(rows)
         return StepResult(list(decodes), self._sample(logits, decodes, masks), [])
 

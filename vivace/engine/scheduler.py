@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vivace.engine.kv_cache_manager import KVCacheManager
+from vivace.engine.kv_groups import KVLayout
 from vivace.engine.kv_sessions import SessionPins
 from vivace.engine.sequence import Sequence, SequenceStatus
 
@@ -111,8 +112,10 @@ class Scheduler:
         enable_prefix_caching: bool = True,
         proposer: Proposer | None = None,
         sessions: SessionPins | None = None,
+        layout: KVLayout | None = None,
     ) -> None:
-        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching, sessions)
+        """`layout`: the model's KV groups (kv_groups.py); None = one group, every layer over the whole context."""
+        self.kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching, sessions, layout)
         self.proposer = proposer
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
@@ -131,7 +134,7 @@ class Scheduler:
                 f"{self.max_model_len:,} (the prompt must leave room for at least one new token)"
             )
         total = min(num_prompt_tokens + max_new_tokens, self.max_model_len)
-        needed = self.kv.blocks_for(total)
+        needed = self.kv.max_blocks(total, self.max_num_batched_tokens)
         if needed > self.kv.num_blocks:
             raise RequestTooLargeError(
                 f"request needs {total:,} tokens of KV cache ({needed} blocks) but the cache holds "
@@ -155,6 +158,9 @@ class Scheduler:
         budget = self.max_num_batched_tokens
         scheduled: set[int] = set()
         self.kv.expire_sessions()
+        if self.kv.windows:  # before any accounting, so every sequence's out-of-window blocks count as free
+            for seq in self.running:
+                self.kv.release_out_of_window(seq)
 
         # Running sequences, decodes before prefill chunks so long prompts never stall decodes.
         ordered = sorted(self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.arrival_order))
@@ -244,7 +250,7 @@ class Scheduler:
         draft = self.proposer.propose(seq.seq_id, seq.token_ids, max_k)
         if draft:
             needed = self.kv.blocks_to_grow(seq, seq.num_tokens + len(draft))
-            if needed > self.kv.num_free - spare_blocks:
+            if needed > self.kv.num_free - spare_blocks * self.kv.num_groups:
                 return []
             self.kv.grow(seq, needed)
         return draft

@@ -28,7 +28,8 @@ class Sequence:
     arrival_order: int
     generator: Any = None  # torch.Generator for seeded sampling, owned by the engine
     status: SequenceStatus = SequenceStatus.WAITING
-    block_table: list[int] = field(default_factory=list)
+    block_table: list[int] = field(default_factory=list)  # KV group 0's (every layer's, for one group)
+    group_tables: list[list[int]] = field(default_factory=list)  # KV groups 1.. (kv_groups.py), if any
     num_computed_tokens: int = 0  # tokens whose KV is in the cache (or written this step)
     num_cached_tokens: int = 0  # of the prompt, reused from the prefix cache at admission
     num_preemptions: int = 0
@@ -41,6 +42,10 @@ class Sequence:
     finish_reason: str | None = None
     lora_id: int = 0  # the LoRA adapter its tokens run with (lora/manager.py); 0 = the base model
     session_id: str | None = None  # its conversation: finished, its blocks stay pinned a while (kv_sessions.py)
+
+    def table(self, group: int) -> list[int]:
+        """The block table of KV group `group` (0 = `block_table`)."""
+        return self.block_table if group == 0 else self.group_tables[group - 1]
 
     @property
     def num_tokens(self) -> int:

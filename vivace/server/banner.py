@@ -39,7 +39,7 @@ def startup_banner(engine: LLMEngine, name: str, host: str, port: int) -> str:
     config, shape = engine.config, engine.model_config
     kv_blocks = engine.scheduler.kv.num_blocks
     kv_tokens = kv_blocks * config.block_size
-    kv_mib = kv_tokens * engine.model.kv_bytes_per_token(engine.kv_dtype) / (1 << 20)
+    kv_mib = kv_tokens * engine.model.kv_slot_bytes(engine.kv_dtype) / (1 << 20)
     url = display_url(host, port)
     rows = [
         ("model", f"{name} ({config.model or default_model_path()})"),

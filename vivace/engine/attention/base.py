@@ -46,8 +46,9 @@ class AttentionBackend(ABC):
         self.device = device
 
     @abstractmethod
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> Any:
-        """This step's metadata on the backend's device; `slot_mapping` [T] (host) is each row's cache slot."""
+    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0) -> Any:
+        """This step's metadata for KV group `group` (its block tables) on the backend's device;
+        `slot_mapping` [T] (host) is each row's cache slot in that group's blocks."""
 
     @abstractmethod
     def forward(

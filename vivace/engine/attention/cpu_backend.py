@@ -39,12 +39,12 @@ class CpuAttentionBackend(AttentionBackend):
         super().__init__(block_size, device)
         self.ops = ops
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> CpuAttentionMetadata:
-        """Each decode, then each prefill chunk, as one span."""
+    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0) -> CpuAttentionMetadata:
+        """Each decode, then each prefill chunk, as one span over its block table in KV group `group`."""
         tables, spans = [], []
         row = 0
         for item in [*batch.decodes, *batch.prefills]:
-            tables.append(item.seq.block_table)
+            tables.append(item.seq.table(group))
             spans.append((row, item.num_tokens, item.start))
             row += item.num_tokens
         return CpuAttentionMetadata(

@@ -61,7 +61,9 @@ class TorchAttentionBackend(AttentionBackend):
 
     name = "torch"
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> TorchAttentionMetadata:
+    def build_metadata(
+        self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0
+    ) -> TorchAttentionMetadata:
         """Padded decode gathers and one causal span per prefill chunk."""
         bs, dev = self.block_size, self.device
         decodes = batch.decodes
@@ -70,13 +72,8 @@ class TorchAttentionBackend(AttentionBackend):
         )
         if decodes:
             max_blocks = max(-(-(item.start + 1) // bs) for item in decodes)
-            tables = torch.tensor(
-                [
-                    item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks]))
-                    for item in decodes
-                ],
-                dtype=torch.long,
-            )
+            rows = [item.seq.table(group)[:max_blocks] for item in decodes]
+            tables = torch.tensor([row + [0] * (max_blocks - len(row)) for row in rows], dtype=torch.long)
             offsets = torch.arange(bs, dtype=torch.long)
             decode_slots = (tables.unsqueeze(-1) * bs + offsets).view(len(decodes), max_blocks * bs)
             lengths = torch.tensor([item.start + 1 for item in decodes], dtype=torch.long)
@@ -93,7 +90,7 @@ class TorchAttentionBackend(AttentionBackend):
             key_lag = torch.arange(start, end).unsqueeze(1) - torch.arange(end).unsqueeze(0)
             slots = None
             if start:
-                table = torch.tensor(item.seq.block_table[: -(-end // bs)], dtype=torch.long)
+                table = torch.tensor(item.seq.table(group)[: -(-end // bs)], dtype=torch.long)
                 slots = upload((table.unsqueeze(-1) * bs + torch.arange(bs)).view(-1)[:end], torch.long, dev)
             meta.prefills.append(
                 PrefillSpan(

@@ -50,7 +50,9 @@ class TritonAttentionBackend(AttentionBackend):
         self.num_kv_heads = num_kv_heads
         self.num_sms = num_sms
 
-    def build_metadata(self, batch: ScheduledBatch, slot_mapping: torch.Tensor) -> TritonAttentionMetadata:
+    def build_metadata(
+        self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0
+    ) -> TritonAttentionMetadata:
         """Block tables, context lengths and query offsets, uploaded without blocking the host."""
         dev = self.device
         decodes, prefills = batch.decodes, batch.prefills
@@ -60,14 +62,14 @@ class TritonAttentionBackend(AttentionBackend):
             max_len = max(lens)
             meta.num_decode_tokens = len(decodes)
             meta.decode_block_tables = upload(
-                block_table_array([item.seq.block_table for item in decodes]), torch.int32, dev
+                block_table_array([item.seq.table(group) for item in decodes]), torch.int32, dev
             )
             meta.decode_context_lens = upload(lens, torch.int32, dev)
             meta.decode_max_context = max_len
             meta.decode_num_splits = num_decode_splits(max_len, len(decodes), self.num_kv_heads, self.num_sms)
         if prefills:
             meta.prefill_block_tables = upload(
-                block_table_array([item.seq.block_table for item in prefills]), torch.int32, dev
+                block_table_array([item.seq.table(group) for item in prefills]), torch.int32, dev
             )
             offsets = [0]
             for item in prefills:

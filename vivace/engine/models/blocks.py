@@ -17,6 +17,7 @@ from vivace.engine.attention.kv_quant import cache_row_bytes
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.kernels.select import Kernels
+from vivace.engine.kv_groups import kv_layout, single_group
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.lora.manager import LoRAManager
 from vivace.engine.models.linear import Linear, make_linear
@@ -132,7 +133,8 @@ class GatedMLP:
 class DecoderModel:
     """Embeddings, decoder layers (built by `make_layer`), final norm and LM head; stateless apart from weights.
 
-    A layer is called as layer(hidden, rope, rope_tables, meta, k_cache, v_cache) -> hidden.
+    A layer is called as layer(hidden, rope, rope_tables, meta, k_cache, v_cache) -> hidden, with its
+    KV group's attention metadata and its KV tensor (`kv_layout`, kv_groups.py).
     """
 
     def __init__(
@@ -144,8 +146,10 @@ class DecoderModel:
         kernels: Kernels,
         blocks: dict[str, QuantBlocks] | None = None,
         lora: LoRAManager | None = None,
+        hybrid_kv: bool = True,
     ) -> None:
-        """`lora`: adapter slots for the q/k/v/o/gate/up/down projections (None = no LoRA)."""
+        """`lora`: adapter slots for the q/k/v/o/gate/up/down projections (None = no LoRA); `hybrid_kv`
+        False: one KV group for every layer, so sliding-window layers keep the whole context's KV."""
         self.cfg = cfg
         self.dtype = dtype
         self.kernels = kernels
@@ -160,6 +164,8 @@ class DecoderModel:
             head, head_name = self.embed, "model.embed_tokens.weight"
         self.lm_head: Linear = weights.make(head, None, [head_name])
         self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
+        self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
+        self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)
         rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
         device = self.embed.device
         if device.type != "cpu":  # the tables are indexed by positions on the model's device
@@ -209,22 +215,31 @@ class DecoderModel:
         """One decoder layer from the tensors under `prefix` (e.g. 'model.layers.3.')."""
         raise NotImplementedError
 
+    def layer_windows(self) -> list[int | None]:
+        """Each layer's sliding window (None = the whole context); families with local layers override it."""
+        return [None] * self.cfg.num_layers
+
     def kv_bytes_per_token(self, kv_dtype: torch.dtype) -> int:
         """Bytes of K and V across all layers for one token."""
         return 2 * self.cfg.num_layers * self.cfg.num_kv_heads * cache_row_bytes(self.cfg.head_dim, kv_dtype)
+
+    def kv_slot_bytes(self, kv_dtype: torch.dtype) -> int:
+        """Bytes of one cache slot (a block id's token): K and V of one KV group's layers."""
+        return 2 * self.kv_layout.group_size * self.cfg.num_kv_heads * cache_row_bytes(self.cfg.head_dim, kv_dtype)
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [T, hidden] (families that scale them override this)."""
         return F.embedding(input_ids, self.embed)
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: Any, kv_cache: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
     ) -> torch.Tensor:
-        """Final hidden states [T, hidden] for a flat batch of tokens; kv_cache is [layers, 2, slots, KVH, D]."""
+        """Final hidden states [T, hidden] for a flat batch of tokens; `meta`: each KV group's attention
+        metadata; kv_cache is [group_size, 2, slots, KVH, D] (one layer per group in each tensor)."""
         hidden = self.embed_tokens(input_ids)
         rope_tables = self.rope.tables(positions)
-        for i, layer in enumerate(self.layers):
-            hidden = layer(hidden, self.rope, rope_tables, meta, kv_cache[i, 0], kv_cache[i, 1])
+        for layer, (g, j) in zip(self.layers, self.kv_slots, strict=True):
+            hidden = layer(hidden, self.rope, rope_tables, meta[g], kv_cache[j, 0], kv_cache[j, 1])
         return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -87,19 +87,22 @@ class Gemma3Model(DecoderModel):
         index = int(prefix.split(".")[2])
         return Gemma3Layer(self.cfg, weights, prefix, self.cfg.layer_window(index))
 
+    def layer_windows(self) -> list[int | None]:
+        return [self.cfg.layer_window(i) for i in range(self.cfg.num_layers)]
+
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().embed_tokens(input_ids) * self.embed_scale
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: Any, kv_cache: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
     ) -> torch.Tensor:
         """As DecoderModel.forward, with each layer rotated by its own (local or global) RoPE."""
         hidden = self.embed_tokens(input_ids)
         tables = {False: self.rope.tables(positions), True: self.local_rope.tables(positions)}
-        for i, layer in enumerate(self.layers):
+        for layer, (g, j) in zip(self.layers, self.kv_slots, strict=True):
             local = layer.window is not None
             rope = self.local_rope if local else self.rope
-            hidden = layer(hidden, rope, tables[local], meta, kv_cache[i, 0], kv_cache[i, 1])
+            hidden = layer(hidden, rope, tables[local], meta[g], kv_cache[j, 0], kv_cache[j, 1])
         return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

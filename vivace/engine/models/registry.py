@@ -76,7 +76,10 @@ def build_model(
     kernels: Kernels,
     blocks: dict[str, QuantBlocks] | None = None,
     lora: LoRAManager | None = None,
+    hybrid_kv: bool = True,
 ) -> DecoderModel:
     """The model for `cfg.architecture`, built from HF-named weights (and a GGUF's blocks) with the given
-    kernels, and adapter slots from `lora` when given."""
-    return model_class(cfg.architecture)(cfg, weights, dtype, quantization, kernels, blocks=blocks, lora=lora)
+    kernels, adapter slots from `lora` when given, and a KV group per kind of layer unless `hybrid_kv` is off."""
+    return model_class(cfg.architecture)(
+        cfg, weights, dtype, quantization, kernels, blocks=blocks, lora=lora, hybrid_kv=hybrid_kv
+    )
