@@ -56,18 +56,34 @@ void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tens
       const int64_t rank = std::min<int64_t>(rp[s], max_rank);
       for (int64_t p = 0; p < P; ++p) {
         const int64_t first = (s * P + p) * max_rank, lo = bounds[p], hi = bounds[p + 1];
-        for (int64_t r = 0; r < rank; ++r) {  // h[i][r] = x[token i] . a[row r]
-          const float* ar = ap + (first + r) * K;
-          for (int64_t i = 0; i < n_tok; ++i) {
-            const float* xr = xp + tokens[i] * K;
+        const float* a_part = ap + first * K;
+        const float* b_part = bp + first * N;
+        for (int64_t i = 0; i < n_tok; ++i) {  // h[i][r] = x[token i] . a[row r], four rows at a time
+          const float* xr = xp + tokens[i] * K;
+          float* hi_row = h.data() + i * max_rank;
+          int64_t r = 0;
+          for (; r + 4 <= rank; r += 4) {
+            const float *a0 = a_part + r * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+            for (int64_t k = 0; k < K; ++k) {
+              s0 += xr[k] * a0[k];
+              s1 += xr[k] * a1[k];
+              s2 += xr[k] * a2[k];
+              s3 += xr[k] * a3[k];
+            }
+            hi_row[r] = s0, hi_row[r + 1] = s1, hi_row[r + 2] = s2, hi_row[r + 3] = s3;
+          }
+          for (; r < rank; ++r) {
+            const float* ar = a_part + r * K;
             float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
             for (int64_t k = 0; k < K; ++k) acc += xr[k] * ar[k];
-            h[i * max_rank + r] = acc;
+            hi_row[r] = acc;
           }
         }
         for (int64_t r = 0; r < rank; ++r) {  // y[token i, part columns] += h[i][r] * b[row r, part columns]
-          const float* br = bp + (first + r) * N;
+          const float* br = b_part + r * N;
           for (int64_t i = 0; i < n_tok; ++i) {
             float* yr = yp + tokens[i] * N;
             const float hr = h[i * max_rank + r];
