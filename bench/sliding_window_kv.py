@@ -103,13 +103,18 @@ def held_per_sequence(llm: LLM, mode: str, context: int, prompt: list[int]) -> H
     return Held(mode, context, at_context[0] * b, peak[0] * b, theoretical_bytes(llm, context))
 
 
-def concurrent_capacity(llm: LLM, mode: str, context: int, num_seqs: int, prompt: list[int]) -> Capacity:
-    """Sequences of `context` tokens (prompt + 64 new) running at once within the engine's KV budget."""
+def concurrent_capacity(
+    llm: LLM, mode: str, context: int, num_seqs: int, prompt: list[int], new_tokens: int
+) -> Capacity:
+    """Sequences of `context` tokens (prompt + `new_tokens`) running at once within the engine's KV budget.
+
+    `new_tokens` long enough that sequences are still decoding when the next ones are admitted: with
+    short outputs, how fast prefills admit new sequences bounds concurrency rather than memory."""
     scheduler = llm.engine.scheduler
     scheduler.kv.reset_prefix_cache()
     preempted = scheduler.stats.preemptions
     # Distinct prompts (no prefix sharing): each starts with its own token.
-    seqs = [_seq(i, [1000 + i] + prompt[: context - 65], 64) for i in range(num_seqs)]
+    seqs = [_seq(i, [1000 + i] + prompt[: context - new_tokens - 1], new_tokens) for i in range(num_seqs)]
     peak = [0]
 
     def on_step(batch) -> None:
@@ -151,6 +156,7 @@ def main() -> None:
     ap.add_argument("--kv-cache-memory", type=int, default=1 << 30, help="KV budget in bytes, both engines")
     ap.add_argument("--capacity-context", type=int, default=4096, help="context of the concurrent sequences")
     ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--capacity-new-tokens", type=int, default=1024, help="new tokens of each concurrent sequence")
     ap.add_argument("--real", type=int, default=0, help="also run the engine on a prompt of this many tokens")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -170,7 +176,7 @@ def main() -> None:
     prompt = [(7 * i + 11) % (vocab - 1000) + 500 for i in range(max_len)]
     held = [held_per_sequence(llm, mode, c, prompt) for c in args.contexts for mode, llm in engines.items()]
     capacity = [
-        concurrent_capacity(llm, mode, args.capacity_context, args.max_num_seqs, prompt)
+        concurrent_capacity(llm, mode, args.capacity_context, args.max_num_seqs, prompt, args.capacity_new_tokens)
         for mode, llm in engines.items()
     ]
     real = {mode: real_blocks(llm, prompt[: args.real]) for mode, llm in engines.items()} if args.real else {}
