@@ -14,7 +14,7 @@ from vivace.engine.tokenizer import Tokenizer
 from vivace.providers.base import GenerationRequest
 
 DISTRIBUTIONS = ("fixed", "uniform", "normal")
-_WORD = re.compile(r"^Ġ[a-z]{3,8}$")  # byte-level BPE: a space-prefixed lowercase word
+_WORD = re.compile(r"^[Ġ▁][a-z]{3,8}$")  # a space-prefixed lowercase word: byte-level BPE (Ġ) or SentencePiece (▁)
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "stop", "seed", "ignore_eos")
 
 
