@@ -170,13 +170,14 @@ class VivaceBench:
 class LlamaServerPeer:
     """llama.cpp's llama-server on the same GGUF, one slot of `context` tokens, `threads` threads."""
 
-    def __init__(self, context: int, threads: int) -> None:
+    def __init__(self, model: str, context: int, threads: int) -> None:
         import httpx
         from serving import _free_port, start_llama_server
 
         port = _free_port()
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        self.process, _ = start_llama_server(port, context, 1, threads, RESULTS_DIR / "engine_cpu_llama_server.log")
+        log_path = RESULTS_DIR / "engine_cpu_llama_server.log"
+        self.process, _ = start_llama_server(model, port, context, 1, threads, log_path)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
 
     def prefill_once(self, prompt_ids: list[int]) -> float:
@@ -205,7 +206,7 @@ def run_prefill(
     if "vivace" in names:
         engines["vivace"] = VivaceBench(model, threads, quantization)
     if "llama-server" in names:
-        engines["llama-server"] = LlamaServerPeer(max(lens) + 16, threads)
+        engines["llama-server"] = LlamaServerPeer(model, max(lens) + 16, threads)
     try:
         for engine in engines.values():  # warm-up
             engine.prefill_once([rng.randrange(1000, vocab) for _ in range(32)])
