@@ -40,6 +40,7 @@ class AttentionBackend(ABC):
 
     name: str = ""
     supports_cuda_graphs: bool = False
+    supports_tree_attention: bool = False  # draft trees' masks (ScheduledSeq.tree) in prefill rows
 
     def __init__(self, block_size: int, device: torch.device) -> None:
         self.block_size = block_size
