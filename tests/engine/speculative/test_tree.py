@@ -5,25 +5,22 @@ the target distribution), the K/V compaction, and Medusa's choice of tree paths.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 
 import pytest
 import torch
 
+from tests.tree_attention import BS, TREE, check_tree_attention
 from vivace.engine.attention.cpu_backend import CpuAttentionBackend
 from vivace.engine.attention.torch_backend import TorchAttentionBackend
 from vivace.engine.config import SamplingParams
 from vivace.engine.cpu_ops import load_cpu_ops
-from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq
+from vivace.engine.scheduler import ScheduledSeq
 from vivace.engine.sequence import Sequence
 from vivace.engine.speculative.medusa_proposer import tree_choices
 from vivace.engine.speculative.tree import DraftTree, compaction, walk
 
-BS = 16
 CPU = torch.device("cpu")
-# Root's children 0, 1, 2; 0's children 3, 4; 1's child 5; 3's child 6; 6's child 7.
-TREE = DraftTree([11, 12, 13, 14, 15, 16, 17, 18], [-1, -1, -1, 0, 0, 1, 3, 6])
 
 
 def _backends() -> list:
@@ -38,41 +35,7 @@ def _backends() -> list:
 @pytest.mark.parametrize("context", [1, 37, 70])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 1), (4, 2)])
 def test_tree_rows_attend_to_the_context_and_their_own_path(backend, context, heads, kv_heads):
-    """Each node's output equals plain softmax attention over the context then its ancestors' keys and its own."""
-    gen = torch.Generator().manual_seed(context)
-    d, n = 32, len(TREE)
-    root = context - 1  # the root row is the sequence's last token, at the last context position
-    total = context + n
-    table = random.Random(context).sample(range(1, 12), -(-total // BS))
-    seq = Sequence(0, "r", 0, list(range(context)), context, SamplingParams(), 0, block_table=table)
-    batch = ScheduledBatch(prefills=[ScheduledSeq(seq, root, 1 + n, TREE.tokens, TREE)])
-    k_cache = torch.zeros(12 * BS, kv_heads, d)
-    v_cache = torch.zeros(12 * BS, kv_heads, d)
-    k_all = torch.randn(total, kv_heads, d, generator=gen)  # storage position p's key (nodes at context + j)
-    v_all = torch.randn(total, kv_heads, d, generator=gen)
-    slots = torch.tensor([table[p // BS] * BS + p % BS for p in range(total)])
-    k_cache[slots[:root]] = k_all[:root]
-    v_cache[slots[:root]] = v_all[:root]
-    q = torch.randn(1 + n, heads, d, generator=gen)
-    meta = backend.build_metadata(batch, slots[root:total], 0)
-    out = backend.forward(q, k_all[root:], v_all[root:], k_cache, v_cache, meta, 0.2)
-    group = heads // kv_heads
-    for row in range(1 + n):
-        node = row - 1
-        keys = list(range(context)) + [context + j for j in range(n) if j == node or j in _ancestors(node)]
-        for h in range(heads):
-            kk = k_all[keys, h // group].double()
-            vv = v_all[keys, h // group].double()
-            weights = torch.softmax(kk @ q[row, h].double() * 0.2, dim=0)
-            torch.testing.assert_close(out[row, h].double(), weights @ vv, atol=2e-5, rtol=1e-4)
-
-
-def _ancestors(node: int) -> set[int]:
-    found = set()
-    while node >= 0 and TREE.parents[node] >= 0:
-        node = TREE.parents[node]
-        found.add(node)
-    return found
+    check_tree_attention(backend, context, heads, kv_heads)
 
 
 def test_tree_positions_follow_depth_and_chains_are_plain():

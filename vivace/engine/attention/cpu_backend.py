@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vivace.engine.attention.base import AttentionBackend, block_table_array
-
-NO_TREE = 1 << 62  # a row outside any draft tree: its "first node" lies past every key
+from vivace.engine.attention.base import AttentionBackend, block_table_array, tree_rows
 
 if TYPE_CHECKING:
     from vivace.engine.scheduler import ScheduledBatch
@@ -55,7 +53,7 @@ class CpuAttentionBackend(AttentionBackend):
             slot_mapping,
             block_table_array(tables),
             torch.tensor(spans, dtype=torch.int32).view(-1, 3),
-            tree_rows(batch, row) if any(item.tree is not None for item in batch.prefills) else None,
+            tree_rows(batch, row),
         )
 
     def forward(
@@ -82,18 +80,3 @@ class CpuAttentionBackend(AttentionBackend):
             window or 0,
             meta.tree,
         )
-
-
-def tree_rows(batch: ScheduledBatch, num_rows: int) -> torch.Tensor:
-    """The kernel's per-row draft-tree mask [T, 2]: (position of the first node, bitmask of the nodes the row sees)."""
-    out = torch.empty(num_rows, 2, dtype=torch.int64)
-    out[:, 0] = NO_TREE
-    out[:, 1] = 0
-    row = len(batch.decodes)
-    for item in batch.prefills:
-        row += item.num_tokens
-        if item.tree is not None:
-            n = len(item.draft)
-            out[row - n : row, 0] = item.start + item.num_tokens - n
-            out[row - n : row, 1] = torch.tensor(item.tree.ancestor_masks(), dtype=torch.int64)
-    return out
