@@ -57,7 +57,14 @@ class LLMEngine:
             config, self.model.kv_slot_bytes(self.kv_dtype), self.max_model_len, self.model.kv_layout
         )
         self.eos_token_ids = list(self.model_config.eos_token_ids)
-        self.proposer = make_proposer(config, self.model, self.max_model_len)
+        self.proposer = make_proposer(
+            config,
+            self.model,
+            self.max_model_len,
+            # A draft tree's nodes sit at positions their depth does not match: window layers would cut
+            # their context at the wrong key, so trees need a backend with the mask and no window layers.
+            tree_attention=self.kernels.attention.supports_tree_attention and not self.model.kv_layout.has_window,
+        )
         self.scheduler = Scheduler(
             num_blocks=num_blocks,
             block_size=config.block_size,
@@ -81,6 +88,7 @@ class LLMEngine:
             max_num_seqs=config.max_num_seqs,
             max_model_len=self.max_model_len,
             medusa=self.proposer.heads if isinstance(self.proposer, MedusaProposer) else None,
+            medusa_ranks=self.proposer.ranks if isinstance(self.proposer, MedusaProposer) else 1,
         )
         self.kv_tier: KVTier | None = None
         if config.kv_tier_bytes:

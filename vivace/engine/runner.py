@@ -28,6 +28,7 @@ from vivace.engine.sampling_batch import SamplingBatch
 from vivace.engine.scheduler import ScheduledBatch, ScheduledSeq, may_speculate
 from vivace.engine.sequence import Sequence
 from vivace.engine.speculative.medusa_heads import MedusaHeads
+from vivace.engine.speculative.tree import compaction, walk
 from vivace.engine.speculative.verify import verify
 from vivace.engine.structured.masks import GrammarMasks, RowMasks
 
@@ -50,6 +51,7 @@ class Verified:
 
     item: ScheduledSeq
     token_ids: list[int]
+    nodes: list[int] = field(default_factory=list)  # a tree's accepted nodes, root-down (chains: unused)
 
     @property
     def num_accepted(self) -> int:
@@ -62,7 +64,7 @@ class Guess:
 
     seq: Sequence
     num_tokens: int
-    token_ids: list[int]
+    token_ids: list[list[int]]  # [head][rank], best first
 
 
 @dataclass
@@ -102,10 +104,13 @@ class ModelRunner:
         max_num_seqs: int = 1,
         max_model_len: int = 1,
         medusa: MedusaHeads | None = None,
+        medusa_ranks: int = 1,
     ) -> None:
-        """`medusa`: heads whose guesses for each produced token's successors come back in StepResult.guesses."""
+        """`medusa`: heads whose `medusa_ranks` best guesses for each produced token's successors come back in
+        StepResult.guesses."""
         self.model = model
         self.medusa = medusa
+        self.medusa_ranks = medusa_ranks
         self.kernels = kernels
         self.backend = kernels.attention
         self.block_size = block_size
@@ -168,7 +173,7 @@ class ModelRunner:
             seq, start, end = item.seq, item.start, item.start + item.num_tokens
             table = seq.block_table
             ids.extend(item.input_ids)
-            positions.extend(range(start, end))
+            positions.extend(item.positions() if item.tree is not None else range(start, end))
             slot_mapping.extend([table[p // bs] * bs + p % bs for p in range(start, end)])
         mappings = [slot_mapping] + [self._slot_mapping(batch, g) for g in range(1, self.num_groups)]
         meta = [
@@ -249,6 +254,7 @@ class ModelRunner:
         if speculating:
             spec_hidden = hidden.index_select(0, upload(spec_rows, torch.long, hidden.device))
             verified = self._verify(self.model.compute_logits(spec_hidden), speculating)
+            self._compact_trees(verified)
         guesses = self._guess(hidden, rows, sampled, spec_rows, verified) if self.medusa is not None else []
         return StepResult(sampled, output, prompt_scores, pooled, verified, guesses)
 
@@ -269,13 +275,14 @@ class ModelRunner:
                 guesses.append(Guess(item.seq, item.seq.num_tokens + 1, []))
         first = 0
         for v in verified:
-            picked.append(spec_rows[first + v.num_accepted])
+            # The row of the last accepted node: in a chain, the accepted count; in a tree, 1 + its index.
+            picked.append(spec_rows[first + (v.nodes[-1] + 1 if v.nodes else 0 if v.item.tree else v.num_accepted)])
             guesses.append(Guess(v.item.seq, v.item.seq.num_tokens + len(v.token_ids), []))
             first += len(v.item.draft) + 1
         if not picked:
             return []
         picked_hidden = hidden.index_select(0, upload(picked, torch.long, hidden.device))
-        for guess, tokens in zip(guesses, self.medusa.guess(picked_hidden), strict=True):
+        for guess, tokens in zip(guesses, self.medusa.guess(picked_hidden, self.medusa_ranks), strict=True):
             guess.token_ids = tokens
         return guesses
 
@@ -333,9 +340,11 @@ class ModelRunner:
             for i in range(len(item.draft) + 1):
                 params.append(seq.params)
                 generators.append(seq.generator)
-                # Row i follows the first i proposed tokens: penalties and min_tokens see them as output.
+                # Row i follows the proposed tokens before it (in a tree, node i - 1's path): penalties
+                # and min_tokens see them as output.
                 prompt_ids.append(seq.token_ids[: seq.num_prompt_tokens] if history else [])
-                output_ids.append(seq.output_ids + item.draft[:i] if history else [])
+                path = item.tree.path(i - 1) if item.tree is not None else item.draft[:i]
+                output_ids.append(seq.output_ids + path if history else [])
         sampling = SamplingBatch.build(
             params=params,
             prompt_ids=prompt_ids,
@@ -346,13 +355,56 @@ class ModelRunner:
             eos_token_ids=self.eos_token_ids,
         )
         probs = processed_logprobs(logits, sampling, self.kernels.argmax_rows).exp_()
-        emitted = verify(
-            probs,
-            [item.draft for item in speculating],
-            [item.seq.generator for item in speculating],
-            sampling.all_greedy,
+        chains = [item for item in speculating if item.tree is None]
+        if len(chains) < len(speculating):  # trees are walked one by one below; chains verify together
+            chain_rows = [r for r, chain in enumerate(self._row_is_chain(speculating)) if chain]
+            chain_probs = probs[upload(chain_rows, torch.long, probs.device)]
+        else:
+            chain_probs = probs
+        emitted = (
+            verify(
+                chain_probs,
+                [item.draft for item in chains],
+                [item.seq.generator for item in chains],
+                sampling.all_greedy,
+            )
+            if chains
+            else []
         )
-        return [Verified(item, tokens) for item, tokens in zip(speculating, emitted, strict=True)]
+        out: list[Verified] = []
+        chain_results = iter(emitted)
+        row = 0
+        for item in speculating:
+            rows = probs[row : row + len(item.draft) + 1]
+            row += len(item.draft) + 1
+            if item.tree is None:
+                out.append(Verified(item, next(chain_results)))
+            else:
+                nodes, tokens = walk(item.tree, rows, item.seq.params.greedy, item.seq.generator)
+                out.append(Verified(item, tokens, nodes))
+        return out
+
+    @staticmethod
+    def _row_is_chain(speculating: list[ScheduledSeq]) -> list[bool]:
+        return [item.tree is None for item in speculating for _ in range(len(item.draft) + 1)]
+
+    def _compact_trees(self, verified: list[Verified]) -> None:
+        """Move each tree's accepted nodes' K/V, in every layer and KV group, to the positions their tokens take."""
+        bs = self.block_size
+        src: list[int] = []
+        dst: list[int] = []
+        for v in verified:
+            if v.item.tree is None:
+                continue
+            first = v.item.start + v.item.num_tokens - len(v.item.draft)
+            sources, destinations = compaction(v.nodes, first)
+            for g in range(self.num_groups):
+                table = v.item.seq.table(g)
+                src.extend(table[p // bs] * bs + p % bs for p in sources)
+                dst.extend(table[p // bs] * bs + p % bs for p in destinations)
+        if src:
+            index = upload(dst, torch.long, self.kv_cache.device)
+            self.kv_cache.index_copy_(2, index, self.kv_cache.index_select(2, upload(src, torch.long, index.device)))
 
     def _score_prompt(self, hidden: torch.Tensor, row_end: int, item: ScheduledSeq) -> PromptScores | None:
         """Logprobs of prompt tokens at positions >= seq.score_from that this chunk's rows predict.

@@ -20,12 +20,13 @@ from vivace.engine.kv_cache_manager import KVCacheManager
 from vivace.engine.kv_groups import KVLayout
 from vivace.engine.kv_sessions import SessionPins
 from vivace.engine.sequence import Sequence, SequenceStatus
+from vivace.engine.speculative.tree import DraftTree
 
 
 class Proposer(Protocol):
     """Guesses a sequence's next tokens (speculative decoding); pure Python, like the scheduler."""
 
-    def propose(self, seq_id: int, tokens: list[int], max_k: int) -> list[int]: ...
+    def propose(self, seq_id: int, tokens: list[int], max_k: int) -> list[int] | DraftTree: ...
 
     def observe(self, seq_id: int, proposed: int, accepted: int) -> None: ...
 
@@ -53,6 +54,19 @@ class ScheduledSeq:
     start: int
     num_tokens: int
     draft: list[int] = field(default_factory=list)
+    tree: DraftTree | None = None  # the draft's parent links when it is a tree, not a chain
+
+    @property
+    def draft_depth(self) -> int:
+        """How many proposed tokens can be accepted at most."""
+        return self.tree.depth() if self.tree is not None else len(self.draft)
+
+    def positions(self) -> list[int]:
+        """Rope positions of the chunk's rows; a tree's nodes sit at the root's position plus their depth."""
+        if self.tree is None:
+            return list(range(self.start, self.start + self.num_tokens))
+        root = self.start + self.num_tokens - len(self.draft) - 1
+        return [*range(self.start, root + 1), *(root + d for d in self.tree.depths())]
 
     @property
     def samples(self) -> bool:
@@ -173,11 +187,11 @@ class Scheduler:
                 continue
             if not self._reserve(seq, num, batch, scheduled):
                 continue  # it preempted itself
-            draft = []
+            draft, tree = [], None
             if remaining == 1 and self.proposer is not None:
                 # Each sequence after this one may need a block for its own token: drafts leave them one.
-                draft = self._draft(seq, budget - num, spare_blocks=len(ordered) - position - 1)
-            item = ScheduledSeq(seq, seq.num_computed_tokens, num + len(draft), draft)
+                draft, tree = self._draft(seq, budget - num, spare_blocks=len(ordered) - position - 1)
+            item = ScheduledSeq(seq, seq.num_computed_tokens, num + len(draft), draft, tree)
             (batch.decodes if remaining == 1 and not draft else batch.prefills).append(item)
             scheduled.add(seq.seq_id)
             budget -= item.num_tokens
@@ -236,24 +250,32 @@ class Scheduler:
         self.kv.grow(seq, needed)
         return True
 
-    def _draft(self, seq: Sequence, budget: int, spare_blocks: int) -> list[int]:
-        """Proposed next tokens for a decoding sequence (blocks for them taken), or [] when it should not speculate.
+    def _draft(self, seq: Sequence, budget: int, spare_blocks: int) -> tuple[list[int], DraftTree | None]:
+        """Proposed next tokens for a decoding sequence (blocks for them taken) and their tree, if not a chain;
+        ([], None) when it should not speculate.
 
-        Their blocks come only from free ones beyond `spare_blocks`, so speculation preempts nobody.
+        A tree's nodes each take a row and a cache slot, so `max_k` bounds its size as it does a chain's
+        length. Their blocks come only from free ones beyond `spare_blocks`, so speculation preempts nobody.
         """
         params = seq.params
         if not may_speculate(seq):
-            return []
+            return [], None
         max_k = min(budget, self.max_model_len - seq.num_tokens - 1)
         if params.max_tokens is not None:
             max_k = min(max_k, params.max_tokens - seq.num_output_tokens - 1)
-        draft = self.proposer.propose(seq.seq_id, seq.token_ids, max_k)
-        if draft:
-            needed = self.kv.blocks_to_grow(seq, seq.num_tokens + len(draft))
+        proposal = self.proposer.propose(seq.seq_id, seq.token_ids, max_k)
+        tree = None
+        if isinstance(proposal, DraftTree):
+            tree = proposal.truncated(max(max_k, 0))
+            proposal = tree.tokens
+            if tree.is_chain:
+                tree = None
+        if proposal:
+            needed = self.kv.blocks_to_grow(seq, seq.num_tokens + len(proposal))
             if needed > self.kv.num_free - spare_blocks * self.kv.num_groups:
-                return []
+                return [], None
             self.kv.grow(seq, needed)
-        return draft
+        return proposal, tree if proposal else None
 
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         self.running.remove(seq)
@@ -289,7 +311,7 @@ class Scheduler:
             num_accepted = (accepted or {}).get(seq.seq_id, 0)
             seq.num_computed_tokens = item.start + item.num_tokens - len(item.draft) + num_accepted
             self.kv.truncate(seq, seq.num_computed_tokens + 1)
-            self.proposer.observe(seq.seq_id, len(item.draft), num_accepted)
+            self.proposer.observe(seq.seq_id, item.draft_depth, num_accepted)
             self.stats.spec_drafts += 1
             self.stats.spec_draft_tokens += len(item.draft)
             self.stats.spec_accepted_tokens += num_accepted

@@ -31,6 +31,9 @@ class GraphBuffers:
     num_sms: int  # the device's streaming multiprocessors (sizes split-K decode)
 
 
+NO_TREE = 1 << 62  # a row outside any draft tree: its "first node" lies past every key
+
+
 class AttentionBackend(ABC):
     """Paged attention over a KV cache of [num_slots, kv_heads, head_dim] per layer and K/V.
 
@@ -40,6 +43,7 @@ class AttentionBackend(ABC):
 
     name: str = ""
     supports_cuda_graphs: bool = False
+    supports_tree_attention: bool = False  # draft trees' masks (ScheduledSeq.tree) in prefill rows
 
     def __init__(self, block_size: int, device: torch.device) -> None:
         self.block_size = block_size
@@ -87,3 +91,21 @@ def block_table_array(tables: list[list[int]], width: int | None = None) -> torc
             raise ValueError(f"a block table is wider than {width} blocks")
         out[i, : len(table)] = table
     return torch.from_numpy(out)
+
+
+def tree_rows(batch: ScheduledBatch, num_rows: int) -> torch.Tensor | None:
+    """Per-row draft-tree masks [T, 2] int64 of a step's `num_rows` rows: (cache position of the tree's first
+    node, bitmask of the nodes the row sees); None when no sequence proposed a tree (speculative/tree.py)."""
+    if all(item.tree is None for item in batch.prefills):
+        return None
+    out = torch.empty(num_rows, 2, dtype=torch.int64)
+    out[:, 0] = NO_TREE
+    out[:, 1] = 0
+    row = len(batch.decodes)
+    for item in batch.prefills:
+        row += item.num_tokens
+        if item.tree is not None:
+            n = len(item.draft)
+            out[row - n : row, 0] = item.start + item.num_tokens - n
+            out[row - n : row, 1] = torch.tensor(item.tree.ancestor_masks(), dtype=torch.int64)
+    return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vivace.engine.attention.base import AttentionBackend, block_table_array
+from vivace.engine.attention.base import AttentionBackend, block_table_array, tree_rows
 
 if TYPE_CHECKING:
     from vivace.engine.scheduler import ScheduledBatch
@@ -28,12 +28,14 @@ class CpuAttentionMetadata:
     slot_mapping: torch.Tensor  # [T] long
     block_tables: torch.Tensor  # [N, max_blocks] int32, one per span
     spans: torch.Tensor  # [N, 3] int32: first row of the step, rows, position of the first row
+    tree: torch.Tensor | None = None  # [T, 2] int64 per row: first draft-tree node's position, node bitmask
 
 
 class CpuAttentionBackend(AttentionBackend):
     """The C++ kernels of vivace.engine.cpu_ops (float32 queries on the CPU)."""
 
     name = "cpu"
+    supports_tree_attention = True
 
     def __init__(self, block_size: int, device: torch.device, ops: ModuleType) -> None:
         super().__init__(block_size, device)
@@ -48,7 +50,10 @@ class CpuAttentionBackend(AttentionBackend):
             spans.append((row, item.num_tokens, item.start))
             row += item.num_tokens
         return CpuAttentionMetadata(
-            slot_mapping, block_table_array(tables), torch.tensor(spans, dtype=torch.int32).view(-1, 3)
+            slot_mapping,
+            block_table_array(tables),
+            torch.tensor(spans, dtype=torch.int32).view(-1, 3),
+            tree_rows(batch, row),
         )
 
     def forward(
@@ -65,5 +70,13 @@ class CpuAttentionBackend(AttentionBackend):
         """One compiled call writes the step's K/V, one attends every row over the cache."""
         self.ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
         return self.ops.paged_attention(
-            q.contiguous(), k_cache, v_cache, meta.block_tables, meta.spans, self.block_size, scale, window or 0
+            q.contiguous(),
+            k_cache,
+            v_cache,
+            meta.block_tables,
+            meta.spans,
+            self.block_size,
+            scale,
+            window or 0,
+            meta.tree,
         )

@@ -60,6 +60,7 @@ class TorchAttentionBackend(AttentionBackend):
     """The reference backend: torch ops only, any device and dtype."""
 
     name = "torch"
+    supports_tree_attention = True
 
     def build_metadata(
         self, batch: ScheduledBatch, slot_mapping: torch.Tensor, group: int = 0
@@ -88,6 +89,10 @@ class TorchAttentionBackend(AttentionBackend):
             start, end = item.start, item.start + item.num_tokens
             # An explicit mask even without a cached prefix: one attention kernel for both cases.
             key_lag = torch.arange(start, end).unsqueeze(1) - torch.arange(end).unsqueeze(0)
+            mask = key_lag >= 0
+            if item.tree is not None:  # a draft tree's nodes see the context, then only their ancestors
+                n = len(item.draft)
+                mask[-n:, -n:] = item.tree.ancestor_matrix()
             slots = None
             if start:
                 table = torch.tensor(item.seq.table(group)[: -(-end // bs)], dtype=torch.long)
@@ -98,7 +103,7 @@ class TorchAttentionBackend(AttentionBackend):
                     item.num_tokens,
                     end,
                     slots,
-                    upload(key_lag >= 0, torch.bool, dev),
+                    upload(mask, torch.bool, dev),
                     upload(key_lag, torch.long, dev),
                 )
             )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vivace.engine.attention.base import AttentionBackend, GraphBuffers, block_table_array
+from vivace.engine.attention.base import AttentionBackend, GraphBuffers, block_table_array, tree_rows
 from vivace.engine.attention.kv_quant import to_cache
 from vivace.engine.attention.triton_decode import num_decode_splits, paged_decode
 from vivace.engine.attention.triton_prefill import paged_prefill
@@ -35,6 +35,7 @@ class TritonAttentionMetadata:
     prefill_cu_query: torch.Tensor | None = None  # [P + 1] int32: row offsets into the prefill rows
     prefill_starts: torch.Tensor | None = None  # [P] int32: position of each chunk's first token
     prefill_max_query_len: int = 0
+    prefill_tree: torch.Tensor | None = None  # [prefill rows, 2] int64 draft-tree masks (base.tree_rows)
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -42,6 +43,7 @@ class TritonAttentionBackend(AttentionBackend):
 
     name = "triton"
     supports_cuda_graphs = True
+    supports_tree_attention = True
 
     def __init__(
         self, block_size: int, device: torch.device, num_kv_heads: int, num_sms: int = DEFAULT_NUM_SMS
@@ -77,6 +79,9 @@ class TritonAttentionBackend(AttentionBackend):
             meta.prefill_cu_query = upload(offsets, torch.int32, dev)
             meta.prefill_starts = upload([item.start for item in prefills], torch.int32, dev)
             meta.prefill_max_query_len = max(item.num_tokens for item in prefills)
+            tree = tree_rows(batch, len(decodes) + offsets[-1])
+            if tree is not None:
+                meta.prefill_tree = upload(tree[len(decodes) :], torch.int64, dev)
         return meta
 
     def graph_metadata(self, buffers: GraphBuffers) -> TritonAttentionMetadata:
@@ -134,5 +139,6 @@ class TritonAttentionBackend(AttentionBackend):
                 scale,
                 out=out[num_decodes:],
                 window=window,
+                tree=meta.prefill_tree,
             )
         return out

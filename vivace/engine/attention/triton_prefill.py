@@ -29,6 +29,7 @@ def _prefill_kernel(
     tables_ptr,
     cu_query_ptr,
     starts_ptr,
+    tree_ptr,
     scale,
     window,
     stride_qt,
@@ -49,6 +50,7 @@ def _prefill_kernel(
     DOT: tl.constexpr,
     PRECISION: tl.constexpr,
     INT8_KV: tl.constexpr,
+    HAS_TREE: tl.constexpr,
 ):
     tile = tl.program_id(0)
     seq = tl.program_id(1)
@@ -69,6 +71,9 @@ def _prefill_kernel(
         other=0.0,
     ).to(DOT)
     q_pos = first_pos + r
+    if HAS_TREE:  # draft-tree rows: (first node's position, bitmask of the nodes each row sees)
+        tree_base = tl.load(tree_ptr + (row0 + r) * 2, mask=rmask, other=1 << 62)
+        tree_bits = tl.load(tree_ptr + (row0 + r) * 2 + 1, mask=rmask, other=0)
     key_end = first_pos + tl.minimum((tile + 1) * BM, num_rows)  # last row's position + 1
     # Under a sliding window the tile's first row sees keys from its position - window + 1 on.
     key_start = tl.where(window > 0, tl.maximum(first_pos + tile * BM - window + 1, 0), 0)
@@ -81,7 +86,12 @@ def _prefill_kernel(
         tmask = t < key_end
         causal = t[None, :] <= q_pos[:, None]
         # Rows past the chunk's end (never stored) see every key, so none of them is all -inf.
-        visible = tl.where(window > 0, causal & (t[None, :] > q_pos[:, None] - window), causal) | ~rmask[:, None]
+        visible = tl.where(window > 0, causal & (t[None, :] > q_pos[:, None] - window), causal)
+        if HAS_TREE:  # past a tree's first node, only the row's own ancestors and itself
+            node = tl.minimum(tl.maximum(t[None, :].to(tl.int64) - tree_base[:, None], 0), 63)
+            in_path = ((tree_bits[:, None] >> node) & 1) != 0
+            visible = visible & ((t[None, :] < tree_base[:, None]) | in_path)
+        visible = visible | ~rmask[:, None]
         # Row i's first visible key is key_start + i (or 0): in its first tile, as attend_key_tile needs.
         m, denom, acc = attend_key_tile(
             q,
@@ -125,12 +135,14 @@ def paged_prefill(
     scale: float,
     out: torch.Tensor | None = None,
     window: int | None = None,
+    tree: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed query rows q [T, H, D] over the paged cache; returns [T, H, D].
 
     Sequence b owns rows cu_query[b]:cu_query[b+1] at positions starts[b].., and its keys are
     positions 0..(its last row's position) found through block_tables[b]; with a `window`, a row at
-    position p sees only keys (p - window, p].
+    position p sees only keys (p - window, p]. `tree` [T, 2] int64 (attention/base.py's tree_rows): a row
+    sees keys from its tree's first node on only where its bitmask has them.
     """
     num_rows, num_heads, head_dim = q.shape
     kv_heads = k_cache.shape[1]
@@ -156,6 +168,7 @@ def paged_prefill(
         block_tables,
         cu_query,
         starts,
+        starts if tree is None else tree,
         scale,
         window or 0,
         q.stride(0),
@@ -174,6 +187,7 @@ def paged_prefill(
         BM=BLOCK_M,
         BN=BLOCK_N,
         INT8_KV=k_cache.dtype == torch.int8,
+        HAS_TREE=tree is not None,
         **dot_options(q.dtype),
     )
     return out

@@ -2,7 +2,8 @@
 
 `ngram[:k=4,max_n=4,min_n=2]` is prompt lookup; `draft:MODEL[,k=4]` is a smaller model sharing
 the target's tokenizer (MODEL as `--model` takes it; it may itself contain colons); `medusa:PATH[,k=N]`
-is Medusa heads trained for the target by `vivace train-medusa` (k: how many of them propose).
+is Medusa heads trained for the target by `vivace train-medusa` (k: how many of them propose; tree:
+the draft tree's nodes, 0 or 1 for a chain of each head's best guess).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vivace.engine.config import InvalidParameterError
+from vivace.engine.speculative.tree import MAX_NODES
 
 METHODS = ("ngram", "draft", "medusa")
-_OPTIONS = {"ngram": ("k", "max_n", "min_n"), "draft": ("k",), "medusa": ("k",)}
+DEFAULT_TREE = 16
+_OPTIONS = {"ngram": ("k", "max_n", "min_n"), "draft": ("k",), "medusa": ("k", "tree")}
 _LOADS = {
     "draft": "a model: draft:MODEL or draft:MODEL,k=4",
-    "medusa": "a heads directory: medusa:PATH or medusa:PATH,k=3",
+    "medusa": "a heads directory: medusa:PATH or medusa:PATH,k=3,tree=16",
 }
 
 
@@ -28,6 +31,7 @@ class SpeculativeConfig:
     max_n: int = 4  # vLLM's prompt_lookup_max
     min_n: int = 2  # vLLM's prompt_lookup_min
     model: str | None = None  # what the method loads: the draft model, or the Medusa heads' directory
+    tree: int = DEFAULT_TREE  # Medusa: nodes of the draft tree verified per step (<= 1: a chain of k)
 
     @classmethod
     def parse(cls, text: str) -> SpeculativeConfig:
@@ -57,6 +61,8 @@ class SpeculativeConfig:
         config = cls(method, **values, model=model)
         if not 1 <= config.k <= 16:
             raise InvalidParameterError("speculative", f"k must be in [1, 16], got {config.k}")
+        if not 0 <= config.tree <= MAX_NODES:
+            raise InvalidParameterError("speculative", f"tree must be in [0, {MAX_NODES}], got {config.tree}")
         if not 1 <= config.min_n <= config.max_n:
             raise InvalidParameterError(
                 "speculative", f"need 1 <= min_n <= max_n, got min_n={config.min_n}, max_n={config.max_n}"

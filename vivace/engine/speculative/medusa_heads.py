@@ -57,10 +57,25 @@ class MedusaHeads:
     def num_heads(self) -> int:
         return self.config.num_heads
 
-    def guess(self, hidden: torch.Tensor) -> list[list[int]]:
-        """Each head's most likely token for each row of final hidden states [R, H]."""
+    def guess(self, hidden: torch.Tensor, ranks: int = 1) -> list[list[list[int]]]:
+        """Each head's `ranks` most likely tokens, best first, for each row of final hidden states [R, H]:
+        [row][head][rank]."""
         logits = head_logits(hidden.float(), self.weight, self.bias, self.proj)
-        return self.vocab[logits.argmax(dim=-1)].tolist()
+        if ranks == 1:
+            return self.vocab[logits.argmax(dim=-1, keepdim=True)].tolist()
+        return self.vocab[logits.topk(min(ranks, len(self.vocab)), dim=-1).indices].tolist()
+
+    def rank_accuracy(self) -> list[list[float]]:
+        """[head][rank]: how often each head's rank-r guess was right on train-medusa's held-out positions.
+
+        Heads trained before ranks were recorded give their top-1 accuracy only; lower ranks are then
+        estimated as each halving the one before.
+        """
+        recorded = self.config.trained_on.get("held_out_rank_accuracy")
+        if recorded:
+            return [list(map(float, head)) for head in recorded]
+        top1 = self.config.trained_on.get("held_out_top1_accuracy") or [0.5] * self.num_heads
+        return [[a * 0.5**r for r in range(4)] for a in top1]
 
 
 def save_medusa_heads(

@@ -26,6 +26,7 @@ from vivace.engine.sequence import Sequence
 from vivace.engine.speculative.medusa_heads import MedusaConfig, head_logits, save_medusa_heads
 
 IGNORE = -100  # a target the heads cannot score (past the answer's end, or outside their vocabulary)
+RANKS = 4  # guesses per head whose held-out accuracy is recorded
 
 
 @dataclass
@@ -132,10 +133,12 @@ def train_medusa(
         log(f"epoch {epoch + 1}/{settings.epochs}: loss {total / len(train):.3f}")
     trained = time.perf_counter() - train_start
     with torch.no_grad():
-        predicted = head_logits(hidden[held_out], weight, bias, proj).argmax(dim=-1)
-        scored = labels[held_out] != IGNORE
-        hits = ((predicted == labels[held_out]) & scored).sum(0).float() / scored.sum(0).clamp(min=1)
-    accuracy = [round(a, 3) for a in hits.tolist()]
+        # [N, K, RANKS]: each head's best guesses in order; rank r is right where it equals the label.
+        ranked = head_logits(hidden[held_out], weight, bias, proj).topk(min(RANKS, len(vocab)), dim=-1).indices
+        scored = (labels[held_out] != IGNORE).unsqueeze(-1)
+        hits = ((ranked == labels[held_out].unsqueeze(-1)) & scored).sum(0).float() / scored.sum(0).clamp(min=1)
+    rank_accuracy = [[round(a, 3) for a in head] for head in hits.tolist()]
+    accuracy = [head[0] for head in rank_accuracy]
     report = TrainReport(num_prompts, len(targets), round(generated, 1), round(trained, 1), accuracy)
     config = MedusaConfig(
         num_heads=settings.num_heads,
@@ -150,6 +153,7 @@ def train_medusa(
             "generate_seconds": report.generate_seconds,
             "train_seconds": report.train_seconds,
             "held_out_top1_accuracy": accuracy,
+            "held_out_rank_accuracy": rank_accuracy,  # [head][rank]: sizes Medusa's draft tree
         },
     )
     save_medusa_heads(out_dir, config, weight.detach(), bias.detach(), vocab)

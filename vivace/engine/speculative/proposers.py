@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 
 def make_proposer(
-    config: EngineConfig, model: DecoderModel, max_model_len: int
+    config: EngineConfig, model: DecoderModel, max_model_len: int, tree_attention: bool = False
 ) -> NgramProposer | DraftModelProposer | MedusaProposer | None:
-    """A proposer for the scheduler, or None."""
+    """A proposer for the scheduler, or None. `tree_attention`: whether draft trees can be verified (else chains)."""
     spec = config.speculative_config
     if spec is None:
         return None
@@ -28,5 +28,7 @@ def make_proposer(
         draft = LLMEngine(draft_engine_config(config, spec.model, max_model_len))
         return DraftModelProposer(spec.k, draft, model.cfg.vocab_size)
     if spec.method == "medusa":
-        return MedusaProposer(load_medusa_heads(spec.model, float_weight(model.lm_head)), spec.k)
+        return MedusaProposer(
+            load_medusa_heads(spec.model, float_weight(model.lm_head)), spec.k, spec.tree if tree_attention else 0
+        )
     return NgramProposer(spec)

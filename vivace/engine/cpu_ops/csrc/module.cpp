@@ -2,7 +2,8 @@
 #include <torch/extension.h>
 
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor block_tables,
-                              torch::Tensor spans, int64_t block_size, double scale, int64_t window);
+                              torch::Tensor spans, int64_t block_size, double scale, int64_t window,
+                              c10::optional<torch::Tensor> tree);
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight_t, torch::Tensor scales, c10::optional<torch::Tensor> bias,
                           c10::optional<torch::Tensor> packed, c10::optional<torch::Tensor> col_sums);
 std::tuple<torch::Tensor, torch::Tensor> pack_int8_weight(torch::Tensor weight_t);
@@ -18,7 +19,7 @@ void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_attention", &paged_attention, "paged attention of decode and prefill rows (CPU, float32)",
         py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"), py::arg("spans"),
-        py::arg("block_size"), py::arg("scale"), py::arg("window") = 0);
+        py::arg("block_size"), py::arg("scale"), py::arg("window") = 0, py::arg("tree") = py::none());
   m.def("int8_linear", &int8_linear, "int8 linear with per-row activation scales (CPU)");
   m.def("pack_int8_weight", &pack_int8_weight, "int8 weights packed for the small-row VNNI kernel, and column sums");
   m.def("rms_norm", &rms_norm, "RMSNorm over the last dimension (CPU, float32)");

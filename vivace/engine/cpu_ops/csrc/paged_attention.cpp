@@ -195,7 +195,7 @@ struct Scratch {
 template <typename KV>
 void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                     const torch::Tensor& block_tables, const std::vector<Span>& spans, int64_t block_size, float scale,
-                    int64_t window, torch::Tensor& out) {
+                    int64_t window, const int64_t* tree, torch::Tensor& out) {
   const int64_t H = q.size(1), d = q.size(2), KVH = k_cache.size(1), width = k_cache.size(2);
   const int64_t group = H / KVH, MB = block_tables.size(1);
   const int64_t d8 = (d + 7) / 8 * 8;  // rows padded with zeros to whole lanes
@@ -235,6 +235,16 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
       // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
       auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
       auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
+      // A draft tree's node (tree[2 t] = position of its first node, tree[2 t + 1] = bitmask of the nodes
+      // it sees) sets `value` at the tile's keys in [a, b) that are nodes other than its ancestors and itself.
+      auto mask_tree = [&](int64_t r, int64_t k0, int64_t a, int64_t b, float* s, float value) {
+        if (tree == nullptr) return;
+        const int64_t token = sp.row + item.t0 + r / group;
+        const int64_t base = tree[2 * token];
+        const uint64_t bits = static_cast<uint64_t>(tree[2 * token + 1]);
+        for (int64_t j = std::max(a, base - k0); j < b; ++j)
+          if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
+      };
       for (int64_t r = 0; r < R; ++r) {
         const float* src = qp + ((sp.row + item.t0 + r / group) * H + item.kh * group + r % group) * d;
         float* dst = w.q.data() + r * d8;
@@ -272,6 +282,7 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
           }
           std::fill(s, s + a, NEG_INF);
           std::fill(s + b, s + KT, NEG_INF);
+          mask_tree(r, k0, a, b, s, NEG_INF);
           V8 vmx = vload(s);
           for (int64_t j = 8; j < KT; j += 8) vmx = vmax(vmx, vload(s + j));
           const float m_new = std::max(w.m[r], hmax(vmx));
@@ -279,6 +290,7 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
           for (int64_t j = 0; j < KT; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
           std::fill(s, s + a, 0.f);
           std::fill(s + b, s + KT, 0.f);
+          mask_tree(r, k0, a, b, s, 0.f);
           V8 sum = vload(s);
           for (int64_t j = 8; j < KT; j += 8) sum = vadd(sum, vload(s + j));
           const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
@@ -310,9 +322,12 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
 // [S, KVH, d + 4] int8 rows with their scale (contiguous); block_tables [N, MB] int32, one per span;
 // spans [N, 3] int32: (first row, rows, position of the first row); window > 0: a row at position p
 // sees keys (p - window, p] only (blocks before them are never read), 0: its whole causal context.
-// Returns [T, H, d] float32.
+// tree (optional) [T, 2] int64 per row: (first node position, node bitmask): keys at positions from the
+// first node on are seen only where the row's bit is set (a draft tree's attention mask; rows outside a
+// tree give a first node past every key). Returns [T, H, d] float32.
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor block_tables,
-                              torch::Tensor spans, int64_t block_size, double scale, int64_t window) {
+                              torch::Tensor spans, int64_t block_size, double scale, int64_t window,
+                              c10::optional<torch::Tensor> tree) {
   TORCH_CHECK(q.dtype() == torch::kFloat32 && q.dim() == 3, "queries must be [tokens, heads, head_dim] float32");
   TORCH_CHECK(k_cache.dtype() == v_cache.dtype(), "k and v caches must share a dtype");
   TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(), "contiguous inputs only");
@@ -334,14 +349,23 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
     list.push_back(span);
   }
   TORCH_CHECK(covered == q.size(0), "spans cover ", covered, " rows; the queries have ", q.size(0));
+  const int64_t* tp = nullptr;
+  torch::Tensor tc;
+  if (tree.has_value()) {
+    tc = tree->contiguous();
+    TORCH_CHECK(tc.dtype() == torch::kInt64 && tc.dim() == 2 && tc.size(0) == q.size(0) && tc.size(1) == 2,
+                "tree: [tokens, 2] int64");
+    tp = tc.data_ptr<int64_t>();
+    for (int64_t t = 0; t < tc.size(0); ++t) TORCH_CHECK(tp[2 * t] >= 0, "tree: node positions must be >= 0");
+  }
   auto out = torch::empty_like(q);
   const float fscale = static_cast<float>(scale);
   if (int8) {
-    attention_impl<int8_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+    attention_impl<int8_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
   } else if (k_cache.dtype() == torch::kFloat32) {
-    attention_impl<float>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+    attention_impl<float>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
   } else if (k_cache.dtype() == torch::kBFloat16) {
-    attention_impl<uint16_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, out);
+    attention_impl<uint16_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
   } else {
     TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16 or int8");
   }
