@@ -1,4 +1,5 @@
-"""Host-to-device copies that never stall the host: values go through pinned memory, asynchronously.
+"""Host-to-device copies that never stall the host (values go through pinned memory, asynchronously), and
+zero-filled allocations.
 
 A copy from ordinary (pageable) host memory makes CUDA wait for the stream first, so a step that
 uploaded its inputs that way would block on the GPU work queued before it. On CPU these are plain
@@ -7,8 +8,10 @@ tensors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -19,3 +22,13 @@ def upload(values: Sequence | torch.Tensor, dtype: torch.dtype, device: torch.de
         return host.to(device)
     # The caching host allocator keeps the pinned block alive until the copy has run.
     return host.pin_memory().to(device, non_blocking=True)
+
+
+def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero-filled tensor; on the CPU its pages come zeroed from the OS on first touch (calloc), so a
+    multi-GiB KV cache costs nothing at start-up instead of a full write."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    numel = math.prod(shape)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(numel * itemsize, dtype=np.uint8)).view(dtype).view(shape)

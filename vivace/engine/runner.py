@@ -18,7 +18,7 @@ import torch
 
 from vivace.engine.attention.kv_quant import cache_row_width
 from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows
-from vivace.engine.device_io import upload
+from vivace.engine.device_io import upload, zeroed
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.models.blocks import DecoderModel
 from vivace.engine.outputs import TokenLogprob
@@ -134,14 +134,16 @@ class ModelRunner:
         layout = model.kv_layout
         self.num_groups = len(layout.groups)
         num_ids = num_blocks + layout.has_window
-        self.kv_cache = torch.zeros(
-            layout.group_size,
-            2,
-            (num_ids + use_graphs) * block_size,
-            cfg.num_kv_heads,
-            cache_row_width(cfg.head_dim, kv_dtype or model.dtype),
-            dtype=kv_dtype or model.dtype,
-            device=self.device,
+        self.kv_cache = zeroed(
+            (
+                layout.group_size,
+                2,
+                (num_ids + use_graphs) * block_size,
+                cfg.num_kv_heads,
+                cache_row_width(cfg.head_dim, kv_dtype or model.dtype),
+            ),
+            kv_dtype or model.dtype,
+            self.device,
         )
         self.graphs: DecodeGraphs | None = None
         if use_graphs:

@@ -165,6 +165,25 @@ def test_block_types_are_also_kept_as_stored_in_hf_row_order(tiny_gguf, qtype: Q
     assert "model.layers.0.input_layernorm.weight" not in model.blocks  # vectors stay float only
 
 
+def test_block_matrices_are_dequantized_only_when_read(tiny_gguf) -> None:
+    """The "gguf" path computes on blocks: loading and building that model never dequantizes them."""
+    from vivace.engine.config import EngineConfig
+    from vivace.engine.kernels.select import select_kernels
+    from vivace.engine.models.registry import build_model
+
+    model = load_gguf(str(tiny_gguf(matrix_type=Q.Q4_1)))
+    weights = model.weights
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert name in weights and not weights.is_loaded(name)  # `in` and shapes do not load
+    assert not any(weights.is_loaded(n) for n in model.blocks)
+    kernels = select_kernels(EngineConfig(model="x", quantization="gguf"), model.config, torch.float32)
+    build_model(model.config, weights, torch.float32, "gguf", kernels, model.blocks)
+    assert [n for n in model.blocks if weights.is_loaded(n)] == ["model.embed_tokens.weight"]  # the lookup table
+    assert torch.equal(weights[name], dequantize_blocks(model.blocks[name])) and weights.is_loaded(name)
+    build_model(model.config, weights, torch.float32, "int8", kernels, model.blocks)
+    assert all(weights.is_loaded(n) for n in model.blocks)  # int8 re-quantizes from the floats
+
+
 def test_float_matrices_keep_no_blocks(tiny_gguf) -> None:
     assert load_gguf(str(tiny_gguf(matrix_type=Q.F16))).blocks == {}
 

@@ -56,6 +56,18 @@ def test_header_cut_inside_metadata(tiny_gguf, tmp_path) -> None:
         GGUFFile(str(path))
 
 
+def test_every_cut_inside_the_header_is_truncated(tiny_gguf, tmp_path) -> None:
+    """Cuts through string arrays (the vocabulary) and every other field are reported, never misread."""
+    data = tiny_gguf().read_bytes()
+    header_end = GGUFFile(str(tiny_gguf(name="whole.gguf"))).tensors[0].offset
+    assert header_end > 1000  # the metadata holds a vocabulary
+    path = tmp_path / "cut.gguf"
+    for cut in range(24, min(header_end, 6000), 97):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CorruptModelError, match="truncated"):
+            GGUFFile(str(path))
+
+
 def test_unsupported_version(tmp_path) -> None:
     path = tmp_path / "v9.gguf"
     path.write_bytes(b"GGUF" + (9).to_bytes(4, "little") + bytes(16))

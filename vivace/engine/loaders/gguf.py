@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import gguf
@@ -15,6 +16,7 @@ from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import BLOCK_BYTES, QuantBlocks
 from vivace.engine.loaders.errors import CorruptModelError, UnsupportedModelError
 from vivace.engine.loaders.gguf_file import GGUFFile, GGUFTensorInfo
+from vivace.engine.loaders.lazy_weights import Deferred, LazyWeights
 from vivace.engine.loaders.tokenizer_builders import tokenizer_from_gguf_metadata
 from vivace.engine.loaders.types import LoadedModel, check_weight_shapes
 
@@ -91,28 +93,45 @@ def load_gguf(path: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     freq_factors = dequantize_tensor(file, tensors[_ROPE_FREQS]) if _ROPE_FREQS in tensors else None
     config = gguf_model_config(meta, set(tensors), path, freq_factors)
     tokenizer = tokenizer_from_gguf_metadata(meta)
-    weights, blocks = {}, {}
+    entries: dict[str, torch.Tensor | Deferred] = {}
+    blocks = {}
     for tensor in file.tensors:
         if tensor.name == _ROPE_FREQS:
             continue
         name = hf_tensor_name(tensor.name, path, architecture)
-        values = dequantize_tensor(file, tensor)
-        if architecture in _NORMS_STORED_PLUS_ONE and tensor.name.endswith("norm.weight"):
-            values -= 1.0
-        # Matrices in a block format the CPU kernel computes on are also kept as stored (rows permuted alike).
-        keep_blocks = int(tensor.tensor_type) in BLOCK_BYTES and values.ndim == 2
-        raw = np.array(file.tensor_bytes(tensor)) if keep_blocks else None
+        check_tensor_type(file, tensor)
+        heads = None
         if architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_q.weight", ".attn_q.bias")):
-            values = unpermute_qk(values, config.num_heads)
-            raw = None if raw is None else unpermute_qk(raw, config.num_heads)
+            heads = config.num_heads
         elif architecture in _PERMUTED_QK_ARCHITECTURES and tensor.name.endswith((".attn_k.weight", ".attn_k.bias")):
-            values = unpermute_qk(values, config.num_kv_heads)
-            raw = None if raw is None else unpermute_qk(raw, config.num_kv_heads)
-        weights[name] = torch.from_numpy(values).to(dtype)
-        if raw is not None:
-            blocks[name] = QuantBlocks(torch.from_numpy(raw), int(tensor.tensor_type))
+            heads = config.num_kv_heads
+        minus_one = architecture in _NORMS_STORED_PLUS_ONE and tensor.name.endswith("norm.weight")
+        load = partial(_float_tensor, file, tensor, heads, minus_one, dtype)
+        # Matrices in a block format the CPU kernel computes on are kept as stored (rows permuted alike) and
+        # dequantized only if something reads them as floats (quantization other than "gguf", an embedding).
+        if int(tensor.tensor_type) in BLOCK_BYTES and len(tensor.shape) == 2:
+            raw = np.array(file.tensor_bytes(tensor))
+            blocks[name] = QuantBlocks(
+                torch.from_numpy(raw if heads is None else unpermute_qk(raw, heads)), int(tensor.tensor_type)
+            )
+            entries[name] = Deferred(tuple(tensor.shape), load)
+        else:
+            entries[name] = load()
+    weights = LazyWeights(entries)
     check_weight_shapes(config, weights, path)
     return LoadedModel(config=config, weights=weights, tokenizer=tokenizer, blocks=blocks)
+
+
+def _float_tensor(
+    file: GGUFFile, tensor: GGUFTensorInfo, heads: int | None, minus_one: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """A tensor dequantized to `dtype`, Q/K rows un-permuted for `heads` heads, norms stored plus one undone."""
+    values = dequantize_tensor(file, tensor)
+    if minus_one:
+        values -= 1.0
+    if heads is not None:
+        values = unpermute_qk(values, heads)
+    return torch.from_numpy(values).to(dtype)
 
 
 def open_gguf(path: str) -> GGUFFile:
@@ -120,14 +139,19 @@ def open_gguf(path: str) -> GGUFFile:
     return GGUFFile(path)
 
 
-def dequantize_tensor(file: GGUFFile, tensor: GGUFTensorInfo) -> np.ndarray:
-    """Dequantize to a writable float32 array of the tensor's (torch-order) shape."""
+def check_tensor_type(file: GGUFFile, tensor: GGUFTensorInfo) -> None:
+    """Raise UnsupportedModelError for a tensor type this loader cannot dequantize."""
     if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
         supported = ", ".join(t.name for t in SUPPORTED_TENSOR_TYPES)
         raise UnsupportedModelError(
             f"{file.path}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which is not supported; "
             f"supported: {supported}"
         )
+
+
+def dequantize_tensor(file: GGUFFile, tensor: GGUFTensorInfo) -> np.ndarray:
+    """Dequantize to a writable float32 array of the tensor's (torch-order) shape."""
+    check_tensor_type(file, tensor)
     values = np.asarray(gguf.quants.dequantize(file.tensor_bytes(tensor), tensor.tensor_type), dtype=np.float32)
     if not values.flags.writeable or not values.flags.c_contiguous:
         values = np.array(values, dtype=np.float32, order="C")

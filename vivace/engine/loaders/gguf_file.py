@@ -148,6 +148,22 @@ class GGUFFile:
         start = self._take(length)
         return self._map[start : start + length].decode("utf-8")
 
+    def _strings(self, count: int) -> list[str]:
+        """`count` length-prefixed strings (a vocabulary, merges): one tight loop, as _string each would be."""
+        data, pos, size, out = self._map, self._pos, self.size, []
+        unpack = struct.Struct("<Q").unpack_from
+        for _ in range(count):
+            if pos + 8 > size:
+                raise _Truncated
+            (length,) = unpack(data, pos)
+            end = pos + 8 + length
+            if end > size:
+                raise _Truncated
+            out.append(data[pos + 8 : end].decode("utf-8"))
+            pos = end
+        self._pos = pos
+        return out
+
     def _value(self, type_id: int) -> Any:
         if type_id in _SCALARS:
             return self._scalar(_SCALARS[type_id][0])
@@ -161,5 +177,7 @@ class GGUFFile:
                 return np.frombuffer(self._map, dtype=dtype, count=count, offset=start).tolist()
             if count > self.size:
                 raise _Truncated
+            if item_type == _STRING:
+                return self._strings(count)
             return [self._value(item_type) for _ in range(count)]
         raise CorruptModelError(f"{self.path}: unknown GGUF value type {type_id} at byte {self._pos:,}")

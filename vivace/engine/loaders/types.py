@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import QuantBlocks
 from vivace.engine.loaders.errors import CorruptModelError
+from vivace.engine.loaders.lazy_weights import weight_shape
 from vivace.engine.models.registry import model_class
 from vivace.engine.tokenizer import Tokenizer
 
@@ -18,7 +20,7 @@ class LoadedModel:
     """A model ready to build: weights use HF transformers names (`model.layers.0.self_attn.q_proj.weight`)."""
 
     config: ModelConfig
-    weights: dict[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor]  # a GGUF's: LazyWeights (block matrices dequantized on first read)
     tokenizer: Tokenizer
     # A GGUF's Q4_0/Q4_1/Q8_0 matrices as stored (rows in HF order), by the same names, beside `weights`.
     blocks: dict[str, QuantBlocks] = field(default_factory=dict)
@@ -29,12 +31,12 @@ def expected_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return model_class(config.architecture).weight_shapes(config)
 
 
-def check_weight_shapes(config: ModelConfig, weights: dict[str, torch.Tensor], source: str) -> None:
+def check_weight_shapes(config: ModelConfig, weights: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise CorruptModelError naming the first missing or mis-shaped weight."""
     for name, shape in expected_weight_shapes(config).items():
         if name not in weights:
             raise CorruptModelError(f"{source}: weight {name} is missing")
-        if tuple(weights[name].shape) != shape:
+        if weight_shape(weights, name) != shape:
             raise CorruptModelError(
-                f"{source}: weight {name} has shape {tuple(weights[name].shape)}, config implies {shape}"
+                f"{source}: weight {name} has shape {weight_shape(weights, name)}, config implies {shape}"
             )

@@ -40,36 +40,56 @@ class Weights:
         blocks: dict[str, QuantBlocks] | None = None,
         lora: LoRAManager | None = None,
     ) -> None:
-        self.tensors = {name: t.to(dtype) for name, t in tensors.items()}
+        self.dtype = dtype
+        self._source = tensors  # read (and converted) only when a layer needs the float weight
+        self.tensors: dict[str, torch.Tensor] = {}
         self.quantization = quantization
         self.kernels = kernels
         self.blocks = blocks or {}
         self.lora = lora
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        try:
-            return self.tensors[name]
-        except KeyError:
-            raise CorruptModelError(f"model weights lack tensor {name!r}") from None
+        if name not in self.tensors:
+            if name not in self._source:
+                raise CorruptModelError(f"model weights lack tensor {name!r}")
+            self.tensors[name] = self._source[name].to(self.dtype)
+        return self.tensors[name]
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors or name in self._source
 
     def get(self, name: str) -> torch.Tensor | None:
-        return self.tensors.get(name)
+        return self[name] if self.has(name) else None
 
     def linear(self, names: list[str], bias: bool = False) -> Linear:
-        """One linear layer over the named weights stacked by output rows (fused q/k/v, gate/up)."""
-        parts = [self[name + ".weight"] for name in names]
-        weight = torch.cat(parts) if len(parts) > 1 else parts[0]
+        """One linear layer over the named weights stacked by output rows (fused q/k/v, gate/up).
+
+        A layer computed on GGUF blocks never reads the float weights (they stay undequantized)."""
+        weight_names = [name + ".weight" for name in names]
         biases = [self.get(name + ".bias") for name in names] if bias else []
         b = torch.cat(biases) if biases and all(x is not None for x in biases) else None  # type: ignore[arg-type]
-        layer = self.make(weight, b, [name + ".weight" for name in names])
+        blocks = self._blocks(weight_names)
+        if blocks is not None:
+            layer = make_linear(None, b, self.quantization, self.kernels.int8_ops, blocks, self.kernels.block_linear)
+            shapes = [self.blocks[name].shape for name in weight_names]
+        else:
+            parts = [self[name] for name in weight_names]
+            layer = self.make(torch.cat(parts) if len(parts) > 1 else parts[0], b, weight_names)
+            shapes = [tuple(p.shape) for p in parts]
         if self.lora is None:
             return layer
-        return self.lora.wrap(layer, names, weight.shape[1], [p.shape[0] for p in parts])
+        return self.lora.wrap(layer, names, shapes[0][1], [shape[0] for shape in shapes])
+
+    def _blocks(self, names: list[str]) -> QuantBlocks | None:
+        """The named weights' GGUF blocks stacked, when this model computes on blocks and all have them."""
+        if self.quantization != "gguf":
+            return None
+        parts = [self.blocks.get(name) for name in names]
+        return QuantBlocks.cat(parts) if parts and all(p is not None for p in parts) else None  # type: ignore[arg-type]
 
     def make(self, weight: torch.Tensor, bias: torch.Tensor | None, names: list[str]) -> Linear:
         """A linear layer over `weight` in this model's format; `names`: its tensors, whose GGUF blocks it may use."""
-        parts = [self.blocks.get(name) for name in names]
-        blocks = QuantBlocks.cat(parts) if parts and all(p is not None for p in parts) else None  # type: ignore[arg-type]
+        blocks = self._blocks(names)
         return make_linear(weight, bias, self.quantization, self.kernels.int8_ops, blocks, self.kernels.block_linear)
 
 
@@ -157,12 +177,12 @@ class DecoderModel:
         weights = Weights(tensors, dtype, quantization, kernels, blocks, lora)
         self.embed = weights["model.embed_tokens.weight"]
         self.norm = weights["model.norm.weight"]
-        head, head_name = weights.get("lm_head.weight"), "lm_head.weight"
-        if head is None:
+        head_name = "lm_head.weight"
+        if not weights.has(head_name):
             if not cfg.tie_word_embeddings:
                 raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
-            head, head_name = self.embed, "model.embed_tokens.weight"
-        self.lm_head: Linear = weights.make(head, None, [head_name])
+            head_name = "model.embed_tokens.weight"
+        self.lm_head: Linear = weights.linear([head_name.removesuffix(".weight")])
         self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
         self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
         self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)

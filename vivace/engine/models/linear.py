@@ -82,7 +82,7 @@ Linear = FloatLinear | Int8DynamicLinear | BlockQuantLinear
 
 
 def make_linear(
-    weight: torch.Tensor,
+    weight: torch.Tensor | None,
     bias: torch.Tensor | None,
     quantization: str,
     int8_ops: ModuleType | None = None,
@@ -90,9 +90,12 @@ def make_linear(
     block_op: BlockOp | None = None,
 ) -> Linear:
     """Build a linear layer in the requested format: "none", "int8" (computed by `int8_ops` if given) or
-    "gguf" (the weight's GGUF `blocks`, computed by `block_op` if given; int8 when it has none)."""
+    "gguf" (the weight's GGUF `blocks`, computed by `block_op` if given; int8 when it has none). `weight` may
+    be None only for a "gguf" layer with blocks."""
     if quantization == "gguf" and blocks is not None:
         return BlockQuantLinear(blocks, bias, block_op)
+    if weight is None:
+        raise ValueError(f"a {quantization!r} linear layer needs its float weight")
     if quantization in ("int8", "gguf"):
         return Int8DynamicLinear(weight, bias, int8_ops)
     return FloatLinear(weight, bias)
