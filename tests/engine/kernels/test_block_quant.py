@@ -15,6 +15,7 @@ from vivace.engine.kernels.block_quant import (
     block_linear_reference,
     dequantize_blocks,
     quantize_activations,
+    quantize_q8_0,
 )
 
 TYPES = [Q4_0, Q4_1, Q8_0]
@@ -33,6 +34,17 @@ def test_dequantize_matches_gguf(qtype: int) -> None:
     expected = gguf.quants.dequantize(blocks.data.numpy(), gguf.GGMLQuantizationType(qtype))
     assert blocks.shape == (24, 128)
     np.testing.assert_array_equal(dequantize_blocks(blocks).numpy(), expected)
+
+
+def test_q8_0_requantization_matches_the_gguf_quantizer() -> None:
+    """Matrices in types the kernel does not take become Q8_0 as llama.cpp's own quantizer writes it."""
+    torch.manual_seed(0)
+    weight = torch.randn(40, 256) * torch.logspace(-3, 1, 40)[:, None]
+    weight[3, 32:64] = 0.0  # an all-zero block: scale 0, values 0
+    ours = quantize_q8_0(weight)
+    reference = gguf_blocks(weight, Q8_0)
+    assert ours.qtype == Q8_0 and ours.shape == (40, 256)
+    assert torch.equal(ours.data, reference.data)  # byte for byte
 
 
 def test_activation_blocks_round_trip_within_half_a_step() -> None:

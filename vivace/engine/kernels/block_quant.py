@@ -63,6 +63,21 @@ def dequantize_blocks(blocks: QuantBlocks) -> torch.Tensor:
     return (q * d[..., None] + m[..., None]).reshape(blocks.data.shape[0], -1)
 
 
+def quantize_q8_0(weight: torch.Tensor) -> QuantBlocks:
+    """A float weight [N, K] (K a multiple of 32) as Q8_0 blocks, as ggml quantizes: d = amax / 127 in fp16,
+    q = round(w / d). For a GGUF's matrices in types the block kernel does not take (Q5_0, Q4_K, Q6_K, ...),
+    so they are still computed on blocks (8.5 bits a weight) rather than by the slower int8 path."""
+    n, k = weight.shape
+    wb = weight.float().reshape(n, k // BLOCK, BLOCK)
+    d = wb.abs().amax(dim=-1) / 127.0
+    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    x = wb * inv[..., None]
+    q = (x.sign() * (x.abs() + 0.5).floor()).clamp_(-127, 127).to(torch.int8)  # C's roundf: ties away from zero
+    d16 = d.to(torch.float16).view(torch.uint8).view(n, k // BLOCK, 2)
+    raw = torch.cat([d16, q.view(torch.uint8)], dim=-1)
+    return QuantBlocks(raw.reshape(n, k // BLOCK * BLOCK_BYTES[Q8_0]).contiguous(), Q8_0)
+
+
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row of x [M, K] in int8 blocks of 32: (q [M, nb, 32] float, d [M, nb], s = d * sum(q) [M, nb])."""
     xb = x.float().reshape(x.shape[0], -1, BLOCK)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vivace.engine.attention.kv_quant import cache_row_bytes
 from vivace.engine.config import ModelConfig
-from vivace.engine.kernels.block_quant import QuantBlocks
+from vivace.engine.kernels.block_quant import BLOCK, Q8_0, QuantBlocks, dequantize_blocks, quantize_q8_0
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.kv_groups import kv_layout, single_group
 from vivace.engine.loaders.errors import CorruptModelError
@@ -81,11 +81,27 @@ class Weights:
         return self.lora.wrap(layer, names, shapes[0][1], [shape[0] for shape in shapes])
 
     def _blocks(self, names: list[str]) -> QuantBlocks | None:
-        """The named weights' GGUF blocks stacked, when this model computes on blocks and all have them."""
-        if self.quantization != "gguf":
+        """The named weights' GGUF blocks stacked, when this model (a GGUF's) computes on blocks.
+
+        A matrix stored in a type the block kernel does not take (Q5_0, Q4_K, Q6_K, ..., or float) is
+        re-quantized to Q8_0 blocks from its float values, as llama.cpp's Q8_0 would store it."""
+        if self.quantization != "gguf" or not self.blocks:
             return None
-        parts = [self.blocks.get(name) for name in names]
-        return QuantBlocks.cat(parts) if parts and all(p is not None for p in parts) else None  # type: ignore[arg-type]
+        parts = [self.blocks.get(name) or self._requantized(name) for name in names]
+        if any(p is None for p in parts):
+            return None
+        if len({p.qtype for p in parts}) > 1:  # fused parts stored in different types: all in Q8_0
+            parts = [p if p.qtype == Q8_0 else quantize_q8_0(dequantize_blocks(p)) for p in parts]
+        return QuantBlocks.cat(parts)  # type: ignore[arg-type]
+
+    def _requantized(self, name: str) -> QuantBlocks | None:
+        if not self.has(name):
+            return None
+        weight = self[name]
+        if weight.ndim != 2 or weight.shape[1] % BLOCK:
+            return None
+        self.blocks[name] = quantize_q8_0(weight)
+        return self.blocks[name]
 
     def make(self, weight: torch.Tensor, bias: torch.Tensor | None, names: list[str]) -> Linear:
         """A linear layer over `weight` in this model's format; `names`: its tensors, whose GGUF blocks it may use."""
