@@ -55,7 +55,7 @@ FLAG_HELP: dict[str, str] = {
     "seed": "Engine seed (requests without a seed sample from it).",
     "speculative": "Speculative decoding: ngram, or ngram:k=4,max_n=4,min_n=2 (prompt lookup: up to k tokens "
     "proposed per step from the latest earlier match of the last n tokens); draft:MODEL[,k=4] (a smaller model "
-    "with the same tokenizer proposes); medusa:PATH[,k=4,tree=16] (Medusa heads from `vivace train-medusa`, verified as a draft tree of `tree` nodes; tree=0: a chain). Default: off.",
+    "with the same tokenizer proposes); medusa:PATH[,k=4,tree=0] (Medusa heads from `vivace train-medusa`; tree=N verifies a draft tree of N nodes instead of a chain). Default: off.",
     "enable_lora": "Give every q/k/v/o/gate/up/down projection LoRA adapter slots (implied by --lora-modules).",
     "max_loras": "Most LoRA adapters loaded at once.",
     "max_lora_rank": "Highest LoRA adapter rank accepted.",

@@ -14,11 +14,11 @@ from vivace.engine.config import InvalidParameterError
 from vivace.engine.speculative.tree import MAX_NODES
 
 METHODS = ("ngram", "draft", "medusa")
-DEFAULT_TREE = 16
+DEFAULT_TREE = 0  # a chain: bitwise the plain path's greedy tokens on every kernel set (see tree.py)
 _OPTIONS = {"ngram": ("k", "max_n", "min_n"), "draft": ("k",), "medusa": ("k", "tree")}
 _LOADS = {
     "draft": "a model: draft:MODEL or draft:MODEL,k=4",
-    "medusa": "a heads directory: medusa:PATH or medusa:PATH,k=3,tree=16",
+    "medusa": "a heads directory: medusa:PATH or medusa:PATH,k=3,tree=8",
 }
 
 

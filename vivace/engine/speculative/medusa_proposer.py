@@ -5,7 +5,7 @@ The heads run in the runner, on the hidden state of the row that produced a sequ
 sequence as it was then: it is proposed only if the sequence still has that many tokens. A sequence
 whose guesses keep being rejected pauses like prompt lookup's (backoff.py).
 
-With `tree` > 1 the proposal is a draft tree (tree.py) of that many nodes, as Medusa verifies: the
+With `tree` > 1 (`--speculative medusa:PATH,tree=N`) the proposal is a draft tree (tree.py) of that many nodes, as Medusa verifies: the
 paths most likely to be accepted, chosen once from the heads' held-out accuracy per rank (a path
 taking head h's rank-r guess at depth h has the product of those accuracies as its estimate), best
 first, so every chosen node's parent is chosen too. With `tree` <= 1, or where the attention backend

@@ -14,6 +14,12 @@ accept the first child with probability p(c), else remove c's mass from p, renor
 next; if none is accepted, draw from what is left. This samples exactly from p, so the emitted tokens
 are distributed as plain sampling; greedy rows accept the child that is the argmax, if any. The
 accepted nodes' K/V is then moved to the positions their tokens take (`compaction`).
+
+Exact in distribution, a tree is not bitwise the chain: a node's ancestors sit at other cache
+positions than the chain's tokens would, so the kernels sum the same terms in another order (other
+key tiles, other SIMD lanes). Greedy output can then differ from plain decoding where two tokens'
+logits are within rounding of each other, which activation-quantized (GGUF block) weights make more
+frequent. That is why Medusa verifies a chain unless `tree=N` asks for a tree.
 """
 
 from __future__ import annotations
