@@ -196,7 +196,8 @@ class EngineConfig:
 
     @property
     def resolved_quantization(self) -> str:
-        """The weight format actually used: 'auto' picks gguf (int8 where a weight has no GGUF blocks) for float32 on CPU."""
+        """The weight format actually used: 'auto' picks gguf for float32 on CPU: a GGUF's Q4_0/Q4_1/Q8_0 blocks as
+        stored, its other matrix types re-quantized to Q8_0 blocks, int8 for models with no blocks (HF, random)."""
         if self.quantization != "auto":
             return self.quantization
         return "gguf" if self.device == "cpu" and self.resolved_dtype == "float32" else "none"
