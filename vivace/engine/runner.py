@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -56,6 +57,13 @@ class Verified:
     @property
     def num_accepted(self) -> int:
         return len(self.token_ids) - 1
+
+    @property
+    def last_row(self) -> int:
+        """The row, among the item's root and draft rows, of the last accepted token (0: the root)."""
+        if self.item.tree is None:
+            return self.num_accepted  # a chain's rows are its tokens in order
+        return self.nodes[-1] + 1 if self.nodes else 0
 
 
 @dataclass
@@ -175,7 +183,7 @@ class ModelRunner:
             seq, start, end = item.seq, item.start, item.start + item.num_tokens
             table = seq.block_table
             ids.extend(item.input_ids)
-            positions.extend(item.positions() if item.tree is not None else range(start, end))
+            positions.extend(item.positions())
             slot_mapping.extend([table[p // bs] * bs + p % bs for p in range(start, end)])
         mappings = [slot_mapping] + [self._slot_mapping(batch, g) for g in range(1, self.num_groups)]
         meta = [
@@ -277,8 +285,7 @@ class ModelRunner:
                 guesses.append(Guess(item.seq, item.seq.num_tokens + 1, []))
         first = 0
         for v in verified:
-            # The row of the last accepted node: in a chain, the accepted count; in a tree, 1 + its index.
-            picked.append(spec_rows[first + (v.nodes[-1] + 1 if v.nodes else 0 if v.item.tree else v.num_accepted)])
+            picked.append(spec_rows[first + v.last_row])
             guesses.append(Guess(v.item.seq, v.item.seq.num_tokens + len(v.token_ids), []))
             first += len(v.item.draft) + 1
         if not picked:
@@ -357,9 +364,12 @@ class ModelRunner:
             eos_token_ids=self.eos_token_ids,
         )
         probs = processed_logprobs(logits, sampling, self.kernels.argmax_rows).exp_()
+        starts = list(accumulate((len(item.draft) + 1 for item in speculating), initial=0))
         chains = [item for item in speculating if item.tree is None]
         if len(chains) < len(speculating):  # trees are walked one by one below; chains verify together
-            chain_rows = [r for r, chain in enumerate(self._row_is_chain(speculating)) if chain]
+            chain_rows = [
+                r for i, item in enumerate(speculating) if item.tree is None for r in range(*starts[i : i + 2])
+            ]
             chain_probs = probs[upload(chain_rows, torch.long, probs.device)]
         else:
             chain_probs = probs
@@ -375,20 +385,14 @@ class ModelRunner:
         )
         out: list[Verified] = []
         chain_results = iter(emitted)
-        row = 0
-        for item in speculating:
-            rows = probs[row : row + len(item.draft) + 1]
-            row += len(item.draft) + 1
+        for i, item in enumerate(speculating):
             if item.tree is None:
                 out.append(Verified(item, next(chain_results)))
             else:
+                rows = probs[starts[i] : starts[i + 1]]
                 nodes, tokens = walk(item.tree, rows, item.seq.params.greedy, item.seq.generator)
                 out.append(Verified(item, tokens, nodes))
         return out
-
-    @staticmethod
-    def _row_is_chain(speculating: list[ScheduledSeq]) -> list[bool]:
-        return [item.tree is None for item in speculating for _ in range(len(item.draft) + 1)]
 
     def _compact_trees(self, verified: list[Verified]) -> None:
         """Move each tree's accepted nodes' K/V, in every layer and KV group, to the positions their tokens take."""

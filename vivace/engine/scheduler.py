@@ -61,10 +61,10 @@ class ScheduledSeq:
         """How many proposed tokens can be accepted at most."""
         return self.tree.depth() if self.tree is not None else len(self.draft)
 
-    def positions(self) -> list[int]:
+    def positions(self) -> range | list[int]:
         """Rope positions of the chunk's rows; a tree's nodes sit at the root's position plus their depth."""
         if self.tree is None:
-            return list(range(self.start, self.start + self.num_tokens))
+            return range(self.start, self.start + self.num_tokens)
         root = self.start + self.num_tokens - len(self.draft) - 1
         return [*range(self.start, root + 1), *(root + d for d in self.tree.depths())]
 

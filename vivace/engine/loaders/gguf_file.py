@@ -144,12 +144,10 @@ class GGUFFile:
         return struct.unpack_from(fmt, self._map, self._take(struct.calcsize(fmt)))[0]
 
     def _string(self) -> str:
-        length = self._scalar("<Q")
-        start = self._take(length)
-        return self._map[start : start + length].decode("utf-8")
+        return self._strings(1)[0]
 
     def _strings(self, count: int) -> list[str]:
-        """`count` length-prefixed strings (a vocabulary, merges): one tight loop, as _string each would be."""
+        """`count` length-prefixed strings (a vocabulary, merges) in one tight loop."""
         data, pos, size, out = self._map, self._pos, self.size, []
         unpack = struct.Struct("<Q").unpack_from
         for _ in range(count):

@@ -23,7 +23,7 @@ from vivace.engine.speculative.tree import MAX_NODES, DraftTree
 
 def tree_choices(rank_accuracy: list[list[float]], num_heads: int, size: int) -> list[tuple[int, ...]]:
     """The `size` rank paths (one rank per head, root-down) with the highest estimated acceptance, parents first."""
-    ranks = [head[:] for head in rank_accuracy[:num_heads]]
+    ranks = rank_accuracy[:num_heads]
     frontier = [(-ranks[0][r], (r,)) for r in range(len(ranks[0]))]
     heapq.heapify(frontier)
     chosen: list[tuple[int, ...]] = []
@@ -55,7 +55,7 @@ class MedusaProposer:
         self._offers[seq_id] = (num_tokens, guesses)
 
     def propose(self, seq_id: int, tokens: list[int], max_k: int) -> list[int] | DraftTree:
-        """Up to min(k, max_k) guessed next tokens, or a tree of up to max_k nodes, if the heads guessed for exactly these tokens."""
+        """Up to min(k, max_k) guessed next tokens, or the tree of guesses, if the heads guessed for exactly these tokens."""
         offer = self._offers.pop(seq_id, None)
         if offer is None or offer[0] != len(tokens) or max_k <= 0 or not self.backoff.should_propose(seq_id):
             return []
@@ -63,7 +63,7 @@ class MedusaProposer:
         if not self.choices:
             return [head[0] for head in guesses[: min(self.k, max_k)]]
         tokens_of = [guesses[len(path) - 1][path[-1]] for path in self.choices]
-        return DraftTree(tokens_of, self.parents).truncated(max_k)
+        return DraftTree(tokens_of, self.parents)  # the scheduler cuts it to max_k nodes
 
     def observe(self, seq_id: int, proposed: int, accepted: int) -> None:
         """Record how many of a sequence's guesses were accepted (`proposed`: the longest path)."""
