@@ -4,9 +4,12 @@
 // dot product rescaled by the two block scales. Decode reads the file's own bytes per weight (Q4_1: 20
 // bytes per 32 weights) instead of int8 re-quantized from them (32 bytes per 32 plus a scale per row).
 //
-// Batch independence: every output element (m, n) is computed by the same sequence of operations
-// (8-lane partial sums over the blocks in order, a fixed horizontal reduction, then the 4-bit minimum
-// term), whatever tile it lands in, so a row's result never depends on its batch-mates.
+// Columns go 8 at a time: each block's (row, column) dot is summed exactly in int32, the 8 columns' sums
+// meet in one vector (a horizontal-add tree), are converted once and scaled by the columns' scales times
+// the row's, so the float work is shared by 8 outputs. Batch independence: every output element (m, n)
+// is computed by the same sequence of operations (per block in order: the exact dot, its scaled fma,
+// then the 4-bit minimum term's fma), whatever tile it lands in, so a row's result never depends on
+// its batch-mates.
 //
 // Registered as torch.ops.vivace_cpu.block_linear (its own op library, so this file needs no line in
 // another file's module table). AVX2 + FMA + F16C path, and a portable scalar path for other CPUs.
@@ -26,7 +29,7 @@ namespace {
 // GGML type ids (ggml.h) of the block formats computed here.
 constexpr int64_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
 constexpr int64_t kBlock = 32;   // weights (and activations) per block
-constexpr int64_t kRowChunk = 64;  // activation rows kept hot in cache while a thread's columns pass over them
+constexpr int64_t kRowChunk = 60;  // activation rows (10 tiles of 6) kept hot while a thread's columns pass
 
 int64_t block_bytes(int64_t qtype) {
   switch (qtype) {
@@ -99,14 +102,6 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
 }
 
 #ifdef VIVACE_BLOCK_AVX2
-float hsum(__m256 v) {
-  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // The 32 weights of a block as bytes ready for maddubs: 4-bit types give unsigned nibbles 0..15 in element
 // order (low nibbles are elements 0..15, high nibbles 16..31); Q8_0 gives |w| (its sign moves onto x).
 template <int64_t QT>
@@ -121,76 +116,113 @@ __m256i weight_bytes(const uint8_t* qs) {
   }
 }
 
-// Tile of RM activation rows x RN weight rows over all blocks: out[m][n] for the tile.
-template <int64_t QT, int RM, int RN>
-void tile(const QuantRows& xr, int64_t m0, const uint8_t* w, int64_t row_bytes, int64_t n0, float* out, int64_t N,
-          const float* bias) {
+// The 8 int32 partial sums of one block's 32 products: activation bytes `a` against weight bytes `wv`
+// (Q8_0: |w|, with the signs of the raw weights `raw` moved onto the activations).
+template <int64_t QT>
+inline __m256i block_dot(__m256i wv, const uint8_t* raw, __m256i a, __m256i ones) {
+  if constexpr (QT == kQ8_0) {
+    const __m256i sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(a, sign)), ones);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, a), ones);
+  }
+}
+
+// Four vectors of partial sums reduced to their four totals, one per 32-bit lane of each 128-bit half
+// (the halves still to be added).
+inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+}
+
+// The first 4 bytes of 8 blocks (Q4_1: fp16 d then fp16 m; the others: fp16 d then data) as one
+// vector, block j in lane j.
+inline __m256i block_heads(const uint8_t* const* blk) {
+  int32_t h[8];
+  for (int j = 0; j < 8; ++j) std::memcpy(&h[j], blk[j], sizeof(int32_t));
+  return _mm256_setr_epi32(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+}
+
+// Tile of RM activation rows x 8 weight rows (output columns n0.., `cols` of them real: the rest repeat
+// the last one and are not stored). For each block, every (row, column) dot is summed exactly in int32,
+// the 8 columns' sums are gathered into one vector, converted once and scaled by the 8 columns' scales
+// times the row's. The same operations for each output element whatever the tile, so batch-independent.
+template <int64_t QT, int RM>
+void tile8(const QuantRows& xr, int64_t m0, const uint8_t* w, int64_t row_bytes, int64_t n0, int cols, float* out,
+           int64_t N, const float* bias) {
   constexpr int64_t bb = QT == kQ4_0 ? 18 : QT == kQ4_1 ? 20 : 34;
   constexpr int64_t qs_off = QT == kQ4_1 ? 4 : 2;
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[RM][RN];
-  float mins[RM][RN];
-  for (int i = 0; i < RM; ++i)
-    for (int j = 0; j < RN; ++j) {
-      acc[i][j] = _mm256_setzero_ps();
-      mins[i][j] = 0.f;
-    }
+  // fp16 d (and Q4_1's m) of each lane's 32-bit head: low halves to bytes 0..7, high halves to 8..15.
+  const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const uint8_t* rows[8];
+  for (int j = 0; j < 8; ++j) rows[j] = w + (n0 + std::min(j, cols - 1)) * row_bytes;
+  __m256 acc[RM];
+  for (int i = 0; i < RM; ++i) acc[i] = _mm256_setzero_ps();
+  // The next tile's 8 weight rows (memory right after these) are prefetched a slice per block: the 8
+  // interleaved short streams of a tile are not what a hardware prefetcher follows.
+  const char* next = reinterpret_cast<const char*>(w + (n0 + 8) * row_bytes);
+  const int64_t next_lines = (8 * row_bytes + 63) / 64;
   for (int64_t b = 0; b < xr.nb; ++b) {
-    __m256i wv[RN], wsign[RN];  // wsign: Q8_0's raw weights, whose signs move onto the activations
-    __m256 dw[RN];
-    float mw[RN];
-    for (int j = 0; j < RN; ++j) {
-      const uint8_t* blk = w + (n0 + j) * row_bytes + b * bb;
-      const float d = half_to_float(blk);
-      dw[j] = _mm256_set1_ps(d);
-      mw[j] = QT == kQ4_1 ? half_to_float(blk + 2) : -8.f * d;  // Q4_0: w = d * (q - 8)
-      wv[j] = weight_bytes<QT>(blk + qs_off);
-      if constexpr (QT == kQ8_0) wsign[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + qs_off));
+    for (int64_t l = b * next_lines / xr.nb; l < (b + 1) * next_lines / xr.nb; ++l)
+      _mm_prefetch(next + l * 64, _MM_HINT_T1);
+    const uint8_t* blk[8];
+    __m256i wv[8];
+    for (int j = 0; j < 8; ++j) {
+      blk[j] = rows[j] + b * bb;
+      wv[j] = weight_bytes<QT>(blk[j] + qs_off);
     }
+    const __m256i heads = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(block_heads(blk), split), 0xd8);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(heads));
+    __m256 mw;
+    if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm256_extracti128_si256(heads, 1));
+    else mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.f));  // Q4_0: w = d * (q - 8); unused for Q8_0
     for (int i = 0; i < RM; ++i) {
       const int64_t m = m0 + i;
       const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr.q + m * xr.K + b * kBlock));
-      const __m256 da = _mm256_set1_ps(xr.d[m * xr.nb + b]);
-      const float sa = xr.s[m * xr.nb + b];
-      for (int j = 0; j < RN; ++j) {
-        __m256i p16;
-        if constexpr (QT == kQ8_0) {
-          p16 = _mm256_maddubs_epi16(wv[j], _mm256_sign_epi8(a, wsign[j]));
-        } else {
-          p16 = _mm256_maddubs_epi16(wv[j], a);
-        }
-        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-        acc[i][j] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw[j], da), acc[i][j]);
-        if constexpr (QT != kQ8_0) mins[i][j] = std::fma(mw[j], sa, mins[i][j]);
-      }
+      const __m256i lo = reduce4(block_dot<QT>(wv[0], blk[0] + qs_off, a, ones),
+                                 block_dot<QT>(wv[1], blk[1] + qs_off, a, ones),
+                                 block_dot<QT>(wv[2], blk[2] + qs_off, a, ones),
+                                 block_dot<QT>(wv[3], blk[3] + qs_off, a, ones));
+      const __m256i hi = reduce4(block_dot<QT>(wv[4], blk[4] + qs_off, a, ones),
+                                 block_dot<QT>(wv[5], blk[5] + qs_off, a, ones),
+                                 block_dot<QT>(wv[6], blk[6] + qs_off, a, ones),
+                                 block_dot<QT>(wv[7], blk[7] + qs_off, a, ones));
+      const __m256i dots = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
+                                            _mm256_permute2x128_si256(lo, hi, 0x31));
+      const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xr.d[m * xr.nb + b]));
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc[i]);
+      if constexpr (QT != kQ8_0) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xr.s[m * xr.nb + b]), acc[i]);
     }
   }
-  for (int i = 0; i < RM; ++i)
-    for (int j = 0; j < RN; ++j) {
-      const int64_t n = n0 + j;
-      out[(m0 + i) * N + n] = hsum(acc[i][j]) + mins[i][j] + (bias ? bias[n] : 0.f);
-    }
+  for (int i = 0; i < RM; ++i) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc[i]);
+    float* o = out + (m0 + i) * N + n0;
+    for (int j = 0; j < cols; ++j) o[j] = lanes[j] + (bias ? bias[n0 + j] : 0.f);
+  }
 }
 
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t row_bytes, int64_t N, float* out,
          const float* bias) {
-  constexpr int RN = 2;
+  constexpr int RN = 8;
   const int64_t col_tiles = (N + RN - 1) / RN;
-  at::parallel_for(0, col_tiles, 4, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
       const int64_t r1 = std::min(M, r0 + kRowChunk);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n0 = t * RN;
-        const bool full = n0 + RN <= N;
+        const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
         int64_t m = r0;
-        for (; m + 4 <= r1; m += 4) {
-          if (full) tile<QT, 4, RN>(xr, m, w, row_bytes, n0, out, N, bias);
-          else tile<QT, 4, 1>(xr, m, w, row_bytes, n0, out, N, bias);
-        }
-        for (; m < r1; ++m) {
-          if (full) tile<QT, 1, RN>(xr, m, w, row_bytes, n0, out, N, bias);
-          else tile<QT, 1, 1>(xr, m, w, row_bytes, n0, out, N, bias);
+        for (; m + 6 <= r1; m += 6) tile8<QT, 6>(xr, m, w, row_bytes, n0, cols, out, N, bias);
+        switch (r1 - m) {
+          case 5: tile8<QT, 5>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          case 4: tile8<QT, 4>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          case 3: tile8<QT, 3>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          case 2: tile8<QT, 2>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          case 1: tile8<QT, 1>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          default: break;
         }
       }
     }
