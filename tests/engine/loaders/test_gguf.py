@@ -178,10 +178,26 @@ def test_block_matrices_are_dequantized_only_when_read(tiny_gguf) -> None:
     assert not any(weights.is_loaded(n) for n in model.blocks)
     kernels = select_kernels(EngineConfig(model="x", quantization="gguf"), model.config, torch.float32)
     build_model(model.config, weights, torch.float32, "gguf", kernels, model.blocks)
-    assert [n for n in model.blocks if weights.is_loaded(n)] == ["model.embed_tokens.weight"]  # the lookup table
+    assert not any(weights.is_loaded(n) for n in model.blocks)  # the embedding table too: rows dequantized on lookup
     assert torch.equal(weights[name], dequantize_blocks(model.blocks[name])) and weights.is_loaded(name)
     build_model(model.config, weights, torch.float32, "int8", kernels, model.blocks)
     assert all(weights.is_loaded(n) for n in model.blocks)  # int8 re-quantizes from the floats
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+def test_block_embedding_lookup_is_the_dequantized_tables_rows(tiny_gguf, qtype: Q) -> None:
+    """On the "gguf" path embeddings are dequantized from the looked-up rows' blocks: bitwise the float table's rows."""
+    from vivace.engine.config import EngineConfig
+    from vivace.engine.kernels.select import select_kernels
+    from vivace.engine.models.registry import build_model
+
+    model = load_gguf(str(tiny_gguf(matrix_type=qtype)))
+    kernels = select_kernels(EngineConfig(model="x", quantization="gguf"), model.config, torch.float32)
+    built = build_model(model.config, model.weights, torch.float32, "gguf", kernels, model.blocks)
+    ids = torch.tensor([0, 5, 3, 5, model.config.vocab_size - 1])
+    table = model.weights["model.embed_tokens.weight"]  # read only now, by the test
+    looked_up = built.embed_tokens(ids)
+    assert looked_up.dtype == torch.float32 and torch.equal(looked_up, torch.nn.functional.embedding(ids, table))
 
 
 def test_float_matrices_keep_no_blocks(tiny_gguf) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as BackendTokenizer
 
@@ -76,16 +77,23 @@ def _byte_level_pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
 def _merges_from_scores(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
     """Recover SentencePiece-BPE merges from token scores: every split of a token into two known pieces.
 
-    Ranked best score first, then longer left and right pieces, as transformers' `generate_merges` does.
+    Ranked best score first, then longer left and right pieces, then token order, as transformers'
+    `generate_merges` does. A 262k vocabulary has ~2M candidate splits: they are found in one pass and
+    ranked by numpy rather than by sorting Python tuples.
     """
-    ranked: list[tuple[float, int, int, int, int, int, str, str]] = []
-    for position, (token, score) in enumerate(zip(tokens, scores, strict=False)):
+    positions: list[int] = []
+    cuts: list[int] = []
+    for position, (token, _) in enumerate(zip(tokens, scores, strict=False)):
         for cut in range(1, len(token)):
-            left, right = token[:cut], token[cut:]
-            if left in vocab and right in vocab:
-                ranked.append((-score, -len(left), -len(right), position, vocab[left], vocab[right], left, right))
-    ranked.sort()
-    return [(entry[6], entry[7]) for entry in ranked]
+            if token[:cut] in vocab and token[cut:] in vocab:
+                positions.append(position)
+                cuts.append(cut)
+    pos = np.asarray(positions, dtype=np.int64)
+    cut = np.asarray(cuts, dtype=np.int64)
+    lengths = np.asarray([len(t) for t in tokens], dtype=np.int64)[pos]
+    score = np.asarray(scores, dtype=np.float64)[pos]
+    order = np.lexsort((pos, cut - lengths, -cut, -score))  # the last key sorts first
+    return [(tokens[p][:c], tokens[p][c:]) for p, c in zip(pos[order].tolist(), cut[order].tolist(), strict=True)]
 
 
 def _gguf_backend(meta: Mapping[str, Any]) -> tuple[BackendTokenizer, bool, bool]:

@@ -24,6 +24,18 @@ from vivace.engine.models.linear import Linear, make_linear
 from vivace.engine.models.rope import RotaryEmbedding
 
 
+def embed_rows(table: torch.Tensor | QuantBlocks, input_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The embedding rows of `input_ids` [T] as [T, hidden]: looked up in a float table, or dequantized from
+    the looked-up rows of a block table (bitwise the rows of the table dequantized whole)."""
+    if isinstance(table, QuantBlocks):
+        return dequantize_blocks(QuantBlocks(table.data[input_ids], table.qtype)).to(dtype)
+    return F.embedding(input_ids, table)
+
+
+def embed_device(table: torch.Tensor | QuantBlocks) -> torch.device:
+    return table.data.device if isinstance(table, QuantBlocks) else table.device
+
+
 class Weights:
     """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it.
 
@@ -60,6 +72,14 @@ class Weights:
 
     def get(self, name: str) -> torch.Tensor | None:
         return self[name] if self.has(name) else None
+
+    def embedding(self, name: str) -> torch.Tensor | QuantBlocks:
+        """The token embedding table: on the "gguf" path its blocks as stored (rows are dequantized as they
+        are looked up, see `embed_rows`), else the float tensor. A large vocabulary's table in float32 is
+        most of a small model's memory and of its load time (Gemma 3's 262k x 640: 671 MB)."""
+        if self.quantization == "gguf" and name in self.blocks:
+            return self.blocks[name]
+        return self[name]
 
     def linear(self, names: list[str], bias: bool = False) -> Linear:
         """One linear layer over the named weights stacked by output rows (fused q/k/v, gate/up).
@@ -191,7 +211,7 @@ class DecoderModel:
         self.kernels = kernels
         self.lora = lora
         weights = Weights(tensors, dtype, quantization, kernels, blocks, lora)
-        self.embed = weights["model.embed_tokens.weight"]
+        self.embed = weights.embedding("model.embed_tokens.weight")
         self.norm = weights["model.norm.weight"]
         head_name = "lm_head.weight"
         if not weights.has(head_name):
@@ -203,7 +223,7 @@ class DecoderModel:
         self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
         self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)
         rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
-        device = self.embed.device
+        device = embed_device(self.embed)
         if device.type != "cpu":  # the tables are indexed by positions on the model's device
             rope.cos, rope.signed_sin = rope.cos.to(device), rope.signed_sin.to(device)
         self.rope = kernels.rotary(rope)
@@ -265,7 +285,7 @@ class DecoderModel:
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [T, hidden] (families that scale them override this)."""
-        return F.embedding(input_ids, self.embed)
+        return embed_rows(self.embed, input_ids, self.dtype)
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor

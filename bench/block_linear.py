@@ -1,0 +1,73 @@
+"""The compiled linear on GGUF blocks alone: microseconds per call and per activation row.
+
+Shapes of the default model (SmolLM2-135M: a 1536 x 576 feed-forward matrix in Q4_1; its tied
+49152 x 576 LM head in Q8_0) and a larger 8192 x 1536 Q4_1 one, at 1, 2, 6, 32 and 256 rows. The LM
+head's 30 MB and the large matrix stream from memory at one row; the small matrix stays in cache.
+Best of `--rounds` timed loops per case. To put two versions of the kernel side by side, run it
+through bench/ab.sh, which alternates the two trees:
+
+    python bench/block_linear.py
+    bash bench/ab.sh d4e3574 2 .venv/bin/python bench/block_linear.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import gguf
+import numpy as np
+import torch
+
+from vivace.engine.cpu_ops import load_cpu_ops
+
+SHAPES = [("ffn 1536x576", 1536, 576, 3), ("lm_head 49152x576", 49152, 576, 8), ("large 8192x1536", 8192, 1536, 3)]
+TYPE_NAMES = {3: "Q4_1", 8: "Q8_0"}
+
+
+def blocks(n: int, k: int, qtype: int) -> torch.Tensor:
+    weight = (torch.randn(n, k) * 0.05).numpy()
+    return torch.from_numpy(np.ascontiguousarray(gguf.quants.quantize(weight, gguf.GGMLQuantizationType(qtype))))
+
+
+def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int) -> float:
+    """Best seconds per call over `rounds` loops of enough calls to take a few milliseconds."""
+    op = torch.ops.vivace_cpu.block_linear
+    for _ in range(3):
+        op(x, data, qtype, None)
+    start = time.perf_counter()
+    op(x, data, qtype, None)
+    calls = max(3, int(0.02 / max(time.perf_counter() - start, 1e-6)))
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            op(x, data, qtype, None)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default="1,2,6,32,256", help="activation rows, comma-separated")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if load_cpu_ops() is None:
+        raise SystemExit("no C++ compiler here: the compiled kernels are not available")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = []
+    print("| matrix | type | rows | us per call | us per row |\n|---|---|---|---|---|")
+    for name, n, k, qtype in SHAPES:
+        data = blocks(n, k, qtype)
+        for m in (int(r) for r in args.rows.split(",")):
+            seconds = time_call(torch.randn(m, k), data, qtype, args.rounds)
+            results.append({"matrix": name, "type": TYPE_NAMES[qtype], "rows": m, "us_per_call": seconds * 1e6})
+            print(f"| {name} | {TYPE_NAMES[qtype]} | {m} | {seconds * 1e6:.1f} | {seconds * 1e6 / m:.1f} |", flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
