@@ -2,10 +2,12 @@
 # Side-by-side A/B of one benchmark command on two trees: another commit (A) and this working tree (B),
 # run alternately (A B A B ...) so drift in the machine's speed hits both alike.
 #
-#   bash bench/ab.sh REV PAIRS CMD...      e.g. bash bench/ab.sh 6a76c97 3 python bench/engine_cpu.py --only vivace
+#   bash bench/ab.sh REV PAIRS CMD...      e.g. bash bench/ab.sh 6a76c97 3 .venv/bin/python bench/engine_cpu.py --only vivace
 #
 # CMD runs in each tree's root with that tree first on PYTHONPATH and its own
-# torch-extensions folder, so the C++ CPU ops are not rebuilt at every switch. Output: bench/results/ab-*/.
+# torch-extensions folder, so the C++ CPU ops are not rebuilt at every switch. Both sides run this
+# tree's bench/ scripts (copied into A, so a new benchmark measures an old commit too) and this tree's
+# .venv (linked), so `.venv/bin/python bench/x.py` works on both. Output: bench/results/ab-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=$1 pairs=$2
@@ -18,6 +20,8 @@ if [ ! -d "$base" ]; then
     git archive "$rev" | tar -x -C "$base"
 fi
 here=$(pwd)
+ln -sfn "$here/.venv" "$base/.venv"
+rm -rf "$base/bench" && cp -r "$here/bench" "$base/bench" && rm -rf "$base/bench/results"
 for i in $(seq 1 "$pairs"); do
     for side in A B; do
         if [ "$side" = A ]; then tree=$base; else tree=$here; fi

@@ -8,6 +8,12 @@ through bench/ab.sh, which alternates the two trees:
 
     python bench/block_linear.py
     bash bench/ab.sh d4e3574 2 .venv/bin/python bench/block_linear.py
+
+`--model-pass` instead times one decode step's worth of the packaged model's linears: every block
+matrix of the loaded model called once on one row, beside the physical floor for those bytes (the
+read bandwidth of two threads summing a 256 MB tensor).
+
+    python bench/block_linear.py --model-pass
 """
 
 from __future__ import annotations
@@ -48,15 +54,53 @@ def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int) -> f
     return best
 
 
+def model_pass(rounds: int) -> None:
+    """Every block matrix of the packaged model on one activation row, against the bytes' floor."""
+    import gc
+    import warnings
+
+    from vivace.engine.llm import LLM
+    from vivace.engine.models.linear import BlockQuantLinear
+
+    llm = LLM()
+    with warnings.catch_warnings():  # gc.get_objects() meets deprecated torch objects whose isinstance warns
+        warnings.simplefilter("ignore")
+        layers = [o for o in gc.get_objects() if isinstance(o, BlockQuantLinear)]
+    total = sum(layer.blocks.data.numel() for layer in layers)
+    inputs = [torch.randn(1, layer.blocks.shape[1]) for layer in layers]
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for layer, x in zip(layers, inputs, strict=True):
+            layer(x)
+        best = min(best, time.perf_counter() - start)
+    big = torch.ones(64 * 2**20)  # 256 MB
+    read = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        big.sum()
+        read = min(read, time.perf_counter() - start)
+    bandwidth = big.numel() * 4 / read
+    print(
+        f"{len(layers)} block matrices, {total / 1e6:.1f} MB: {best * 1e3:.2f} ms at one row ({total / best / 1e9:.1f} GB/s); "
+        f"floor at {bandwidth / 1e9:.1f} GB/s (torch.sum over 256 MB): {total / bandwidth * 1e3:.2f} ms"
+    )
+    del llm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="1,2,6,32,256", help="activation rows, comma-separated")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-pass", action="store_true", help="the packaged model's matrices at one row instead")
     args = ap.parse_args()
     if load_cpu_ops() is None:
         raise SystemExit("no C++ compiler here: the compiled kernels are not available")
     torch.set_num_threads(args.threads)
+    if args.model_pass:
+        model_pass(args.rounds)
+        return
     torch.manual_seed(0)
     results = []
     print("| matrix | type | rows | us per call | us per row |\n|---|---|---|---|---|")
