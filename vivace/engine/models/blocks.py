@@ -32,10 +32,6 @@ def embed_rows(table: torch.Tensor | QuantBlocks, input_ids: torch.Tensor, dtype
     return F.embedding(input_ids, table)
 
 
-def embed_device(table: torch.Tensor | QuantBlocks) -> torch.device:
-    return table.data.device if isinstance(table, QuantBlocks) else table.device
-
-
 class Weights:
     """A model's tensors by HF name, in the model's dtype; a missing one is a CorruptModelError naming it.
 
@@ -212,6 +208,7 @@ class DecoderModel:
         self.lora = lora
         weights = Weights(tensors, dtype, quantization, kernels, blocks, lora)
         self.embed = weights.embedding("model.embed_tokens.weight")
+        self.device = self.embed.data.device if isinstance(self.embed, QuantBlocks) else self.embed.device
         self.norm = weights["model.norm.weight"]
         head_name = "lm_head.weight"
         if not weights.has(head_name):
@@ -223,9 +220,8 @@ class DecoderModel:
         self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
         self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)
         rope = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, dtype)
-        device = embed_device(self.embed)
-        if device.type != "cpu":  # the tables are indexed by positions on the model's device
-            rope.cos, rope.signed_sin = rope.cos.to(device), rope.signed_sin.to(device)
+        if self.device.type != "cpu":  # the tables are indexed by positions on the model's device
+            rope.cos, rope.signed_sin = rope.cos.to(self.device), rope.signed_sin.to(self.device)
         self.rope = kernels.rotary(rope)
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vivace.engine.config import ModelConfig
-from vivace.engine.models.blocks import DecoderModel, GatedMLP, PagedAttention, Weights, embed_device
+from vivace.engine.models.blocks import DecoderModel, GatedMLP, PagedAttention, Weights
 from vivace.engine.models.registry import register_model
 from vivace.engine.models.rope import RotaryEmbedding
 
@@ -66,9 +66,8 @@ class Gemma3Model(DecoderModel):
         local = RotaryEmbedding(
             cfg.head_dim, cfg.max_position_embeddings, cfg.rope_local_theta or cfg.rope_theta, None, self.dtype
         )
-        device = embed_device(self.embed)
-        if device.type != "cpu":
-            local.cos, local.signed_sin = local.cos.to(device), local.signed_sin.to(device)
+        if self.device.type != "cpu":
+            local.cos, local.signed_sin = local.cos.to(self.device), local.signed_sin.to(self.device)
         self.local_rope = self.kernels.rotary(local)
 
     @classmethod
