@@ -7,9 +7,20 @@ to be fixed before the block's later tokens exist (or re-quantize the block as i
 scale per token keeps outliers in one token from costing precision in its neighbours. Keeping the
 scale inside the row means every backend addresses int8 and float caches with the same slot index
 and the K/V write stays one scatter. The C++ and Triton kernels implement the same arithmetic.
+
+Keys are stored rotated: the model multiplies its queries and keys (after rotary) by one fixed
+orthonormal matrix R per head size before the K/V write and the attention (`key_rotation`), so
+scores are unchanged, (qR)(kR)^T = qk^T, but a few large key channels, which would otherwise set
+each row's absmax and leave the rest few int8 levels (KIVI's finding), are spread over all channels.
+This is QuaRot's online Hadamard for the KV cache: fixed, so it needs no calibration and a cached
+block means the same thing in every sequence (prefix cache, session tier); it costs one small
+matmul per layer. Values are stored as they are: their error averages over the attended keys, and
+rotating them too measured no better.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -52,3 +63,21 @@ def to_cache(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
 def from_cache(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Cache rows back as [..., D] values in `dtype`."""
     return dequantize_rows(rows, dtype) if rows.dtype == torch.int8 else rows.to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def key_rotation(head_dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The orthonormal [head_dim, head_dim] matrix int8 caches store keys (and attend queries) through.
+
+    A normalized Sylvester Hadamard matrix when head_dim is a power of two (every channel of the
+    input spreads evenly over every output channel); otherwise a fixed seeded random orthogonal one.
+    """
+    if head_dim & (head_dim - 1) == 0:
+        rot = torch.ones(1, 1, dtype=torch.float64)
+        while rot.shape[0] < head_dim:
+            rot = torch.cat([torch.cat([rot, rot], 1), torch.cat([rot, -rot], 1)], 0)
+        rot = rot / head_dim**0.5
+    else:
+        gaussian = torch.randn(head_dim, head_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        rot, _ = torch.linalg.qr(gaussian)
+    return rot.to(device=device, dtype=dtype)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vivace.engine.attention.kv_quant import cache_row_bytes
+from vivace.engine.attention.kv_quant import cache_row_bytes, key_rotation
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import BLOCK, Q8_0, QuantBlocks, dequantize_blocks, quantize_q8_0
 from vivace.engine.kernels.select import Kernels
@@ -164,6 +164,8 @@ class PagedAttention:
             k = self.norm(qkv[:, self.q_size : qk_end].reshape(-1, self.head_dim), k_weight, self.eps)
             qk = torch.cat([q.view(num_tokens, -1), k.view(num_tokens, -1)], dim=1).view(qk.shape)
         qk = rope.apply(qk, rope_tables)
+        if k_cache.dtype == torch.int8:  # keys are cached rotated (kv_quant.key_rotation); scores unchanged
+            qk = qk @ key_rotation(self.head_dim, qk.device, qk.dtype)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
         attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
