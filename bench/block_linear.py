@@ -39,7 +39,14 @@ def blocks(n: int, k: int, qtype: int) -> torch.Tensor:
 
 def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int) -> float:
     """Best seconds per call over `rounds` loops of enough calls to take a few milliseconds."""
-    op = torch.ops.vivace_cpu.block_linear
+    ops = torch.ops.vivace_cpu
+    if hasattr(ops, "block_tiles"):  # the kernel reads its own tiled layout (since 2026-12-03)
+        tiles, rows = ops.block_tiles(data, qtype), data.shape[0]
+
+        def op(x: torch.Tensor, _data: torch.Tensor, qtype: int, bias: None) -> torch.Tensor:
+            return ops.block_linear(x, tiles, qtype, rows, bias)
+    else:
+        op = ops.block_linear
     for _ in range(3):
         op(x, data, qtype, None)
     start = time.perf_counter()

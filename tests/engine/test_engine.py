@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from vivace.engine.config import InvalidParameterError, SamplingParams
-from vivace.engine.kernels.block_quant import Q4_1, Q8_0
+from vivace.engine.kernels.block_quant import Q4_1, Q8_0, dequantize_blocks
 from vivace.engine.llm import LLM
+from vivace.engine.models.blocks import embed_rows
 from vivace.engine.models.linear import BlockQuantLinear
 from vivace.engine.scheduler import RequestTooLargeError
 
@@ -281,10 +282,12 @@ def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
     assert fast.engine.config.resolved_quantization == "gguf"
     model = fast.engine.model
     # Q4_1 layers and the Q8_0 tied head are computed on the file's blocks, none re-quantized to int8.
-    assert isinstance(model.lm_head, BlockQuantLinear) and model.lm_head.blocks.qtype == Q8_0
-    assert (
-        isinstance(model.layers[0].mlp.gate_up, BlockQuantLinear) and model.layers[0].mlp.gate_up.blocks.qtype == Q4_1
-    )
+    assert isinstance(model.lm_head, BlockQuantLinear) and model.lm_head.qtype == Q8_0
+    assert isinstance(model.layers[0].mlp.gate_up, BlockQuantLinear) and model.layers[0].mlp.gate_up.qtype == Q4_1
+    # Tied: the embedding lookups read the head's blocks (in the kernel's own layout when compiled).
+    assert model.embed is model.lm_head
+    ids = torch.tensor([0, 7, 8, 12345, 49151, 7])
+    assert torch.equal(embed_rows(model.embed, ids, torch.float32), dequantize_blocks(model.lm_head.blocks)[ids])
     assert fast.engine.kv_dtype == torch.bfloat16
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     prompt = DOC + "\nIn one sentence, the Thames is"

@@ -8,14 +8,23 @@ import pytest
 import torch
 
 from vivace.engine.cpu_ops import load_cpu_ops
-from vivace.engine.kernels.block_quant import Q4_0, Q4_1, Q8_0, QuantBlocks, block_linear_reference
+from vivace.engine.kernels.block_quant import (
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    QuantBlocks,
+    block_linear_reference,
+    tile_rows,
+    untile_blocks,
+)
 
 pytestmark = pytest.mark.skipif(load_cpu_ops() is None, reason="no C++ compiler here: the torch path is used")
 TYPES = [Q4_0, Q4_1, Q8_0]
 
 
 def op(x: torch.Tensor, blocks: QuantBlocks, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.vivace_cpu.block_linear(x, blocks.data, blocks.qtype, bias)
+    tiles = torch.ops.vivace_cpu.block_tiles(blocks.data, blocks.qtype)
+    return torch.ops.vivace_cpu.block_linear(x, tiles, blocks.qtype, blocks.shape[0], bias)
 
 
 def gguf_blocks(weight: torch.Tensor, qtype: int) -> QuantBlocks:
@@ -47,6 +56,17 @@ def test_each_row_is_independent_of_its_batch_mates(qtype: int) -> None:
     assert torch.equal(op(x[3:10], blocks, None), together[3:10])
 
 
+@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("rows", [1, 8, 13])
+def test_the_tiled_layout_keeps_every_byte(qtype: int, rows: int) -> None:
+    blocks = gguf_blocks(torch.randn(rows, 96), qtype)
+    tiles = torch.ops.vivace_cpu.block_tiles(blocks.data, qtype)
+    assert tiles.shape == ((rows + 7) // 8, blocks.data.shape[1] * 8)
+    assert torch.equal(untile_blocks(tiles, qtype, rows).data, blocks.data)
+    ids = torch.tensor([rows - 1, 0, rows // 2, rows - 1])
+    assert torch.equal(tile_rows(tiles, qtype, ids).data, blocks.data[ids])  # embedding lookups in the tiles
+
+
 def test_zero_rows_and_bad_shapes() -> None:
     blocks = gguf_blocks(torch.randn(4, 64), Q4_1)
     assert op(torch.zeros(3, 64), blocks, None).abs().max() == 0
@@ -54,4 +74,4 @@ def test_zero_rows_and_bad_shapes() -> None:
     with pytest.raises(RuntimeError, match="bytes"):
         op(torch.randn(2, 96), blocks, None)
     with pytest.raises(RuntimeError, match="unsupported GGML type"):
-        torch.ops.vivace_cpu.block_linear(torch.randn(2, 64), blocks.data, 12, None)
+        torch.ops.vivace_cpu.block_tiles(blocks.data, 12)

@@ -9,7 +9,10 @@ nibbles are elements 0..15, high nibbles 16..31), Q8_0 w = d * q (q int8).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -39,6 +42,50 @@ class QuantBlocks:
         if len({p.qtype for p in parts}) != 1 or len({p.data.shape[1] for p in parts}) != 1:
             return None
         return QuantBlocks(torch.cat([p.data for p in parts]).contiguous(), parts[0].qtype)
+
+
+class BlockOps(NamedTuple):
+    """The compiled block kernel: `tiles(data, qtype)` lays a matrix's rows out once at load in the order the
+    kernel reads them; `linear(x, tiles, qtype, n, bias)` computes x @ W.T (+ bias) for its n rows."""
+
+    tiles: Callable[[torch.Tensor, int], torch.Tensor]
+    linear: Callable[[torch.Tensor, torch.Tensor, int, int, torch.Tensor | None], torch.Tensor]
+
+
+def head_bytes(qtype: int) -> int:
+    """A block's scale bytes: fp16 d, and Q4_1's fp16 m."""
+    return 4 if qtype == Q4_1 else 2
+
+
+def untile_blocks(tiles: torch.Tensor, qtype: int, n: int) -> QuantBlocks:
+    """The GGUF rows back from the kernel's layout (block_tiles in block_linear.cpp: per 8 rows, every block's
+    scales, then every block's 8 rows of quants)."""
+    size, heads = BLOCK_BYTES[qtype], head_bytes(qtype)
+    num_tiles, tile_bytes = tiles.shape
+    nb = tile_bytes // (8 * size)
+    head_part = tiles[:, : nb * 8 * heads].reshape(num_tiles, nb, heads // 2, 8, 2).permute(0, 3, 1, 2, 4)
+    quant_part = tiles[:, nb * 8 * heads :].reshape(num_tiles, nb, 8, size - heads).permute(0, 2, 1, 3)
+    rows = torch.cat([head_part.reshape(num_tiles, 8, nb, heads), quant_part], dim=-1)
+    return QuantBlocks(rows.reshape(num_tiles * 8, nb * size)[:n].contiguous(), qtype)
+
+
+@functools.cache
+def _tile_offsets(qtype: int, nb: int) -> torch.Tensor:
+    """[8, nb * block bytes]: where each byte of a tile's row j (in GGUF order) lies in the tile."""
+    size, heads = BLOCK_BYTES[qtype], head_bytes(qtype)
+    lane = torch.arange(8).view(8, 1, 1)
+    block = torch.arange(nb).view(1, nb, 1)
+    d = block * 8 * heads + 2 * lane + torch.arange(2)
+    parts = [d, d + 16] if heads == 4 else [d]
+    quants = nb * 8 * heads + (block * 8 + lane) * (size - heads) + torch.arange(size - heads)
+    return torch.cat([p.expand(8, nb, -1) for p in parts] + [quants], dim=-1).reshape(8, nb * size)
+
+
+def tile_rows(tiles: torch.Tensor, qtype: int, ids: torch.Tensor) -> QuantBlocks:
+    """Rows `ids` [T] of a tiled matrix as GGUF rows (embedding lookups in a tied head's tiles)."""
+    nb = tiles.shape[1] // (8 * BLOCK_BYTES[qtype])
+    offsets = _tile_offsets(qtype, nb).to(tiles.device)
+    return QuantBlocks(torch.gather(tiles[ids // 8], 1, offsets[ids % 8]), qtype)
 
 
 def unpack_blocks(blocks: QuantBlocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ from vivace.engine.attention.torch_backend import TorchAttentionBackend
 from vivace.engine.config import EngineConfig, InvalidParameterError, ModelConfig
 from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.kernels import torch_ops
+from vivace.engine.kernels.block_quant import BlockOps
 from vivace.engine.models.rope import CompiledRotary, RotaryEmbedding
 
 Norm = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -41,8 +42,8 @@ class Kernels:
     rotary: Callable[[RotaryEmbedding], Any]  # wraps the tables in the rotation this set applies
     argmax_rows: Callable[[torch.Tensor], torch.Tensor]
     int8_ops: ModuleType | None = None  # the compiled int8 linear; None = its torch reference
-    # The compiled linear on GGUF blocks (x, blocks, qtype, bias) -> y; None = its torch reference.
-    block_linear: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor] | None = None
+    # The compiled linear on GGUF blocks (its tiled layout, and the product); None = its torch reference.
+    block_linear: BlockOps | None = None
     # The compiled gathered multi-LoRA product (lora/layers.py); None = its masked-matmul torch reference.
     lora_add: Callable[..., None] | None = None
 
@@ -110,7 +111,8 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
         rotary=lambda rope: CompiledRotary(rope, ops),
         argmax_rows=argmax_rows,
         int8_ops=ops,
-        block_linear=torch.ops.vivace_cpu.block_linear,  # registered by the module's block_linear.cpp
+        # registered by the module's block_linear.cpp
+        block_linear=BlockOps(torch.ops.vivace_cpu.block_tiles, torch.ops.vivace_cpu.block_linear),
         lora_add=ops.lora_add,
     )
 

@@ -20,15 +20,20 @@ from vivace.engine.kernels.select import Kernels
 from vivace.engine.kv_groups import kv_layout, single_group
 from vivace.engine.loaders.errors import CorruptModelError
 from vivace.engine.lora.manager import LoRAManager
-from vivace.engine.models.linear import Linear, make_linear
+from vivace.engine.models.linear import BlockQuantLinear, Linear, make_linear
 from vivace.engine.models.rope import RotaryEmbedding
 
 
-def embed_rows(table: torch.Tensor | QuantBlocks, input_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def embed_rows(
+    table: torch.Tensor | QuantBlocks | BlockQuantLinear, input_ids: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     """The embedding rows of `input_ids` [T] as [T, hidden]: looked up in a float table, or dequantized from
-    the looked-up rows of a block table (bitwise the rows of the table dequantized whole)."""
+    the looked-up rows of a block table or of a tied head's blocks (bitwise the rows of the table
+    dequantized whole)."""
     if isinstance(table, QuantBlocks):
         return dequantize_blocks(QuantBlocks(table.data[input_ids], table.qtype)).to(dtype)
+    if isinstance(table, BlockQuantLinear):
+        return dequantize_blocks(table.rows(input_ids)).to(dtype)
     return F.embedding(input_ids, table)
 
 
@@ -218,6 +223,8 @@ class DecoderModel:
                 raise CorruptModelError("model weights lack 'lm_head.weight' and embeddings are not tied")
             head_name = "model.embed_tokens.weight"
         self.lm_head: Linear = weights.linear([head_name.removesuffix(".weight")])
+        if head_name == "model.embed_tokens.weight" and isinstance(self.lm_head, BlockQuantLinear):
+            self.embed = self.lm_head  # tied blocks: lookups read the head's copy (its kernel's layout), no second one
         self.layers = [self.make_layer(weights, f"model.layers.{i}.") for i in range(cfg.num_layers)]
         self.kv_layout = kv_layout(self.layer_windows()) if hybrid_kv else single_group(cfg.num_layers)
         self.kv_slots = self.kv_layout.layer_slots(cfg.num_layers)  # layer -> (KV group, KV tensor)

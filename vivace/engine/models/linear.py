@@ -3,15 +3,19 @@ GGUF's own 4/8-bit blocks (CPU decode reads the file's bytes per weight, no more
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
-from vivace.engine.kernels.block_quant import QuantBlocks, block_linear_reference, dequantize_blocks
-
-BlockOp = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor]
+from vivace.engine.kernels.block_quant import (
+    BlockOps,
+    QuantBlocks,
+    block_linear_reference,
+    dequantize_blocks,
+    tile_rows,
+    untile_blocks,
+)
 
 
 class FloatLinear:
@@ -66,16 +70,33 @@ class BlockQuantLinear:
     scales, as llama.cpp computes; each row's result is independent of its batch-mates.
     """
 
-    def __init__(self, blocks: QuantBlocks, bias: torch.Tensor | None, op: BlockOp | None = None) -> None:
-        """`op`: the compiled kernel (kernels.block_linear), or None for the torch reference."""
-        self.blocks = blocks
+    def __init__(self, blocks: QuantBlocks, bias: torch.Tensor | None, ops: BlockOps | None = None) -> None:
+        """`ops`: the compiled kernel (kernels.block_linear), which keeps the blocks in its own tiled layout
+        (the same bytes), or None for the torch reference on the rows as stored."""
+        self.qtype = blocks.qtype
+        self.shape = blocks.shape
         self.bias = None if bias is None else bias.float().contiguous()
-        self._op = op
+        self._ops = ops
+        self._tiles = None if ops is None else ops.tiles(blocks.data, blocks.qtype)
+        self._blocks = blocks if ops is None else None
+
+    @property
+    def blocks(self) -> QuantBlocks:
+        """The weight's GGUF rows (rebuilt from the kernel's tiles when it holds them)."""
+        if self._blocks is not None:
+            return self._blocks
+        return untile_blocks(self._tiles, self.qtype, self.shape[0])
+
+    def rows(self, ids: torch.Tensor) -> QuantBlocks:
+        """The GGUF rows `ids` [T] of the weight (a tied embedding's lookups)."""
+        if self._tiles is not None:
+            return tile_rows(self._tiles, self.qtype, ids)
+        return QuantBlocks(self._blocks.data[ids], self.qtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._op is not None:
-            return self._op(x, self.blocks.data, self.blocks.qtype, self.bias)
-        return block_linear_reference(x, self.blocks, self.bias)
+        if self._tiles is not None:
+            return self._ops.linear(x, self._tiles, self.qtype, self.shape[0], self.bias)
+        return block_linear_reference(x, self._blocks, self.bias)
 
 
 Linear = FloatLinear | Int8DynamicLinear | BlockQuantLinear
@@ -87,13 +108,13 @@ def make_linear(
     quantization: str,
     int8_ops: ModuleType | None = None,
     blocks: QuantBlocks | None = None,
-    block_op: BlockOp | None = None,
+    block_ops: BlockOps | None = None,
 ) -> Linear:
     """Build a linear layer in the requested format: "none", "int8" (computed by `int8_ops` if given) or
-    "gguf" (the weight's GGUF `blocks`, computed by `block_op` if given; int8 when it has none). `weight` may
+    "gguf" (the weight's GGUF `blocks`, computed by `block_ops` if given; int8 when it has none). `weight` may
     be None only for a "gguf" layer with blocks."""
     if quantization == "gguf" and blocks is not None:
-        return BlockQuantLinear(blocks, bias, block_op)
+        return BlockQuantLinear(blocks, bias, block_ops)
     if weight is None:
         raise ValueError(f"a {quantization!r} linear layer needs its float weight")
     if quantization in ("int8", "gguf"):

@@ -4,6 +4,12 @@
 // dot product rescaled by the two block scales. Decode reads the file's own bytes per weight (Q4_1: 20
 // bytes per 32 weights) instead of int8 re-quantized from them (32 bytes per 32 plus a scale per row).
 //
+// The weights are read in a tiled layout made once at load (block_tiles): per 8 output columns ("a tile"),
+// first every block's 8 fp16 scales (Q4_1: then its 8 fp16 minimums), then every block's 8 columns' quants.
+// A thread's tiles are then two sequential streams the hardware prefetcher follows, the 8 scales load as one
+// vector, and quants stay aligned; the GGUF layout interleaves the 8 rows of a tile as 8 short streams.
+// Same bytes as the file's rows (the last tile is padded with zero blocks).
+//
 // Columns go 8 at a time: each block's (row, column) dot is summed exactly in int32, the 8 columns' sums
 // meet in one vector (a horizontal-add tree), are converted once and scaled by the columns' scales times
 // the row's, so the float work is shared by 8 outputs. Batch independence: every output element (m, n)
@@ -40,6 +46,11 @@ int64_t block_bytes(int64_t qtype) {
   }
   return 0;
 }
+
+// A block's scale bytes (fp16 d; Q4_1: and fp16 m) and quant bytes.
+constexpr int64_t head_bytes(int64_t qtype) { return qtype == kQ4_1 ? 4 : 2; }
+constexpr int64_t quant_bytes(int64_t qtype) { return qtype == kQ8_0 ? 32 : 16; }
+constexpr int64_t kPrefetch = 1024;  // bytes ahead in a tile's quant stream
 
 float half_to_float(const uint8_t* p) {
   uint16_t h;
@@ -134,60 +145,41 @@ inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
   return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
 }
 
-// The first 4 bytes of 8 blocks (Q4_1: fp16 d then fp16 m; the others: fp16 d then data) as one
-// vector, block j in lane j.
-inline __m256i block_heads(const uint8_t* const* blk) {
-  int32_t h[8];
-  for (int j = 0; j < 8; ++j) std::memcpy(&h[j], blk[j], sizeof(int32_t));
-  return _mm256_setr_epi32(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-}
-
 // Tile of RM activation rows x 8 weight rows (output columns n0.., `cols` of them real: the rest repeat
 // the last one and are not stored). For each block, every (row, column) dot is summed exactly in int32,
 // the 8 columns' sums are gathered into one vector, converted once and scaled by the 8 columns' scales
 // times the row's. The same operations for each output element whatever the tile, so batch-independent.
 template <int64_t QT, int RM>
-void tile8(const QuantRows& xr, int64_t m0, const uint8_t* w, int64_t row_bytes, int64_t n0, int cols, float* out,
-           int64_t N, const float* bias) {
-  constexpr int64_t bb = QT == kQ4_0 ? 18 : QT == kQ4_1 ? 20 : 34;
-  constexpr int64_t qs_off = QT == kQ4_1 ? 4 : 2;
+void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int cols, float* out, int64_t N,
+           const float* bias) {
+  constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
   const __m256i ones = _mm256_set1_epi16(1);
-  // fp16 d (and Q4_1's m) of each lane's 32-bit head: low halves to bytes 0..7, high halves to 8..15.
-  const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
-                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-  const uint8_t* rows[8];
-  for (int j = 0; j < 8; ++j) rows[j] = w + (n0 + std::min(j, cols - 1)) * row_bytes;
+  const uint8_t* heads = tile;
+  const uint8_t* quants = tile + xr.nb * 8 * hb;
   __m256 acc[RM];
   for (int i = 0; i < RM; ++i) acc[i] = _mm256_setzero_ps();
-  // The next tile's 8 weight rows (memory right after these) are prefetched a slice per block: the 8
-  // interleaved short streams of a tile are not what a hardware prefetcher follows.
-  const char* next = reinterpret_cast<const char*>(w + (n0 + 8) * row_bytes);
-  const int64_t next_lines = (8 * row_bytes + 63) / 64;
   for (int64_t b = 0; b < xr.nb; ++b) {
-    for (int64_t l = b * next_lines / xr.nb; l < (b + 1) * next_lines / xr.nb; ++l)
-      _mm_prefetch(next + l * 64, _MM_HINT_T1);
-    const uint8_t* blk[8];
-    __m256i wv[8];
-    for (int j = 0; j < 8; ++j) {
-      blk[j] = rows[j] + b * bb;
-      wv[j] = weight_bytes<QT>(blk[j] + qs_off);
+    const uint8_t* h = heads + b * 8 * hb;
+    const uint8_t* qs = quants + b * 8 * qb;
+    _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch), _MM_HINT_T0);
+    if constexpr (8 * qb > 64) _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch + 64), _MM_HINT_T0);
+    if constexpr (8 * qb > 128) {
+      _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch + 128), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch + 192), _MM_HINT_T0);
     }
-    const __m256i heads = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(block_heads(blk), split), 0xd8);
-    const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(heads));
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
     __m256 mw;
-    if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm256_extracti128_si256(heads, 1));
+    if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 16)));
     else mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.f));  // Q4_0: w = d * (q - 8); unused for Q8_0
+    __m256i wv[8];
+    for (int j = 0; j < 8; ++j) wv[j] = weight_bytes<QT>(qs + j * qb);
     for (int i = 0; i < RM; ++i) {
       const int64_t m = m0 + i;
       const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr.q + m * xr.K + b * kBlock));
-      const __m256i lo = reduce4(block_dot<QT>(wv[0], blk[0] + qs_off, a, ones),
-                                 block_dot<QT>(wv[1], blk[1] + qs_off, a, ones),
-                                 block_dot<QT>(wv[2], blk[2] + qs_off, a, ones),
-                                 block_dot<QT>(wv[3], blk[3] + qs_off, a, ones));
-      const __m256i hi = reduce4(block_dot<QT>(wv[4], blk[4] + qs_off, a, ones),
-                                 block_dot<QT>(wv[5], blk[5] + qs_off, a, ones),
-                                 block_dot<QT>(wv[6], blk[6] + qs_off, a, ones),
-                                 block_dot<QT>(wv[7], blk[7] + qs_off, a, ones));
+      const __m256i lo = reduce4(block_dot<QT>(wv[0], qs + 0 * qb, a, ones), block_dot<QT>(wv[1], qs + 1 * qb, a, ones),
+                                 block_dot<QT>(wv[2], qs + 2 * qb, a, ones), block_dot<QT>(wv[3], qs + 3 * qb, a, ones));
+      const __m256i hi = reduce4(block_dot<QT>(wv[4], qs + 4 * qb, a, ones), block_dot<QT>(wv[5], qs + 5 * qb, a, ones),
+                                 block_dot<QT>(wv[6], qs + 6 * qb, a, ones), block_dot<QT>(wv[7], qs + 7 * qb, a, ones));
       const __m256i dots = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
                                             _mm256_permute2x128_si256(lo, hi, 0x31));
       const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xr.d[m * xr.nb + b]));
@@ -204,24 +196,25 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* w, int64_t row_bytes,
 }
 
 template <int64_t QT>
-void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t row_bytes, int64_t N, float* out,
-         const float* bias) {
+void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
   constexpr int RN = 8;
   const int64_t col_tiles = (N + RN - 1) / RN;
+  const int64_t tile_bytes = xr.nb * RN * (head_bytes(QT) + quant_bytes(QT));
   at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
       const int64_t r1 = std::min(M, r0 + kRowChunk);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n0 = t * RN;
         const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
+        const uint8_t* tile = w + t * tile_bytes;
         int64_t m = r0;
-        for (; m + 6 <= r1; m += 6) tile8<QT, 6>(xr, m, w, row_bytes, n0, cols, out, N, bias);
+        for (; m + 6 <= r1; m += 6) tile8<QT, 6>(xr, m, tile, n0, cols, out, N, bias);
         switch (r1 - m) {
-          case 5: tile8<QT, 5>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
-          case 4: tile8<QT, 4>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
-          case 3: tile8<QT, 3>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
-          case 2: tile8<QT, 2>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
-          case 1: tile8<QT, 1>(xr, m, w, row_bytes, n0, cols, out, N, bias); break;
+          case 5: tile8<QT, 5>(xr, m, tile, n0, cols, out, N, bias); break;
+          case 4: tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias); break;
+          case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
+          case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
+          case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
           default: break;
         }
       }
@@ -231,25 +224,27 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t row_bytes, in
 #else
 // Portable path: exact integer block dots, the same block formulas, float accumulation in block order.
 template <int64_t QT>
-void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t row_bytes, int64_t N, float* out,
-         const float* bias) {
-  constexpr int64_t bb = QT == kQ4_0 ? 18 : QT == kQ4_1 ? 20 : 34;
+void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
+  constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
+  const int64_t tile_bytes = xr.nb * 8 * (hb + qb);
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t n = begin; n < end; ++n) {
         float acc = 0.f, mins = 0.f;
         for (int64_t b = 0; b < xr.nb; ++b) {
-          const uint8_t* blk = w + n * row_bytes + b * bb;
+          const uint8_t* tile = w + (n / 8) * tile_bytes;
+          const uint8_t* h = tile + b * 8 * hb;
+          const uint8_t* quants = tile + xr.nb * 8 * hb + b * 8 * qb + (n % 8) * qb;
           const int8_t* a = xr.q + m * xr.K + b * kBlock;
-          const float d = half_to_float(blk);
+          const float d = half_to_float(h + 2 * (n % 8));
           int32_t dot = 0;
           if constexpr (QT == kQ8_0) {
-            const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2);
+            const int8_t* qs = reinterpret_cast<const int8_t*>(quants);
             for (int64_t j = 0; j < kBlock; ++j) dot += qs[j] * a[j];
           } else {
-            const uint8_t* qs = blk + (QT == kQ4_1 ? 4 : 2);
+            const uint8_t* qs = quants;
             for (int64_t j = 0; j < 16; ++j) dot += (qs[j] & 0x0f) * a[j] + (qs[j] >> 4) * a[j + 16];
-            const float mw = QT == kQ4_1 ? half_to_float(blk + 2) : -8.f * d;
+            const float mw = QT == kQ4_1 ? half_to_float(h + 16 + 2 * (n % 8)) : -8.f * d;
             mins = std::fma(mw, xr.s[m * xr.nb + b], mins);
           }
           acc = std::fma(static_cast<float>(dot), d * xr.d[m * xr.nb + b], acc);
@@ -263,20 +258,51 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t row_bytes, in
 
 }  // namespace
 
-// x [M, K] float32; blocks [N, K / 32 * block bytes] uint8 (a GGUF tensor's rows, unchanged); qtype the GGML
-// type id; bias [N] float32 or None. Returns x @ W.T (+ bias) as float32 [M, N].
-torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& blocks, int64_t qtype,
+// blocks [N, K / 32 * block bytes] uint8 (a GGUF tensor's rows) -> tiles [ceil(N / 8), K / 32 * 8 * block bytes]
+// uint8 in the layout block_linear reads: per 8 rows, every block's scales (and minimums), then every
+// block's 8 rows of quants; rows past N are zero blocks.
+torch::Tensor block_tiles(const torch::Tensor& blocks, int64_t qtype) {
+  TORCH_CHECK(blocks.dtype() == torch::kUInt8 && blocks.dim() == 2, "block_tiles: blocks must be a 2-D uint8 tensor");
+  const int64_t bb = block_bytes(qtype), hb = head_bytes(qtype), qb = quant_bytes(qtype);
+  TORCH_CHECK(blocks.size(1) % bb == 0, "block_tiles: rows of ", blocks.size(1), " bytes are not whole blocks");
+  auto src_t = blocks.contiguous();
+  const int64_t N = src_t.size(0), nb = src_t.size(1) / bb, tiles = (N + 7) / 8;
+  auto out = torch::zeros({tiles, nb * 8 * bb}, src_t.options());
+  const uint8_t* src = src_t.data_ptr<uint8_t>();
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      uint8_t* heads = dst + t * nb * 8 * bb;
+      uint8_t* quants = heads + nb * 8 * hb;
+      for (int64_t j = 0; j < 8 && t * 8 + j < N; ++j) {
+        const uint8_t* row = src + (t * 8 + j) * nb * bb;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* blk = row + b * bb;
+          std::memcpy(heads + b * 8 * hb + 2 * j, blk, 2);                        // d
+          if (hb == 4) std::memcpy(heads + b * 8 * hb + 16 + 2 * j, blk + 2, 2);  // Q4_1's m
+          std::memcpy(quants + (b * 8 + j) * qb, blk + hb, qb);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// x [M, K] float32; tiles from block_tiles for N rows of GGML type `qtype`; bias [N] float32 or None.
+// Returns x @ W.T (+ bias) as float32 [M, N].
+torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& tiles, int64_t qtype, int64_t N,
                            const c10::optional<torch::Tensor>& bias) {
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2, "block_linear: x must be a 2-D float32 tensor");
-  TORCH_CHECK(blocks.dtype() == torch::kUInt8 && blocks.dim() == 2 && blocks.is_contiguous(),
-              "block_linear: blocks must be a contiguous 2-D uint8 tensor");
+  TORCH_CHECK(tiles.dtype() == torch::kUInt8 && tiles.dim() == 2 && tiles.is_contiguous(),
+              "block_linear: tiles must be a contiguous 2-D uint8 tensor");
   const int64_t bb = block_bytes(qtype);
   auto xc = x.contiguous();
-  const int64_t M = xc.size(0), K = xc.size(1), N = blocks.size(0);
+  const int64_t M = xc.size(0), K = xc.size(1);
   TORCH_CHECK(K % kBlock == 0, "block_linear: input width ", K, " is not a multiple of 32");
   const int64_t nb = K / kBlock;
-  TORCH_CHECK(blocks.size(1) == nb * bb, "block_linear: rows of ", blocks.size(1), " bytes, expected ", nb * bb,
-              " for width ", K);
+  TORCH_CHECK(tiles.size(0) == (N + 7) / 8 && tiles.size(1) == nb * 8 * bb, "block_linear: tiles of ",
+              tiles.size(0), " x ", tiles.size(1), " bytes, expected ", (N + 7) / 8, " x ", nb * 8 * bb,
+              " for ", N, " rows of width ", K);
   const float* bp = nullptr;
   torch::Tensor bias_c;
   if (bias.has_value() && bias->defined()) {
@@ -290,16 +316,17 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& blocks, 
   quantize_rows(xc.data_ptr<float>(), M, K, q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>());
   const QuantRows xr{q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), K, nb};
   auto out = torch::empty({M, N}, xc.options());
-  const uint8_t* w = blocks.data_ptr<uint8_t>();
+  const uint8_t* w = tiles.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   switch (qtype) {
-    case kQ4_0: run<kQ4_0>(xr, M, w, blocks.size(1), N, op, bp); break;
-    case kQ4_1: run<kQ4_1>(xr, M, w, blocks.size(1), N, op, bp); break;
-    default: run<kQ8_0>(xr, M, w, blocks.size(1), N, op, bp); break;
+    case kQ4_0: run<kQ4_0>(xr, M, w, N, op, bp); break;
+    case kQ4_1: run<kQ4_1>(xr, M, w, N, op, bp); break;
+    default: run<kQ8_0>(xr, M, w, N, op, bp); break;
   }
   return out;
 }
 
 TORCH_LIBRARY(vivace_cpu, m) {
-  m.def("block_linear(Tensor x, Tensor blocks, int qtype, Tensor? bias) -> Tensor", &block_linear);
+  m.def("block_tiles(Tensor blocks, int qtype) -> Tensor", &block_tiles);
+  m.def("block_linear(Tensor x, Tensor tiles, int qtype, int n, Tensor? bias) -> Tensor", &block_linear);
 }
