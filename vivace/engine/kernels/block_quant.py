@@ -57,21 +57,10 @@ def head_bytes(qtype: int) -> int:
     return 4 if qtype == Q4_1 else 2
 
 
-def untile_blocks(tiles: torch.Tensor, qtype: int, n: int) -> QuantBlocks:
-    """The GGUF rows back from the kernel's layout (block_tiles in block_linear.cpp: per 8 rows, every block's
-    scales, then every block's 8 rows of quants)."""
-    size, heads = BLOCK_BYTES[qtype], head_bytes(qtype)
-    num_tiles, tile_bytes = tiles.shape
-    nb = tile_bytes // (8 * size)
-    head_part = tiles[:, : nb * 8 * heads].reshape(num_tiles, nb, heads // 2, 8, 2).permute(0, 3, 1, 2, 4)
-    quant_part = tiles[:, nb * 8 * heads :].reshape(num_tiles, nb, 8, size - heads).permute(0, 2, 1, 3)
-    rows = torch.cat([head_part.reshape(num_tiles, 8, nb, heads), quant_part], dim=-1)
-    return QuantBlocks(rows.reshape(num_tiles * 8, nb * size)[:n].contiguous(), qtype)
-
-
 @functools.cache
 def _tile_offsets(qtype: int, nb: int) -> torch.Tensor:
-    """[8, nb * block bytes]: where each byte of a tile's row j (in GGUF order) lies in the tile."""
+    """[8, nb * block bytes]: where each byte of a tile's row j (in GGUF order) lies in the tile (block_tiles in
+    block_linear.cpp: per 8 rows, every block's scales, then every block's 8 rows of quants)."""
     size, heads = BLOCK_BYTES[qtype], head_bytes(qtype)
     lane = torch.arange(8).view(8, 1, 1)
     block = torch.arange(nb).view(1, nb, 1)
@@ -81,11 +70,20 @@ def _tile_offsets(qtype: int, nb: int) -> torch.Tensor:
     return torch.cat([p.expand(8, nb, -1) for p in parts] + [quants], dim=-1).reshape(8, nb * size)
 
 
+def _offsets_of(tiles: torch.Tensor, qtype: int) -> torch.Tensor:
+    return _tile_offsets(qtype, tiles.shape[1] // (8 * BLOCK_BYTES[qtype])).to(tiles.device)
+
+
+def untile_blocks(tiles: torch.Tensor, qtype: int, n: int) -> QuantBlocks:
+    """The first `n` GGUF rows back from the kernel's tiled layout."""
+    rows = tiles[:, _offsets_of(tiles, qtype)]  # [tiles, 8, row bytes]
+    return QuantBlocks(rows.reshape(-1, rows.shape[-1])[:n].contiguous(), qtype)
+
+
 def tile_rows(tiles: torch.Tensor, qtype: int, ids: torch.Tensor) -> QuantBlocks:
     """Rows `ids` [T] of a tiled matrix as GGUF rows (embedding lookups in a tied head's tiles)."""
-    nb = tiles.shape[1] // (8 * BLOCK_BYTES[qtype])
-    offsets = _tile_offsets(qtype, nb).to(tiles.device)
-    return QuantBlocks(torch.gather(tiles[ids // 8], 1, offsets[ids % 8]), qtype)
+    where = (ids // 8 * tiles.shape[1]).unsqueeze(1) + _offsets_of(tiles, qtype)[ids % 8]
+    return QuantBlocks(tiles.view(-1)[where], qtype)
 
 
 def unpack_blocks(blocks: QuantBlocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
