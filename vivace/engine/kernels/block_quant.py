@@ -60,13 +60,15 @@ def head_bytes(qtype: int) -> int:
 @functools.cache
 def _tile_offsets(qtype: int, nb: int) -> torch.Tensor:
     """[8, nb * block bytes]: where each byte of a tile's row j (in GGUF order) lies in the tile (block_tiles in
-    block_linear.cpp: per 8 rows, every block's scales, then every block's 8 rows of quants)."""
+    block_linear.cpp: per 8 rows, every block's scales, then every block's 8 rows of quants interleaved 4 bytes
+    at a time, quant byte i of row j at (i // 4) * 32 + j * 4 + i % 4)."""
     size, heads = BLOCK_BYTES[qtype], head_bytes(qtype)
     lane = torch.arange(8).view(8, 1, 1)
     block = torch.arange(nb).view(1, nb, 1)
     d = block * 8 * heads + 2 * lane + torch.arange(2)
     parts = [d, d + 16] if heads == 4 else [d]
-    quants = nb * 8 * heads + (block * 8 + lane) * (size - heads) + torch.arange(size - heads)
+    byte = torch.arange(size - heads)
+    quants = nb * 8 * heads + block * 8 * (size - heads) + byte // 4 * 32 + lane * 4 + byte % 4
     return torch.cat([p.expand(8, nb, -1) for p in parts] + [quants], dim=-1).reshape(8, nb * size)
 
 

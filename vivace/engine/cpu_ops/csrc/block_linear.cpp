@@ -5,17 +5,20 @@
 // bytes per 32 weights) instead of int8 re-quantized from them (32 bytes per 32 plus a scale per row).
 //
 // The weights are read in a tiled layout made once at load (block_tiles): per 8 output columns ("a tile"),
-// first every block's 8 fp16 scales (Q4_1: then its 8 fp16 minimums), then every block's 8 columns' quants.
-// A thread's tiles are then two sequential streams the hardware prefetcher follows, the 8 scales load as one
-// vector, and quants stay aligned; the GGUF layout interleaves the 8 rows of a tile as 8 short streams.
+// first every block's 8 fp16 scales (Q4_1: then its 8 fp16 minimums), then every block's 8 columns' quants
+// interleaved 4 bytes at a time: byte i of column j's quants lies at (i / 4) * 32 + j * 4 + i % 4. A thread's
+// tiles are then two sequential streams the hardware prefetcher follows, the 8 scales load as one vector,
+// and one 32-byte load holds the same 4 quant bytes of all 8 columns (Q4: 4 low nibbles and 4 high ones).
 // Same bytes as the file's rows (the last tile is padded with zero blocks).
 //
-// Columns go 8 at a time: each block's (row, column) dot is summed exactly in int32, the 8 columns' sums
-// meet in one vector (a horizontal-add tree), are converted once and scaled by the columns' scales times
-// the row's, so the float work is shared by 8 outputs. Batch independence: every output element (m, n)
-// is computed by the same sequence of operations (per block in order: the exact dot, its scaled fma,
-// then the 4-bit minimum term's fma), whatever tile it lands in, so a row's result never depends on
-// its batch-mates.
+// Columns go 8 at a time with no horizontal sums: a 32-byte quant load meets the activation's matching 4
+// bytes broadcast to every lane (maddubs), so each 32-bit lane accumulates one column's dot. The 4-bit
+// types add all 8 products of a block in int16 (at most 8 * 2 * 15 * 127 = 30,480: exact) before one
+// widening; Q8_0 widens each. The 8 columns' exact int32 dots are converted once and scaled by the
+// columns' scales times the row's, so the float work is shared by 8 outputs, and a tile's weight loads by
+// 4 activation rows. Batch independence: every output element (m, n) is computed by the same sequence of
+// operations (per block in order: the exact dot, its scaled fma, then the 4-bit minimum term's fma),
+// whatever tile it lands in, so a row's result never depends on its batch-mates.
 //
 // Registered as torch.ops.vivace_cpu.block_linear (its own op library, so this file needs no line in
 // another file's module table). AVX2 + FMA + F16C path, and a portable scalar path for other CPUs.
@@ -35,7 +38,7 @@ namespace {
 // GGML type ids (ggml.h) of the block formats computed here.
 constexpr int64_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
 constexpr int64_t kBlock = 32;   // weights (and activations) per block
-constexpr int64_t kRowChunk = 60;  // activation rows (10 tiles of 6) kept hot while a thread's columns pass
+constexpr int64_t kRowChunk = 60;  // activation rows (15 tiles of 4) kept hot while a thread's columns pass
 
 int64_t block_bytes(int64_t qtype) {
   switch (qtype) {
@@ -113,47 +116,21 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
 }
 
 #ifdef VIVACE_BLOCK_AVX2
-// The 32 weights of a block as bytes ready for maddubs: 4-bit types give unsigned nibbles 0..15 in element
-// order (low nibbles are elements 0..15, high nibbles 16..31); Q8_0 gives |w| (its sign moves onto x).
-template <int64_t QT>
-__m256i weight_bytes(const uint8_t* qs) {
-  if constexpr (QT == kQ8_0) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
-    return _mm256_sign_epi8(w, w);
-  } else {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-  }
+// 4 activation bytes (int8) broadcast to all 8 lanes.
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
 }
 
-// The 8 int32 partial sums of one block's 32 products: activation bytes `a` against weight bytes `wv`
-// (Q8_0: |w|, with the signs of the raw weights `raw` moved onto the activations).
-template <int64_t QT>
-inline __m256i block_dot(__m256i wv, const uint8_t* raw, __m256i a, __m256i ones) {
-  if constexpr (QT == kQ8_0) {
-    const __m256i sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(raw));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(a, sign)), ones);
-  } else {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, a), ones);
-  }
-}
-
-// Four vectors of partial sums reduced to their four totals, one per 32-bit lane of each 128-bit half
-// (the halves still to be added).
-inline __m256i reduce4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
-  return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-}
-
-// Tile of RM activation rows x 8 weight rows (output columns n0.., `cols` of them real: the rest repeat
-// the last one and are not stored). For each block, every (row, column) dot is summed exactly in int32,
-// the 8 columns' sums are gathered into one vector, converted once and scaled by the 8 columns' scales
-// times the row's. The same operations for each output element whatever the tile, so batch-independent.
+// Tile of RM activation rows x 8 weight rows (output columns n0.., `cols` of them real: the rest are the last
+// tile's zero padding and are not stored). Per block, each 32-byte quant load is shared by the RM rows;
+// every (row, column) dot is exact in integers, then converted once per 8 columns and scaled by the 8
+// columns' scales times the row's.
 template <int64_t QT, int RM>
 void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int cols, float* out, int64_t N,
            const float* bias) {
   constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
-  const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* heads = tile;
   const uint8_t* quants = tile + xr.nb * 8 * hb;
   __m256 acc[RM];
@@ -167,23 +144,45 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
       _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch + 128), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetch + 192), _MM_HINT_T0);
     }
+    const int8_t* a = xr.q + m0 * xr.K + b * kBlock;
+    __m256i dot[RM];
+    if constexpr (QT == kQ8_0) {
+      const __m256i ones = _mm256_set1_epi16(1);
+      for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g * 32));
+        const __m256i aw = _mm256_sign_epi8(w, w);
+        for (int i = 0; i < RM; ++i) {
+          const __m256i signed_a = _mm256_sign_epi8(bcast4(a + i * xr.K + g * 4), w);  // w's signs onto x
+          const __m256i t = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, signed_a), ones);
+          dot[i] = _mm256_add_epi32(dot[i], t);
+        }
+      }
+    } else {
+      const __m256i mask = _mm256_set1_epi8(0x0f);
+      __m256i p[RM];
+      for (int i = 0; i < RM; ++i) p[i] = _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + c * 32));
+        const __m256i lo = _mm256_and_si256(r, mask);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(r, 4), mask);
+        for (int i = 0; i < RM; ++i) {
+          const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(a + i * xr.K + c * 4)),
+                                             _mm256_maddubs_epi16(hi, bcast4(a + i * xr.K + 16 + c * 4)));
+          p[i] = _mm256_add_epi16(p[i], t);
+        }
+      }
+      const __m256i ones = _mm256_set1_epi16(1);
+      for (int i = 0; i < RM; ++i) dot[i] = _mm256_madd_epi16(p[i], ones);
+    }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
     __m256 mw;
     if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 16)));
-    else mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.f));  // Q4_0: w = d * (q - 8); unused for Q8_0
-    __m256i wv[8];
-    for (int j = 0; j < 8; ++j) wv[j] = weight_bytes<QT>(qs + j * qb);
+    else mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.f));
     for (int i = 0; i < RM; ++i) {
       const int64_t m = m0 + i;
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr.q + m * xr.K + b * kBlock));
-      const __m256i lo = reduce4(block_dot<QT>(wv[0], qs + 0 * qb, a, ones), block_dot<QT>(wv[1], qs + 1 * qb, a, ones),
-                                 block_dot<QT>(wv[2], qs + 2 * qb, a, ones), block_dot<QT>(wv[3], qs + 3 * qb, a, ones));
-      const __m256i hi = reduce4(block_dot<QT>(wv[4], qs + 4 * qb, a, ones), block_dot<QT>(wv[5], qs + 5 * qb, a, ones),
-                                 block_dot<QT>(wv[6], qs + 6 * qb, a, ones), block_dot<QT>(wv[7], qs + 7 * qb, a, ones));
-      const __m256i dots = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
-                                            _mm256_permute2x128_si256(lo, hi, 0x31));
       const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(xr.d[m * xr.nb + b]));
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc[i]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[i]), scale, acc[i]);
       if constexpr (QT != kQ8_0) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xr.s[m * xr.nb + b]), acc[i]);
     }
   }
@@ -208,10 +207,8 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out
         const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
         const uint8_t* tile = w + t * tile_bytes;
         int64_t m = r0;
-        for (; m + 6 <= r1; m += 6) tile8<QT, 6>(xr, m, tile, n0, cols, out, N, bias);
+        for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
         switch (r1 - m) {
-          case 5: tile8<QT, 5>(xr, m, tile, n0, cols, out, N, bias); break;
-          case 4: tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias); break;
           case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
           case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
           case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
@@ -223,6 +220,9 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out
 }
 #else
 // Portable path: exact integer block dots, the same block formulas, float accumulation in block order.
+// Quant byte i of column j in a block's interleaved quants (see the layout above).
+constexpr int64_t quant_at(int64_t i, int64_t j) { return (i / 4) * 32 + j * 4 + i % 4; }
+
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
   constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
@@ -234,16 +234,19 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out
         for (int64_t b = 0; b < xr.nb; ++b) {
           const uint8_t* tile = w + (n / 8) * tile_bytes;
           const uint8_t* h = tile + b * 8 * hb;
-          const uint8_t* quants = tile + xr.nb * 8 * hb + b * 8 * qb + (n % 8) * qb;
+          const uint8_t* quants = tile + xr.nb * 8 * hb + b * 8 * qb;
           const int8_t* a = xr.q + m * xr.K + b * kBlock;
           const float d = half_to_float(h + 2 * (n % 8));
           int32_t dot = 0;
           if constexpr (QT == kQ8_0) {
             const int8_t* qs = reinterpret_cast<const int8_t*>(quants);
-            for (int64_t j = 0; j < kBlock; ++j) dot += qs[j] * a[j];
+            for (int64_t j = 0; j < kBlock; ++j) dot += qs[quant_at(j, n % 8)] * a[j];
           } else {
             const uint8_t* qs = quants;
-            for (int64_t j = 0; j < 16; ++j) dot += (qs[j] & 0x0f) * a[j] + (qs[j] >> 4) * a[j + 16];
+            for (int64_t j = 0; j < 16; ++j) {
+              const uint8_t q = qs[quant_at(j, n % 8)];
+              dot += (q & 0x0f) * a[j] + (q >> 4) * a[j + 16];
+            }
             const float mw = QT == kQ4_1 ? half_to_float(h + 16 + 2 * (n % 8)) : -8.f * d;
             mins = std::fma(mw, xr.s[m * xr.nb + b], mins);
           }
@@ -260,7 +263,7 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out
 
 // blocks [N, K / 32 * block bytes] uint8 (a GGUF tensor's rows) -> tiles [ceil(N / 8), K / 32 * 8 * block bytes]
 // uint8 in the layout block_linear reads: per 8 rows, every block's scales (and minimums), then every
-// block's 8 rows of quants; rows past N are zero blocks.
+// block's 8 rows of quants interleaved 4 bytes at a time; rows past N are zero blocks.
 torch::Tensor block_tiles(const torch::Tensor& blocks, int64_t qtype) {
   TORCH_CHECK(blocks.dtype() == torch::kUInt8 && blocks.dim() == 2, "block_tiles: blocks must be a 2-D uint8 tensor");
   const int64_t bb = block_bytes(qtype), hb = head_bytes(qtype), qb = quant_bytes(qtype);
@@ -280,7 +283,7 @@ torch::Tensor block_tiles(const torch::Tensor& blocks, int64_t qtype) {
           const uint8_t* blk = row + b * bb;
           std::memcpy(heads + b * 8 * hb + 2 * j, blk, 2);                        // d
           if (hb == 4) std::memcpy(heads + b * 8 * hb + 16 + 2 * j, blk + 2, 2);  // Q4_1's m
-          std::memcpy(quants + (b * 8 + j) * qb, blk + hb, qb);
+          for (int64_t i = 0; i < qb; i += 4) std::memcpy(quants + b * 8 * qb + i * 8 + j * 4, blk + hb + i, 4);
         }
       }
     }
