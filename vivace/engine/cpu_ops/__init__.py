@@ -31,6 +31,7 @@ _SOURCES = [
         "store_kv.cpp",
         "block_linear.cpp",
         "lora.cpp",
+        "llama_stack.cpp",
     )
 ]
 

@@ -11,6 +11,7 @@ import torch
 
 from vivace.engine.config import ModelConfig
 from vivace.engine.models.blocks import DecoderModel, GatedMLP, PagedAttention, Weights
+from vivace.engine.models.llama_stack import build_stack, stack_covers
 from vivace.engine.models.registry import register_model
 
 
@@ -45,7 +46,25 @@ class LlamaLayer:
 
 @register_model("llama", "mistral", "qwen2")
 class LlamaModel(DecoderModel):
-    """Embeddings, Llama layers, final RMSNorm and LM head (tied to the embeddings where the config says)."""
+    """Embeddings, Llama layers, final RMSNorm and LM head (tied to the embeddings where the config says).
+
+    On the "cpu" kernels with every projection on GGUF blocks, the layers run as one compiled call per
+    step (llama_stack.py), bitwise the same as calling them from Python."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stack = build_stack(self)
 
     def make_layer(self, weights: Weights, prefix: str) -> LlamaLayer:
         return LlamaLayer(self.cfg, weights, prefix)
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
+    ) -> torch.Tensor:
+        if self.stack is None or not stack_covers(meta, kv_cache):
+            return super().forward(input_ids, positions, meta, kv_cache)
+        m = meta[0]
+        hidden = self.stack.forward(
+            self.embed_tokens(input_ids), positions, kv_cache, m.slot_mapping, m.block_tables, m.spans
+        )
+        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)

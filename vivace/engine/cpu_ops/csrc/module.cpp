@@ -16,6 +16,8 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
 void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor slots, torch::Tensor a, torch::Tensor b,
               torch::Tensor ranks, std::vector<int64_t> bounds, int64_t max_rank);
 
+void bind_llama_stack(pybind11::module& m);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_attention", &paged_attention, "paged attention of decode and prefill rows (CPU, float32)",
         py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("block_tables"), py::arg("spans"),
@@ -29,4 +31,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul, "silu(gate) * up over [gate | up] rows (CPU, float32)");
   m.def("store_kv", &store_kv, "write a step's K/V rows into the paged cache, converting to its dtype (CPU)");
   m.def("lora_add", &lora_add, "add each token's own LoRA adapter product to y in place, gathered per row (CPU, float32)");
+  bind_llama_stack(m);  // every layer of a Llama-family model on GGUF blocks in one call (llama_stack.cpp)
 }
