@@ -1,0 +1,71 @@
+"""The compiled CPU paged attention alone: microseconds per call (one layer) for decode and prefill rows.
+
+The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
+Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context; prefill: a 512-token chunk after 0
+and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s each. Two versions side by side:
+
+    python bench/cpu_attention.py
+    bash bench/ab.sh c3b2ab2~1 2 .venv/bin/python bench/cpu_attention.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from vivace.engine.cpu_ops import load_cpu_ops
+
+HEADS, KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
+CASES = [  # (label, context before the rows, rows per sequence, sequences)
+    ("decode, 1 sequence, 256 context", 256, 1, 1),
+    ("decode, 32 sequences, 256 context", 256, 1, 32),
+    ("decode, 32 sequences, 1,024 context", 1024, 1, 32),
+    ("prefill, 512 rows after 0", 0, 512, 1),
+    ("prefill, 512 rows after 3,584", 3584, 512, 1),
+]
+
+
+def case_args(context: int, rows: int, sequences: int) -> tuple:
+    blocks = (context + rows + BLOCK - 1) // BLOCK
+    slots = blocks * BLOCK * sequences
+    k = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
+    v = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
+    tables = torch.randperm(blocks * sequences, dtype=torch.int32).view(sequences, blocks)  # scattered blocks
+    spans = torch.tensor([(i * rows, rows, context) for i in range(sequences)], dtype=torch.int32)
+    q = torch.randn(rows * sequences, HEADS, HEAD_DIM)
+    return (q, k, v, tables, spans, BLOCK, HEAD_DIM**-0.5, 0, None)
+
+
+def time_call(fn: object, seconds: float = 0.5) -> float:
+    fn()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def main() -> None:
+    ops = load_cpu_ops()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    rows = []
+    print("| case | us per call |\n|---|---|")
+    for label, context, n_rows, sequences in CASES:
+        args = case_args(context, n_rows, sequences)
+        us = time_call(lambda args=args: ops.paged_attention(*args)) * 1e6
+        rows.append({"case": label, "us_per_call": us})
+        print(f"| {label} | {us:,.0f} |", flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
