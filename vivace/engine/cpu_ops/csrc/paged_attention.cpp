@@ -141,63 +141,75 @@ struct Span {
   int64_t row, rows, pos;  // first query row of the step, how many, position of the first
 };
 
-// Scores of rows r0 and r1 against the tile's keys: S[r][j] = q_r . k_j, each a chain of fused
-// multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum of the lanes.
+// Scores of rows r0 and r1 (ROWS = 2) or of r0 alone (ROWS = 1) against the tile's keys: S[r][j] = q_r . k_j,
+// each a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum of the
+// lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits either way.
+template <int ROWS>
 inline void tile_scores(const float* q0, const float* q1, const float* kf, int64_t d8, float* s0, float* s1) {
   for (int64_t j = 0; j < KT; j += 4) {
     V8 acc[8] = {vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()};
     const float* k = kf + j * d8;
     for (int64_t i = 0; i < d8; i += 8) {
-      const V8 a = vload(q0 + i), b = vload(q1 + i);
+      const V8 a = vload(q0 + i);
       const V8 k0 = vload(k + i), k1 = vload(k + d8 + i), k2 = vload(k + 2 * d8 + i), k3 = vload(k + 3 * d8 + i);
       acc[0] = vfma(a, k0, acc[0]);
       acc[1] = vfma(a, k1, acc[1]);
       acc[2] = vfma(a, k2, acc[2]);
       acc[3] = vfma(a, k3, acc[3]);
-      acc[4] = vfma(b, k0, acc[4]);
-      acc[5] = vfma(b, k1, acc[5]);
-      acc[6] = vfma(b, k2, acc[6]);
-      acc[7] = vfma(b, k3, acc[7]);
+      if constexpr (ROWS == 2) {
+        const V8 b = vload(q1 + i);
+        acc[4] = vfma(b, k0, acc[4]);
+        acc[5] = vfma(b, k1, acc[5]);
+        acc[6] = vfma(b, k2, acc[6]);
+        acc[7] = vfma(b, k3, acc[7]);
+      }
     }
     float out[8];
     vstore(out, reduce8(acc));
     std::memcpy(s0 + j, out, 4 * sizeof(float));
-    std::memcpy(s1 + j, out + 4, 4 * sizeof(float));
+    if constexpr (ROWS == 2) std::memcpy(s1 + j, out + 4, 4 * sizeof(float));
   }
 }
 
 // acc_r += sum over j of P[r][j] * v_j for rows r0 and r1, over keys [jlo, jhi): one fused multiply-add
 // per key in key order (a key a row does not see has P = 0, which leaves its sums exactly as they were).
+// ROWS = 1: r0 alone, by the same chains.
+template <int ROWS>
 inline void tile_values(const float* p0, const float* p1, const float* vf, int64_t d8, int64_t jlo, int64_t jhi,
                         float* a0, float* a1) {
   int64_t i = 0;
   for (; i + 32 <= d8; i += 32) {
     V8 x0 = vload(a0 + i), x1 = vload(a0 + i + 8), x2 = vload(a0 + i + 16), x3 = vload(a0 + i + 24);
-    V8 y0 = vload(a1 + i), y1 = vload(a1 + i + 8), y2 = vload(a1 + i + 16), y3 = vload(a1 + i + 24);
+    V8 y0 = vzero(), y1 = vzero(), y2 = vzero(), y3 = vzero();
+    if constexpr (ROWS == 2) y0 = vload(a1 + i), y1 = vload(a1 + i + 8), y2 = vload(a1 + i + 16), y3 = vload(a1 + i + 24);
     for (int64_t j = jlo; j < jhi; ++j) {
       const float* v = vf + j * d8 + i;
-      const V8 w0 = vset(p0[j]), w1 = vset(p1[j]);
+      const V8 w0 = vset(p0[j]);
       const V8 v0 = vload(v), v1 = vload(v + 8), v2 = vload(v + 16), v3 = vload(v + 24);
       x0 = vfma(w0, v0, x0);
       x1 = vfma(w0, v1, x1);
       x2 = vfma(w0, v2, x2);
       x3 = vfma(w0, v3, x3);
-      y0 = vfma(w1, v0, y0);
-      y1 = vfma(w1, v1, y1);
-      y2 = vfma(w1, v2, y2);
-      y3 = vfma(w1, v3, y3);
+      if constexpr (ROWS == 2) {
+        const V8 w1 = vset(p1[j]);
+        y0 = vfma(w1, v0, y0);
+        y1 = vfma(w1, v1, y1);
+        y2 = vfma(w1, v2, y2);
+        y3 = vfma(w1, v3, y3);
+      }
     }
     vstore(a0 + i, x0), vstore(a0 + i + 8, x1), vstore(a0 + i + 16, x2), vstore(a0 + i + 24, x3);
-    vstore(a1 + i, y0), vstore(a1 + i + 8, y1), vstore(a1 + i + 16, y2), vstore(a1 + i + 24, y3);
+    if constexpr (ROWS == 2) vstore(a1 + i, y0), vstore(a1 + i + 8, y1), vstore(a1 + i + 16, y2), vstore(a1 + i + 24, y3);
   }
   for (; i < d8; i += 8) {
-    V8 x = vload(a0 + i), y = vload(a1 + i);
+    V8 x = vload(a0 + i), y = ROWS == 2 ? vload(a1 + i) : vzero();
     for (int64_t j = jlo; j < jhi; ++j) {
       const V8 v = vload(vf + j * d8 + i);
       x = vfma(vset(p0[j]), v, x);
-      y = vfma(vset(p1[j]), v, y);
+      if constexpr (ROWS == 2) y = vfma(vset(p1[j]), v, y);
     }
-    vstore(a0 + i, x), vstore(a1 + i, y);
+    vstore(a0 + i, x);
+    if constexpr (ROWS == 2) vstore(a1 + i, y);
   }
 }
 
@@ -207,6 +219,20 @@ struct Scratch {
   Scratch(int64_t rows, int64_t d8)
       : q(rows * d8, 0.f), s(rows * KT, 0.f), acc(rows * d8), m(rows), l(rows), kf(KT * d8, 0.f), vf(KT * d8, 0.f) {}
 };
+
+// The calling thread's scratch, kept between calls (allocating and zeroing ~70 KB per call was most of a
+// one-row decode's fixed cost). Rebuilt when a call needs more rows or another head size: rows' padding
+// lanes [d, d8) are zero from construction and never written, which a change of d alone would break.
+Scratch& thread_scratch(int64_t rows, int64_t d) {
+  thread_local Scratch w(0, 0);
+  thread_local int64_t have_rows = 0, have_d = -1;
+  if (rows > have_rows || d != have_d) {
+    w = Scratch(std::max(rows, have_rows), (d + 7) / 8 * 8);
+    have_rows = std::max(rows, have_rows);
+    have_d = d;
+  }
+  return w;
+}
 
 template <typename KV>
 void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
@@ -236,18 +262,17 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   // Longest first, handed out one at a time: causal rows differ widely in cost.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   const int64_t n_items = static_cast<int64_t>(items.size());
-  const int64_t max_rows = QT * group + 1;  // + 1: an odd row count pairs its last row with a spare
+  const int64_t max_rows = QT * group;
 
 #pragma omp parallel num_threads(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items)))
   {
-    Scratch w(max_rows, d8);
+    Scratch& w = thread_scratch(max_rows, d);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& item = items[it];
       const Span& sp = spans[item.span];
       const int32_t* table = btp + item.span * MB;
       const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
-      const int64_t Rp = R + (R & 1);
       // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
       auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
       auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
@@ -266,10 +291,9 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
         float* dst = w.q.data() + r * d8;
         for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale;
       }
-      if (Rp > R) std::memcpy(w.q.data() + R * d8, w.q.data() + (R - 1) * d8, d8 * sizeof(float));
-      std::fill(w.acc.begin(), w.acc.begin() + Rp * d8, 0.f);
-      std::fill(w.m.begin(), w.m.begin() + Rp, NEG_INF);
-      std::fill(w.l.begin(), w.l.begin() + Rp, 0.f);
+      std::fill(w.acc.begin(), w.acc.begin() + R * d8, 0.f);
+      std::fill(w.m.begin(), w.m.begin() + R, NEG_INF);
+      std::fill(w.l.begin(), w.l.begin() + R, 0.f);
       const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
       for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
         const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
@@ -286,9 +310,10 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
           widen(kp + at, d, w.kf.data() + j * d8);
           widen(vp + at, d, w.vf.data() + j * d8);
         }
-        for (int64_t r = 0; r < Rp; r += 2)
-          tile_scores(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, w.s.data() + r * KT,
-                      w.s.data() + (r + 1) * KT);
+        for (int64_t r = 0; r + 1 < R; r += 2)
+          tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, w.s.data() + r * KT,
+                         w.s.data() + (r + 1) * KT);
+        if (R & 1) tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, w.s.data() + (R - 1) * KT, nullptr);
         // Online softmax, row by row over the row's own keys in this tile; the scores become weights.
         for (int64_t r = 0; r < R; ++r) {
           float* s = w.s.data() + r * KT;
@@ -318,10 +343,12 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
             for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
           }
         }
-        if (Rp > R) std::fill_n(w.s.data() + R * KT, KT, 0.f);
-        for (int64_t r = 0; r < Rp; r += 2)
-          tile_values(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
-                      w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
+        for (int64_t r = 0; r + 1 < R; r += 2)
+          tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
+                         w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
+        if (R & 1)
+          tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
+                         nullptr);
       }
       for (int64_t r = 0; r < R; ++r) {
         const float inv = 1.f / w.l[r];
