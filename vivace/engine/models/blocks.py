@@ -297,11 +297,18 @@ class DecoderModel:
     ) -> torch.Tensor:
         """Final hidden states [T, hidden] for a flat batch of tokens; `meta`: each KV group's attention
         metadata; kv_cache is [group_size, 2, slots, KVH, D] (one layer per group in each tensor)."""
-        hidden = self.embed_tokens(input_ids)
+        hidden = self.run_layers(self.embed_tokens(input_ids), positions, meta, kv_cache)
+        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
+
+    def run_layers(
+        self, hidden: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
+    ) -> torch.Tensor:
+        """Every decoder layer in order over the embeddings (families with their own RoPE per layer, or a
+        compiled path for the layers, override this)."""
         rope_tables = self.rope.tables(positions)
         for layer, (g, j) in zip(self.layers, self.kv_slots, strict=True):
             hidden = layer(hidden, self.rope, rope_tables, meta[g], kv_cache[j, 0], kv_cache[j, 1])
-        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
+        return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N, vocab] for selected final hidden states."""

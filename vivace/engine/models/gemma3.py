@@ -92,17 +92,16 @@ class Gemma3Model(DecoderModel):
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().embed_tokens(input_ids) * self.embed_scale
 
-    def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
+    def run_layers(
+        self, hidden: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
     ) -> torch.Tensor:
-        """As DecoderModel.forward, with each layer rotated by its own (local or global) RoPE."""
-        hidden = self.embed_tokens(input_ids)
+        """As DecoderModel.run_layers, with each layer rotated by its own (local or global) RoPE."""
         tables = {False: self.rope.tables(positions), True: self.local_rope.tables(positions)}
         for layer, (g, j) in zip(self.layers, self.kv_slots, strict=True):
             local = layer.window is not None
             rope = self.local_rope if local else self.rope
             hidden = layer(hidden, rope, tables[local], meta[g], kv_cache[j, 0], kv_cache[j, 1])
-        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
+        return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = super().compute_logits(hidden)

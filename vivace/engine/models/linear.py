@@ -81,6 +81,11 @@ class BlockQuantLinear:
         self._blocks = blocks if ops is None else None
 
     @property
+    def tiles(self) -> torch.Tensor | None:
+        """The compiled kernel's tiled layout of the weight (None on the torch reference path)."""
+        return self._tiles
+
+    @property
     def blocks(self) -> QuantBlocks:
         """The weight's GGUF rows (rebuilt from the kernel's tiles when it holds them)."""
         if self._blocks is not None:

@@ -58,13 +58,10 @@ class LlamaModel(DecoderModel):
     def make_layer(self, weights: Weights, prefix: str) -> LlamaLayer:
         return LlamaLayer(self.cfg, weights, prefix)
 
-    def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
+    def run_layers(
+        self, hidden: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
     ) -> torch.Tensor:
         if self.stack is None or not stack_covers(meta, kv_cache):
-            return super().forward(input_ids, positions, meta, kv_cache)
+            return super().run_layers(hidden, positions, meta, kv_cache)
         m = meta[0]
-        hidden = self.stack.forward(
-            self.embed_tokens(input_ids), positions, kv_cache, m.slot_mapping, m.block_tables, m.spans
-        )
-        return self.kernels.rms_norm(hidden, self.norm, self.cfg.rms_norm_eps)
+        return self.stack.forward(hidden, positions, kv_cache, m.slot_mapping, m.block_tables, m.spans)

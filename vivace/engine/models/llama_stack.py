@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vivace.engine.attention.cpu_backend import CpuAttentionBackend, CpuAttentionMetadata
+from vivace.engine.attention.cpu_backend import CpuAttentionBackend
 from vivace.engine.models.linear import BlockQuantLinear
 from vivace.engine.models.rope import CompiledRotary
 
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 
 def _matrix(layer: Any) -> tuple[torch.Tensor, int, int, torch.Tensor] | None:
     """(tiles, GGML type, rows, bias or an empty tensor) of a compiled block linear, else None."""
-    if type(layer) is not BlockQuantLinear or layer._tiles is None:
+    if type(layer) is not BlockQuantLinear or layer.tiles is None:
         return None
     bias = layer.bias if layer.bias is not None else torch.empty(0)
-    return layer._tiles, layer.qtype, layer.shape[0], bias
+    return layer.tiles, layer.qtype, layer.shape[0], bias
 
 
 def build_stack(model: LlamaModel) -> Any | None:
@@ -73,4 +73,4 @@ def build_stack(model: LlamaModel) -> Any | None:
 
 def stack_covers(meta: list[Any], kv_cache: torch.Tensor) -> bool:
     """Whether this step is one the stack computes as the Python layers would: no int8 KV, no draft tree."""
-    return kv_cache.dtype != torch.int8 and isinstance(meta[0], CpuAttentionMetadata) and meta[0].tree is None
+    return kv_cache.dtype != torch.int8 and meta[0].tree is None  # a cpu backend's metadata (build_stack)
