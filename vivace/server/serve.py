@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import os
 import signal
@@ -79,6 +80,10 @@ def run_server(
     access.addFilter(QuietAccessLog())
     banner = startup_banner(engine.engine, name, host, port)
     server = AnnouncingServer(config, app.state.server, drain_timeout, banner)
+    # Everything built so far (weights' wrappers, tokenizer, app) lives as long as the server: moved out of
+    # the collector's generations, so the oldest generation's collections stop walking it while serving.
+    gc.collect()
+    gc.freeze()
     serve_on_thread_step_on_main(server, engine, listener)
 
 

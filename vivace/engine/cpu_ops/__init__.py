@@ -34,6 +34,7 @@ _SOURCES = [
         "llama_stack.cpp",
     )
 ]
+_HEADERS = [os.path.join(os.path.dirname(__file__), "csrc", "simd_exp.h")]  # in the build key, not compiled alone
 
 
 def cpu_fingerprint(cpuinfo: str, machine: str) -> str:
@@ -70,7 +71,7 @@ def _build_name() -> str:
     from torch.utils.cpp_extension import include_paths
 
     sources = []
-    for path in _SOURCES:
+    for path in [*_SOURCES, *_HEADERS]:
         with open(path, "rb") as f:
             sources.append(f.read())
     cpu = cpu_fingerprint(read_cpuinfo(), platform.machine())

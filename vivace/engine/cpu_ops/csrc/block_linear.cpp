@@ -98,6 +98,34 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
       for (int64_t b = 0; b < nb; ++b) {
         const float* xb = x + m * K + b * kBlock;
         int8_t* qb = q + m * K + b * kBlock;
+#ifdef VIVACE_BLOCK_AVX2
+        // The scalar loop below in four vectors: the same products, rounded half to even as nearbyint
+        // does in the default rounding mode, so the same bytes.
+        __m256 v[4];
+        __m256 vmax = _mm256_setzero_ps();
+        const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        for (int k = 0; k < 4; ++k) {
+          v[k] = _mm256_loadu_ps(xb + 8 * k);
+          vmax = _mm256_max_ps(vmax, _mm256_and_ps(v[k], abs_mask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float scale = amax / 127.f;
+        const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+        __m256i i32[4];
+        for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i sum8 = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
+        // packs interleave 128-bit lanes; the permute puts the 32 bytes back in order.
+        const __m256i w16a = _mm256_packs_epi32(i32[0], i32[1]), w16b = _mm256_packs_epi32(i32[2], i32[3]);
+        const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), bytes);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        const int32_t sum = _mm_cvtsi128_si32(s4);
+#else
         float amax = 0.f;
         for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
         const float scale = amax / 127.f;
@@ -108,6 +136,7 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
           qb[j] = static_cast<int8_t>(v);
           sum += v;
         }
+#endif
         d[m * nb + b] = scale;
         s[m * nb + b] = scale * static_cast<float>(sum);
       }

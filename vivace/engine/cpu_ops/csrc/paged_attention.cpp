@@ -17,6 +17,8 @@
 #include <limits>
 #include <vector>
 
+#include "simd_exp.h"
+
 namespace {
 
 constexpr int64_t KT = 64;  // keys per tile, starting at multiples of KT
@@ -47,22 +49,8 @@ inline V8 reduce8(const V8* a) {
   V8 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
-// exp(x) for x <= 0: 2^n * 2^f with a degree-6 polynomial for 2^f.
-inline V8 vexp(V8 x) {
-  x = _mm256_max_ps(x, vset(-87.f));
-  V8 t = vmul(x, vset(1.4426950408889634f));
-  V8 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  V8 f = vsub(t, n);
-  V8 p = vset(1.5403530393381606e-4f);
-  p = vfma(p, f, vset(1.3333558146428443e-3f));
-  p = vfma(p, f, vset(9.6181291076284772e-3f));
-  p = vfma(p, f, vset(5.5504108664821580e-2f));
-  p = vfma(p, f, vset(2.4022650695910071e-1f));
-  p = vfma(p, f, vset(6.9314718055994531e-1f));
-  p = vfma(p, f, vset(1.f));
-  __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return vmul(p, _mm256_castsi256_ps(bits));
-}
+// exp(x) for x <= 0 (simd_exp.h).
+inline V8 vexp(V8 x) { return exp8(x); }
 #else
 struct V8 { float x[8]; };
 inline V8 vzero() { return V8{}; }
