@@ -136,12 +136,14 @@ struct Span {
   int64_t row, rows, pos;  // first query row of the step, how many, position of the first
 };
 
-// Scores of rows r0 and r1 (ROWS = 2) or of r0 alone (ROWS = 1) against the tile's keys: S[r][j] = q_r . k_j,
+// Scores of rows r0 and r1 (ROWS = 2) or of r0 alone (ROWS = 1) against the tile's keys [jlo, jhi) (multiples
+// of 4; keys outside the item's range score whatever the scratch holds, and are masked): S[r][j] = q_r . k_j,
 // each a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum of the
 // lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits either way.
 template <int ROWS>
-inline void tile_scores(const float* q0, const float* q1, const float* kf, int64_t d8, float* s0, float* s1) {
-  for (int64_t j = 0; j < KT; j += 4) {
+inline void tile_scores(const float* q0, const float* q1, const float* kf, int64_t d8, int64_t jlo, int64_t jhi,
+                        float* s0, float* s1) {
+  for (int64_t j = jlo; j < jhi; j += 4) {
     V8 acc[8] = {vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()};
     const float* k = kf + j * d8;
     for (int64_t i = 0; i < d8; i += 8) {
@@ -292,43 +294,47 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
       const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
       for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
         const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
-        for (int64_t j = 0; j < KT; ++j) {
-          if (j < jlo || j >= jhi) {  // never read; zeros keep the tile's arithmetic finite
-            std::fill_n(w.kf.data() + j * d8, d, 0.f);
-            std::fill_n(w.vf.data() + j * d8, d, 0.f);
-            continue;
-          }
+        // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
+        // others are masked below and their values never read, so the scratch is not cleared for them.
+        for (int64_t j = jlo; j < jhi; ++j) {
           const int64_t key = k0 + j;
           const int64_t at = cache_row(table, key, block_size, KVH, item.kh, width);
           if (key + kPrefetchKeys < hi) prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, item.kh, width);
           widen(kp + at, d, w.kf.data() + j * d8);
           widen(vp + at, d, w.vf.data() + j * d8);
         }
+        const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
         for (int64_t r = 0; r + 1 < R; r += 2)
-          tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, w.s.data() + r * KT,
-                         w.s.data() + (r + 1) * KT);
-        if (R & 1) tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, w.s.data() + (R - 1) * KT, nullptr);
-        // Online softmax, row by row over the row's own keys in this tile; the scores become weights.
+          tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
+                         w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
+        if (R & 1)
+          tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
+                         nullptr);
+        // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
+        // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
+        // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
+        // Weights the value pass reads ([jlo, jhi)) outside [a, b) are 0.
         for (int64_t r = 0; r < R; ++r) {
           float* s = w.s.data() + r * KT;
           const int64_t a = std::max(row_lo(r), k0) - k0, b = std::min(row_hi(r), k0 + KT) - k0;
           if (a >= b) {  // this row sees none of the tile's keys
-            std::fill_n(s, KT, 0.f);
+            std::fill(s + jlo, s + jhi, 0.f);
             continue;
           }
-          std::fill(s, s + a, NEG_INF);
-          std::fill(s + b, s + KT, NEG_INF);
+          const int64_t c0 = a / 8 * 8, c1 = (b + 7) / 8 * 8;
+          std::fill(s + c0, s + a, NEG_INF);
+          std::fill(s + b, s + c1, NEG_INF);
           mask_tree(r, k0, a, b, s, NEG_INF);
-          V8 vmx = vload(s);
-          for (int64_t j = 8; j < KT; j += 8) vmx = vmax(vmx, vload(s + j));
+          V8 vmx = vload(s + c0);
+          for (int64_t j = c0 + 8; j < c1; j += 8) vmx = vmax(vmx, vload(s + j));
           const float m_new = std::max(w.m[r], hmax(vmx));
           const V8 vm = vset(m_new);
-          for (int64_t j = 0; j < KT; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
-          std::fill(s, s + a, 0.f);
-          std::fill(s + b, s + KT, 0.f);
+          for (int64_t j = c0; j < c1; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
+          std::fill(s + std::min(jlo, c0), s + a, 0.f);
+          std::fill(s + b, s + std::max(jhi, c1), 0.f);
           mask_tree(r, k0, a, b, s, 0.f);
-          V8 sum = vload(s);
-          for (int64_t j = 8; j < KT; j += 8) sum = vadd(sum, vload(s + j));
+          V8 sum = vload(s + c0);
+          for (int64_t j = c0 + 8; j < c1; j += 8) sum = vadd(sum, vload(s + j));
           const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
           w.l[r] = w.l[r] * alpha + hsum(sum);
           w.m[r] = m_new;
