@@ -16,9 +16,11 @@
 // types add all 8 products of a block in int16 (at most 8 * 2 * 15 * 127 = 30,480: exact) before one
 // widening; Q8_0 widens each. The 8 columns' exact int32 dots are converted once and scaled by the
 // columns' scales times the row's, so the float work is shared by 8 outputs, and a tile's weight loads by
-// 4 activation rows. Batch independence: every output element (m, n) is computed by the same sequence of
-// operations (per block in order: the exact dot, its scaled fma, then the 4-bit minimum term's fma),
-// whatever tile it lands in, so a row's result never depends on its batch-mates.
+// 8 activation rows (4-bit; Q8_0: 4). The integer sums are written so that the compiler keeps them in
+// registers in order (left to itself it computed all of a block's products first and spilled them).
+// Batch independence: every output element (m, n) is computed by the same sequence of operations (per
+// block in order: the exact dot, its scaled fma, then the 4-bit minimum term's fma), whatever tile it
+// lands in, so a row's result never depends on its batch-mates.
 //
 // Registered as torch.ops.vivace_cpu.block_linear (its own op library, so this file needs no line in
 // another file's module table). AVX2 + FMA + F16C path, and a portable scalar path for other CPUs.
@@ -38,7 +40,7 @@ namespace {
 // GGML type ids (ggml.h) of the block formats computed here.
 constexpr int64_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
 constexpr int64_t kBlock = 32;   // weights (and activations) per block
-constexpr int64_t kRowChunk = 60;  // activation rows (15 tiles of 4) kept hot while a thread's columns pass
+constexpr int64_t kRowChunk = 64;  // activation rows (8 tiles of 8) kept hot while a thread's columns pass
 
 int64_t block_bytes(int64_t qtype) {
   switch (qtype) {
@@ -185,24 +187,28 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
           const __m256i signed_a = _mm256_sign_epi8(bcast4(a + i * xr.K + g * 4), w);  // w's signs onto x
           const __m256i t = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, signed_a), ones);
           dot[i] = _mm256_add_epi32(dot[i], t);
+          __asm__("" : "+x"(dot[i]));  // keep the sums in order in registers: the compiler's add tree spills
         }
       }
     } else {
+      // The tile's 4 loads unpacked once (8 registers), then each row's 8 products summed in one register.
       const __m256i mask = _mm256_set1_epi8(0x0f);
-      __m256i p[RM];
-      for (int i = 0; i < RM; ++i) p[i] = _mm256_setzero_si256();
+      __m256i lo[4], hi[4];
       for (int c = 0; c < 4; ++c) {
         const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + c * 32));
-        const __m256i lo = _mm256_and_si256(r, mask);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(r, 4), mask);
-        for (int i = 0; i < RM; ++i) {
-          const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(a + i * xr.K + c * 4)),
-                                             _mm256_maddubs_epi16(hi, bcast4(a + i * xr.K + 16 + c * 4)));
-          p[i] = _mm256_add_epi16(p[i], t);
-        }
+        lo[c] = _mm256_and_si256(r, mask);
+        hi[c] = _mm256_and_si256(_mm256_srli_epi16(r, 4), mask);
       }
       const __m256i ones = _mm256_set1_epi16(1);
-      for (int i = 0; i < RM; ++i) dot[i] = _mm256_madd_epi16(p[i], ones);
+      for (int i = 0; i < RM; ++i) {
+        const int8_t* ai = a + i * xr.K;
+        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], bcast4(ai)), _mm256_maddubs_epi16(hi[0], bcast4(ai + 16)));
+        for (int c = 1; c < 4; ++c) {
+          p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[c], bcast4(ai + c * 4)));
+          p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[c], bcast4(ai + 16 + c * 4)));
+        }
+        dot[i] = _mm256_madd_epi16(p, ones);
+      }
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
     __m256 mw;
@@ -236,6 +242,8 @@ void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out
         const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
         const uint8_t* tile = w + t * tile_bytes;
         int64_t m = r0;
+        if constexpr (QT != kQ8_0)
+          for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
         for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
         switch (r1 - m) {
           case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
