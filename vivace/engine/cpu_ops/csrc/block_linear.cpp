@@ -229,31 +229,53 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
   }
 }
 
+// Activation rows [r0, r1) against column tiles [t0, t1).
+template <int64_t QT>
+void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
+                float* out, const float* bias) {
+  constexpr int RN = 8;
+  const int64_t tile_bytes = xr.nb * RN * (head_bytes(QT) + quant_bytes(QT));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n0 = t * RN;
+    const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
+    const uint8_t* tile = w + t * tile_bytes;
+    int64_t m = r0;
+    if constexpr (QT != kQ8_0)
+      for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
+    for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
+    switch (r1 - m) {
+      case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
+      case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
+      case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
+      default: break;
+    }
+  }
+}
+
+// Below kDynamicRows rows a call lasts a few tens of microseconds and the column tiles are split into
+// equal shares up front. From it on, they are handed out in runs as threads ask: a thread the OS preempts
+// (for the server's HTTP thread, another process) leaves its rest to the others instead of holding up the
+// whole call. A tile's outputs are the same bits on any thread.
+constexpr int64_t kDynamicRows = 8;
+
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
-  constexpr int RN = 8;
-  const int64_t col_tiles = (N + RN - 1) / RN;
-  const int64_t tile_bytes = xr.nb * RN * (head_bytes(QT) + quant_bytes(QT));
-  at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
-      const int64_t r1 = std::min(M, r0 + kRowChunk);
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n0 = t * RN;
-        const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
-        const uint8_t* tile = w + t * tile_bytes;
-        int64_t m = r0;
-        if constexpr (QT != kQ8_0)
-          for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
-        for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
-        switch (r1 - m) {
-          case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
-          case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
-          case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
-          default: break;
-        }
-      }
-    }
-  });
+  const int64_t col_tiles = (N + 7) / 8;
+  if (M < kDynamicRows) {
+    at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
+      tiles_rows<QT>(xr, 0, M, w, begin, end, N, out, bias);
+    });
+    return;
+  }
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), col_tiles));
+  const int64_t chunk = std::max<int64_t>(1, col_tiles / (8 * threads));
+#pragma omp parallel num_threads(threads)
+  for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
+    const int64_t r1 = std::min(M, r0 + kRowChunk);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < col_tiles; t += chunk)
+      tiles_rows<QT>(xr, r0, r1, w, t, std::min(col_tiles, t + chunk), N, out, bias);
+  }
 }
 #else
 // Portable path: exact integer block dots, the same block formulas, float accumulation in block order.
