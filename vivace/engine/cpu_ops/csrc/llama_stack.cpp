@@ -100,5 +100,6 @@ void bind_llama_stack(pybind11::module& m) {
       .def(pybind11::init<std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<int64_t>,
                           std::vector<int64_t>, std::vector<torch::Tensor>, std::vector<int64_t>, torch::Tensor,
                           torch::Tensor, int64_t, int64_t, int64_t, double, double, int64_t>())
-      .def("forward", &LlamaStack::forward, "every layer of the model on one step's tokens");
+      .def("forward", &LlamaStack::forward, pybind11::call_guard<pybind11::gil_scoped_release>(),
+           "every layer of the model on one step's tokens (the GIL released)");
 }
