@@ -18,6 +18,7 @@ Markdown table and writes JSON to bench/results/.
     python bench/serving.py                          # 128 requests, 32 clients
     python bench/serving.py --requests 16 --concurrency 4 --input-len 32 --output-len 16   # smoke
     python bench/serving.py --peer llama-server --no-offline --requests 8 --concurrency 1   # single stream
+    python bench/serving.py --peer llama-server --no-offline --pairs 3   # alternate 3 times, median ratio
     python bench/serving.py --model gemma3 --peer llama-server --no-offline --requests 64 --concurrency 64
 """
 
@@ -30,6 +31,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -186,21 +188,29 @@ def main() -> None:
     )
     parser.add_argument("--peer", choices=["none", "llama-server"], default="none")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline `LLM.generate` run")
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="with --peer: vivace and the peer alternate this many times"
+    )
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be positive")
     args.model = resolve_model_path(args.model)
 
     items = workload(args)
     offline = None if args.no_offline else run_offline(args.model, items, args.concurrency, args.max_model_len)
     RESULTS_DIR.mkdir(exist_ok=True)
-    port = _free_port()
-    start = start_server(args.model, port, args.max_model_len, RESULTS_DIR / "serving_server.log")
-    serving = serve_and_measure(start, port, items, args.concurrency, args.model)
-    peer = None
-    if args.peer == "llama-server":
+    runs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    for _ in range(args.pairs if args.peer != "none" else 1):  # alternating, so drift hits both alike
         port = _free_port()
-        log_path = RESULTS_DIR / "serving_llama_server.log"
-        start = start_llama_server(args.model, port, args.max_model_len, args.concurrency, args.threads, log_path)
-        peer = serve_and_measure(start, port, items, args.concurrency, args.model)
+        start = start_server(args.model, port, args.max_model_len, RESULTS_DIR / "serving_server.log")
+        serving = serve_and_measure(start, port, items, args.concurrency, args.model)
+        peer = None
+        if args.peer == "llama-server":
+            port = _free_port()
+            log_path = RESULTS_DIR / "serving_llama_server.log"
+            start = start_llama_server(args.model, port, args.max_model_len, args.concurrency, args.threads, log_path)
+            peer = serve_and_measure(start, port, items, args.concurrency, args.model)
+        runs.append((serving, peer))
 
     ratio = serving["output_tok_s"] / offline["output_tok_s"] if offline else None
     print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
@@ -217,16 +227,23 @@ def main() -> None:
             f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
             f"{offline['wall_s']:.1f} | | | |"
         )
-    for name, row in [("`vivace serve`", serving), ("llama-server", peer)]:
-        if row is None:
-            continue
-        print(
-            f"| {name}, {args.concurrency} SSE clients | {row['output_tok_s']:.1f} | {row['wall_s']:.1f} | "
-            f"{ms(row['ttft']['p50'])} / {ms(row['ttft']['p99'])} | "
-            f"{ms(row['itl']['p50'])} / {ms(row['itl']['p99'])} | {row['startup_s']:.2f} |"
-        )
+    for pair, (serving, peer) in enumerate(runs, 1):
+        for name, row in [("`vivace serve`", serving), ("llama-server", peer)]:
+            if row is None:
+                continue
+            label = f"{name}, {args.concurrency} SSE clients" + (f", pair {pair}" if len(runs) > 1 else "")
+            print(
+                f"| {label} | {row['output_tok_s']:.1f} | {row['wall_s']:.1f} | "
+                f"{ms(row['ttft']['p50'])} / {ms(row['ttft']['p99'])} | "
+                f"{ms(row['itl']['p50'])} / {ms(row['itl']['p99'])} | {row['startup_s']:.2f} |"
+            )
     if ratio is not None:
         print(f"\nserving / offline throughput: {ratio:.3f} (target >= 0.9)")
+    if len(runs) > 1:
+        ratios = [s["output_tok_s"] / p["output_tok_s"] for s, p in runs if p is not None]
+        listed = ", ".join(f"{r:.2f}x" for r in ratios)
+        print(f"vivace serve / llama-server output tok/s per pair: {listed}; median {statistics.median(ratios):.2f}x")
+    serving, peer = runs[-1]
     if peer is not None:
         print(
             f"vivace serve / llama-server: output tok/s {serving['output_tok_s'] / peer['output_tok_s']:.2f}x, "
@@ -243,6 +260,7 @@ def main() -> None:
                 "offline": offline,
                 "serving": serving,
                 "llama_server": peer,
+                "pairs": [{"serving": s, "llama_server": p} for s, p in runs],
                 "ratio": ratio,
             },
             indent=2,
