@@ -40,6 +40,8 @@ namespace {
 // GGML type ids (ggml.h) of the block formats computed here.
 constexpr int64_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
 constexpr int64_t kBlock = 32;   // weights (and activations) per block
+constexpr int64_t kTileCols = 8;  // weight rows (output columns) interleaved in one tile
+constexpr int64_t tile_count(int64_t n) { return (n + kTileCols - 1) / kTileCols; }
 constexpr int64_t kRowChunk = 64;  // activation rows (8 tiles of 8) kept hot while a thread's columns pass
 
 int64_t block_bytes(int64_t qtype) {
@@ -117,11 +119,13 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
         const float scale = amax / 127.f;
         const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
         __m256i i32[4];
-        for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;  // ties to even, as nearbyint
+        for (int k = 0; k < 4; ++k) i32[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], inv), kNearest));
         const __m256i sum8 = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
         // packs interleave 128-bit lanes; the permute puts the 32 bytes back in order.
         const __m256i w16a = _mm256_packs_epi32(i32[0], i32[1]), w16b = _mm256_packs_epi32(i32[2], i32[3]);
-        const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        const __m256i lane_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), lane_order);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), bytes);
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
@@ -202,7 +206,8 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
       const __m256i ones = _mm256_set1_epi16(1);
       for (int i = 0; i < RM; ++i) {
         const int8_t* ai = a + i * xr.K;
-        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], bcast4(ai)), _mm256_maddubs_epi16(hi[0], bcast4(ai + 16)));
+        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[0], bcast4(ai)),
+                                     _mm256_maddubs_epi16(hi[0], bcast4(ai + 16)));
         for (int c = 1; c < 4; ++c) {
           p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[c], bcast4(ai + c * 4)));
           p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[c], bcast4(ai + 16 + c * 4)));
@@ -233,11 +238,10 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
 template <int64_t QT>
 void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
                 float* out, const float* bias) {
-  constexpr int RN = 8;
-  const int64_t tile_bytes = xr.nb * RN * (head_bytes(QT) + quant_bytes(QT));
+  const int64_t tile_bytes = xr.nb * kTileCols * (head_bytes(QT) + quant_bytes(QT));
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t n0 = t * RN;
-    const int cols = static_cast<int>(std::min<int64_t>(RN, N - n0));
+    const int64_t n0 = t * kTileCols;
+    const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
     const uint8_t* tile = w + t * tile_bytes;
     int64_t m = r0;
     if constexpr (QT != kQ8_0)
@@ -260,7 +264,7 @@ constexpr int64_t kDynamicRows = 8;
 
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
-  const int64_t col_tiles = (N + 7) / 8;
+  const int64_t col_tiles = tile_count(N);
   if (M < kDynamicRows) {
     at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
       tiles_rows<QT>(xr, 0, M, w, begin, end, N, out, bias);
@@ -328,7 +332,7 @@ torch::Tensor block_tiles(const torch::Tensor& blocks, int64_t qtype) {
   const int64_t bb = block_bytes(qtype), hb = head_bytes(qtype), qb = quant_bytes(qtype);
   TORCH_CHECK(blocks.size(1) % bb == 0, "block_tiles: rows of ", blocks.size(1), " bytes are not whole blocks");
   auto src_t = blocks.contiguous();
-  const int64_t N = src_t.size(0), nb = src_t.size(1) / bb, tiles = (N + 7) / 8;
+  const int64_t N = src_t.size(0), nb = src_t.size(1) / bb, tiles = tile_count(N);
   auto out = torch::zeros({tiles, nb * 8 * bb}, src_t.options());
   const uint8_t* src = src_t.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
@@ -362,8 +366,8 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& tiles, i
   const int64_t M = xc.size(0), K = xc.size(1);
   TORCH_CHECK(K % kBlock == 0, "block_linear: input width ", K, " is not a multiple of 32");
   const int64_t nb = K / kBlock;
-  TORCH_CHECK(tiles.size(0) == (N + 7) / 8 && tiles.size(1) == nb * 8 * bb, "block_linear: tiles of ",
-              tiles.size(0), " x ", tiles.size(1), " bytes, expected ", (N + 7) / 8, " x ", nb * 8 * bb,
+  TORCH_CHECK(tiles.size(0) == tile_count(N) && tiles.size(1) == nb * 8 * bb, "block_linear: tiles of ",
+              tiles.size(0), " x ", tiles.size(1), " bytes, expected ", tile_count(N), " x ", nb * 8 * bb,
               " for ", N, " rows of width ", K);
   const float* bp = nullptr;
   torch::Tensor bias_c;
