@@ -1,4 +1,4 @@
-"""In-process output tokens/s of the engine at N concurrent streams: no server, no HTTP, no tokenizer.
+"""In-process output tokens/s of the engine at N concurrent streams: no server, no HTTP, prompts as token ids.
 
 `--requests-per-stream` x N requests of `--input-len` random-token prompts each decode `--output-len`
 tokens (EOS ignored, greedy) with at most N running at once (`max_num_seqs=N`), so the batch stays
@@ -31,9 +31,7 @@ class StepClock:
     """Seconds spent inside `engine.step` and inside its `runner.execute`, by wrapping both."""
 
     def __init__(self, llm: LLM) -> None:
-        self.step_s = 0.0
-        self.execute_s = 0.0
-        self.steps = 0
+        self.reset()
         engine = llm.engine
         engine.step = self._timed(engine.step, "step_s", count=True)  # type: ignore[method-assign]
         engine.runner.execute = self._timed(engine.runner.execute, "execute_s")  # type: ignore[method-assign]
@@ -61,13 +59,13 @@ def prompts_for(count: int, length: int, vocab: int, seed: int) -> list[list[int
     return [[rng.randrange(100, vocab) for _ in range(length)] for _ in range(count)]
 
 
-def run(llm: LLM, clock: StepClock, streams: int, args: argparse.Namespace, seed: int) -> dict[str, float]:
+def run(llm: LLM, clock: StepClock, streams: int, args: argparse.Namespace) -> dict[str, float]:
     llm.engine.scheduler.max_num_seqs = streams
     vocab = min(llm.tokenizer.vocab_size, 32_000)
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
     warm = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-    llm.generate(prompts_for(streams, args.input_len, vocab, seed + 1), warm, use_tqdm=False)
-    prompts = prompts_for(streams * args.requests_per_stream, args.input_len, vocab, seed)
+    llm.generate(prompts_for(streams, args.input_len, vocab, args.seed + 1), warm, use_tqdm=False)
+    prompts = prompts_for(streams * args.requests_per_stream, args.input_len, vocab, args.seed)
     clock.reset()
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
@@ -99,7 +97,7 @@ def main() -> None:
         parser.error("--streams, --requests-per-stream, --input-len and --output-len must be positive")
     llm = LLM(args.model, max_num_seqs=max(args.streams), kv_cache_dtype=args.kv_cache_dtype)
     clock = StepClock(llm)
-    rows = [run(llm, clock, streams, args, args.seed) for streams in args.streams]
+    rows = [run(llm, clock, streams, args) for streams in args.streams]
     for row in rows:
         print(
             f"{row['streams']:>3} streams: {row['output_tok_s']:>7.1f} output tok/s, {row['steps']} steps,"

@@ -211,6 +211,7 @@ def main() -> None:
             start = start_llama_server(args.model, port, args.max_model_len, args.concurrency, args.threads, log_path)
             peer = serve_and_measure(start, port, items, args.concurrency, args.model)
         runs.append((serving, peer))
+    serving, peer = runs[-1]  # the single-run lines and the JSON's top level report the last pair
 
     ratio = serving["output_tok_s"] / offline["output_tok_s"] if offline else None
     print(f"client process CPU: {serving['client_cpu_s']:.1f} s over {serving['wall_s']:.1f} s of load")
@@ -227,8 +228,8 @@ def main() -> None:
             f"| offline `LLM.generate` (max_num_seqs={args.concurrency}) | {offline['output_tok_s']:.1f} | "
             f"{offline['wall_s']:.1f} | | | |"
         )
-    for pair, (serving, peer) in enumerate(runs, 1):
-        for name, row in [("`vivace serve`", serving), ("llama-server", peer)]:
+    for pair, (ours, theirs) in enumerate(runs, 1):
+        for name, row in [("`vivace serve`", ours), ("llama-server", theirs)]:
             if row is None:
                 continue
             label = f"{name}, {args.concurrency} SSE clients" + (f", pair {pair}" if len(runs) > 1 else "")
@@ -240,10 +241,9 @@ def main() -> None:
     if ratio is not None:
         print(f"\nserving / offline throughput: {ratio:.3f} (target >= 0.9)")
     if len(runs) > 1:
-        ratios = [s["output_tok_s"] / p["output_tok_s"] for s, p in runs if p is not None]
+        ratios = [ours["output_tok_s"] / theirs["output_tok_s"] for ours, theirs in runs if theirs is not None]
         listed = ", ".join(f"{r:.2f}x" for r in ratios)
         print(f"vivace serve / llama-server output tok/s per pair: {listed}; median {statistics.median(ratios):.2f}x")
-    serving, peer = runs[-1]
     if peer is not None:
         print(
             f"vivace serve / llama-server: output tok/s {serving['output_tok_s'] / peer['output_tok_s']:.2f}x, "
