@@ -57,6 +57,10 @@ int64_t block_bytes(int64_t qtype) {
 // A block's scale bytes (fp16 d; Q4_1: and fp16 m) and quant bytes.
 constexpr int64_t head_bytes(int64_t qtype) { return qtype == kQ4_1 ? 4 : 2; }
 constexpr int64_t quant_bytes(int64_t qtype) { return qtype == kQ8_0 ? 32 : 16; }
+// Bytes of one tile: `nb` blocks of kTileCols columns (block_tiles' layout).
+constexpr int64_t tile_bytes(int64_t nb, int64_t qtype) {
+  return nb * kTileCols * (head_bytes(qtype) + quant_bytes(qtype));
+}
 constexpr int64_t kPrefetch = 1024;  // bytes ahead in a tile's quant stream
 
 float half_to_float(const uint8_t* p) {
@@ -238,11 +242,11 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
 template <int64_t QT>
 void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
                 float* out, const float* bias) {
-  const int64_t tile_bytes = xr.nb * kTileCols * (head_bytes(QT) + quant_bytes(QT));
+  const int64_t stride = tile_bytes(xr.nb, QT);
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n0 = t * kTileCols;
     const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
-    const uint8_t* tile = w + t * tile_bytes;
+    const uint8_t* tile = w + t * stride;
     int64_t m = r0;
     if constexpr (QT != kQ8_0)
       for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
@@ -289,13 +293,13 @@ constexpr int64_t quant_at(int64_t i, int64_t j) { return (i / 4) * 32 + j * 4 +
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
   constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
-  const int64_t tile_bytes = xr.nb * 8 * (hb + qb);
+  const int64_t stride = tile_bytes(xr.nb, QT);
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t n = begin; n < end; ++n) {
         float acc = 0.f, mins = 0.f;
         for (int64_t b = 0; b < xr.nb; ++b) {
-          const uint8_t* tile = w + (n / 8) * tile_bytes;
+          const uint8_t* tile = w + (n / 8) * stride;
           const uint8_t* h = tile + b * 8 * hb;
           const uint8_t* quants = tile + xr.nb * 8 * hb + b * 8 * qb;
           const int8_t* a = xr.q + m * xr.K + b * kBlock;
@@ -333,12 +337,13 @@ torch::Tensor block_tiles(const torch::Tensor& blocks, int64_t qtype) {
   TORCH_CHECK(blocks.size(1) % bb == 0, "block_tiles: rows of ", blocks.size(1), " bytes are not whole blocks");
   auto src_t = blocks.contiguous();
   const int64_t N = src_t.size(0), nb = src_t.size(1) / bb, tiles = tile_count(N);
-  auto out = torch::zeros({tiles, nb * 8 * bb}, src_t.options());
+  const int64_t stride = tile_bytes(nb, qtype);
+  auto out = torch::zeros({tiles, stride}, src_t.options());
   const uint8_t* src = src_t.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
   at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      uint8_t* heads = dst + t * nb * 8 * bb;
+      uint8_t* heads = dst + t * stride;
       uint8_t* quants = heads + nb * 8 * hb;
       for (int64_t j = 0; j < 8 && t * 8 + j < N; ++j) {
         const uint8_t* row = src + (t * 8 + j) * nb * bb;
@@ -361,14 +366,15 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& tiles, i
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.dim() == 2, "block_linear: x must be a 2-D float32 tensor");
   TORCH_CHECK(tiles.dtype() == torch::kUInt8 && tiles.dim() == 2 && tiles.is_contiguous(),
               "block_linear: tiles must be a contiguous 2-D uint8 tensor");
-  const int64_t bb = block_bytes(qtype);
+  block_bytes(qtype);  // rejects a type the kernel does not take
   auto xc = x.contiguous();
   const int64_t M = xc.size(0), K = xc.size(1);
   TORCH_CHECK(K % kBlock == 0, "block_linear: input width ", K, " is not a multiple of 32");
   const int64_t nb = K / kBlock;
-  TORCH_CHECK(tiles.size(0) == tile_count(N) && tiles.size(1) == nb * 8 * bb, "block_linear: tiles of ",
-              tiles.size(0), " x ", tiles.size(1), " bytes, expected ", tile_count(N), " x ", nb * 8 * bb,
-              " for ", N, " rows of width ", K);
+  const int64_t stride = tile_bytes(nb, qtype);
+  TORCH_CHECK(tiles.size(0) == tile_count(N) && tiles.size(1) == stride, "block_linear: tiles of ", tiles.size(0),
+              " x ", tiles.size(1), " bytes, expected ", tile_count(N), " x ", stride, " for ", N, " rows of width ",
+              K);
   const float* bp = nullptr;
   torch::Tensor bias_c;
   if (bias.has_value() && bias->defined()) {
