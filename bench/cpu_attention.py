@@ -1,7 +1,8 @@
 """The compiled CPU paged attention alone: microseconds per call (one layer) for decode and prefill rows.
 
 The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
-Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context; prefill: a 512-token chunk after 0
+Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context, 32 sharing one 1,024-token context
+(a prefix hit: the same blocks for every sequence), 1 at 4,096; prefill: a 512-token chunk after 0
 and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s each. Two versions side by side:
 
     python bench/cpu_attention.py
@@ -18,21 +19,26 @@ import torch
 from vivace.engine.cpu_ops import load_cpu_ops
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
-CASES = [  # (label, context before the rows, rows per sequence, sequences)
-    ("decode, 1 sequence, 256 context", 256, 1, 1),
-    ("decode, 32 sequences, 256 context", 256, 1, 32),
-    ("decode, 32 sequences, 1,024 context", 1024, 1, 32),
-    ("prefill, 512 rows after 0", 0, 512, 1),
-    ("prefill, 512 rows after 3,584", 3584, 512, 1),
+CASES = [  # (label, context before the rows, rows per sequence, sequences, one block table shared by all)
+    ("decode, 1 sequence, 256 context", 256, 1, 1, False),
+    ("decode, 32 sequences, 256 context", 256, 1, 32, False),
+    ("decode, 32 sequences, 1,024 context", 1024, 1, 32, False),
+    ("decode, 32 sequences, one shared 1,024 context", 1024, 1, 32, True),
+    ("decode, 1 sequence, 4,096 context", 4096, 1, 1, False),
+    ("prefill, 512 rows after 0", 0, 512, 1, False),
+    ("prefill, 512 rows after 3,584", 3584, 512, 1, False),
 ]
 
 
-def case_args(context: int, rows: int, sequences: int) -> tuple:
+def case_args(context: int, rows: int, sequences: int, shared: bool = False) -> tuple:
+    """`shared`: every sequence reads the same blocks (a prefix-cache hit), which stay in the CPU's caches."""
     blocks = (context + rows + BLOCK - 1) // BLOCK
     slots = blocks * BLOCK * sequences
     k = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
     v = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
     tables = torch.randperm(blocks * sequences, dtype=torch.int32).view(sequences, blocks)  # scattered blocks
+    if shared:
+        tables = tables[:1].repeat(sequences, 1)
     spans = torch.tensor([(i * rows, rows, context) for i in range(sequences)], dtype=torch.int32)
     q = torch.randn(rows * sequences, HEADS, HEAD_DIM)
     return (q, k, v, tables, spans, BLOCK, HEAD_DIM**-0.5, 0, None)
@@ -59,8 +65,8 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     print("| case | us per call |\n|---|---|")
-    for label, context, n_rows, sequences in CASES:
-        args = case_args(context, n_rows, sequences)
+    for label, context, n_rows, sequences, shared in CASES:
+        args = case_args(context, n_rows, sequences, shared)
         us = time_call(lambda args=args: ops.paged_attention(*args)) * 1e6
         rows.append({"case": label, "us_per_call": us})
         print(f"| {label} | {us:,.0f} |", flush=True)

@@ -7,6 +7,9 @@ near N until the last wave drains. One untimed warm-up wave first. Reported per 
 goes: the model forward and sampling (`runner.execute`) against the rest of `engine.step`
 (scheduling, KV bookkeeping, detokenization, output assembly).
 
+`--shared-prefix P` starts every prompt with the same P tokens (a system prompt): the prefix cache
+computes them once, and each decode then attends over P + `--input-len` keys read from shared blocks.
+
 Measures what the served benchmark (`bench/serving.py`) measures minus the server, so a kernel or
 scheduling change can be A/B'd without HTTP's noise:
 
@@ -20,7 +23,7 @@ import argparse
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vivace.engine.config import SamplingParams
@@ -53,10 +56,10 @@ class StepClock:
         self.steps = 0
 
 
-def prompts_for(count: int, length: int, vocab: int, seed: int) -> list[list[int]]:
-    """`count` prompts of `length` random token ids (no shared prefix, so the prefix cache stays out)."""
+def prompts_for(count: int, length: int, vocab: int, seed: int, prefix: Sequence[int] = ()) -> list[list[int]]:
+    """`count` prompts of `prefix` then `length` random token ids (without a prefix, the prefix cache stays out)."""
     rng = random.Random(seed)
-    return [[rng.randrange(100, vocab) for _ in range(length)] for _ in range(count)]
+    return [list(prefix) + [rng.randrange(100, vocab) for _ in range(length)] for _ in range(count)]
 
 
 def run(llm: LLM, clock: StepClock, streams: int, args: argparse.Namespace) -> dict[str, float]:
@@ -64,8 +67,9 @@ def run(llm: LLM, clock: StepClock, streams: int, args: argparse.Namespace) -> d
     vocab = min(llm.tokenizer.vocab_size, 32_000)
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
     warm = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-    llm.generate(prompts_for(streams, args.input_len, vocab, args.seed + 1), warm, use_tqdm=False)
-    prompts = prompts_for(streams * args.requests_per_stream, args.input_len, vocab, args.seed)
+    prefix = prompts_for(1, args.shared_prefix, vocab, args.seed + 2)[0]
+    llm.generate(prompts_for(streams, args.input_len, vocab, args.seed + 1, prefix), warm, use_tqdm=False)
+    prompts = prompts_for(streams * args.requests_per_stream, args.input_len, vocab, args.seed, prefix)
     clock.reset()
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=4)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--shared-prefix", type=int, default=0, help="tokens every prompt starts with")
     parser.add_argument("--kv-cache-dtype", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
