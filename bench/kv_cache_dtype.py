@@ -186,7 +186,7 @@ def main() -> None:
     print(
         f"| KV bytes per token | {kv_bytes.get(EXACT, 2 * kv_bytes[BASELINE]):,} | {kv_bytes[BASELINE]:,} | "
         f"{kv_bytes[INT8]:,} | {bytes_ratio:.3f} | 0.5: {'met' if bytes_ratio <= 0.5 else '**missed**'} "
-        "(a float32 scale per row) |"
+        "(the float16 scale per row: 2 bytes per head_dim values) |"
     )
     labels = {
         "long_context_decode_tok_s": f"decode tok/s, 1 stream at {args.long_context} context",

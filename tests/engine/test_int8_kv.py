@@ -75,7 +75,7 @@ def test_the_same_budget_holds_about_twice_the_blocks_of_bfloat16() -> None:
         for dtype in ("bfloat16", "int8")
     }
     head_dim = 64  # SmolLM2-135M
-    assert blocks["int8"] / blocks["bfloat16"] == pytest.approx(2 * head_dim / (head_dim + 4), rel=0.01)
+    assert blocks["int8"] / blocks["bfloat16"] == pytest.approx(2 * head_dim / (head_dim + 2), rel=0.01)
 
 
 def test_an_unknown_kv_dtype_names_the_field() -> None:

@@ -9,20 +9,31 @@ from vivace.engine.attention.kv_quant import cache_row_bytes, dequantize_rows, k
 
 
 def test_a_row_keeps_its_values_and_scale() -> None:
-    x = torch.tensor([[1.0, -2.0, 0.5, 127.0 * 0.02]])  # absmax 2.54 -> scale 0.02
+    x = torch.tensor([[1.0, -0.5, 0.25, 127.0 / 64]])  # absmax 127 / 64 -> scale 1 / 64, exact in float16
     rows = quantize_rows(x)
-    assert rows.dtype == torch.int8 and rows.shape == (1, 8)
-    assert rows[0, :4].tolist() == [50, -100, 25, 127]
-    assert rows[0, 4:].view(torch.float32).item() == pytest.approx(0.02)
-    assert torch.allclose(dequantize_rows(rows, torch.float32), x, atol=1e-6)
+    assert rows.dtype == torch.int8 and rows.shape == (1, 6)
+    assert rows[0, :4].tolist() == [64, -32, 16, 127]
+    assert rows[0, 4:].view(torch.float16).item() == 1 / 64
+    assert torch.equal(dequantize_rows(rows, torch.float32), x)
+
+
+def test_values_are_quantized_against_the_float16_scale_that_is_stored() -> None:
+    x = torch.tensor([[1.0, -2.0, 0.5, 127.0 * 0.02]])  # absmax / 127 = 0.02, not a float16
+    rows = quantize_rows(x)
+    stored = rows[0, 4:].view(torch.float16).item()
+    assert stored == torch.tensor(0.02).half().item() != 0.02
+    assert rows[0, :4].tolist() == [round(v / stored) for v in (1.0, -2.0, 0.5)] + [127]
+    assert (dequantize_rows(rows, torch.float32) - x).abs().max() <= stored / 2
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_error_is_at_most_half_a_step_of_each_rows_own_scale(seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(50, 4, 64, generator=gen) * torch.logspace(-3, 3, 50).view(50, 1, 1)  # rows of every size
-    back = dequantize_rows(quantize_rows(x), torch.float32)
-    step = x.abs().amax(dim=-1, keepdim=True) / 127
+    rows = quantize_rows(x)
+    back = dequantize_rows(rows, torch.float32)
+    step = rows[..., -2:].contiguous().view(torch.float16).float()  # each row's stored scale
+    assert torch.allclose(step, x.abs().amax(dim=-1, keepdim=True) / 127, rtol=2e-3)  # float16's rounding
     assert ((back - x).abs() <= step / 2 + 1e-6 * step).all()
 
 
@@ -31,9 +42,17 @@ def test_a_zero_row_stays_zero_and_finite() -> None:
     assert torch.equal(back, torch.zeros(2, 3, 16))
 
 
+def test_rows_beyond_float16s_range_stay_finite() -> None:
+    x = torch.tensor([[1e-10, -2e-10, 0.0], [1e8, -3e7, 5.0]])  # scales under and over float16's range
+    back = dequantize_rows(quantize_rows(x), torch.float32)
+    assert torch.isfinite(back).all()
+    assert torch.equal(back[0], torch.zeros(3))  # too small for a float16 scale: zero, not NaN
+    assert back[1, 0] == 127 * 65504  # the largest scale float16 holds
+
+
 def test_row_bytes_are_about_half_of_bfloat16() -> None:
     assert cache_row_bytes(64, torch.bfloat16) == 128
-    assert cache_row_bytes(64, torch.int8) == 68
+    assert cache_row_bytes(64, torch.int8) == 66
     assert cache_row_bytes(64, torch.float32) == 256
 
 

@@ -83,7 +83,7 @@ class EngineConfig:
     cuda_graphs: bool = True
     # KV cache storage: "auto" = bfloat16 when the weights are int8 or GGUF blocks (the CPU default:
     # half the bytes decode attention reads), else `dtype`; or "float32" / "bfloat16" / "float16" /
-    # "int8" (int8 values with a float32 scale per token and KV head: attention/kv_quant.py) explicitly.
+    # "int8" (int8 values with a float16 scale per token and KV head: attention/kv_quant.py) explicitly.
     kv_cache_dtype: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction

@@ -41,11 +41,11 @@ def test_paged_decode_matches_reference(num_seqs, heads, kv_heads, head_dim, blo
 
 @pytest.mark.parametrize("kv_heads,heads,head_dim", [(1, 4, 16), (3, 9, 64)])
 def test_int8_cache_rows_are_dequantized_in_the_kernel(kv_heads, heads, head_dim):
-    """An int8 KV cache (values + a float32 scale per row) read in place by the decode kernel."""
+    """An int8 KV cache (values + a float16 scale per row) read in place by the decode kernel."""
     gen = torch.Generator().manual_seed(kv_heads)
     lens = torch.tensor([77, 5, 40])
     cache = make_paged_cache(lens.tolist(), kv_heads, head_dim, 16, torch.int8, gen)
-    assert cache.k.dtype == torch.int8 and cache.k.shape[-1] == head_dim + 4
+    assert cache.k.dtype == torch.int8 and cache.k.shape[-1] == head_dim + 2
     q = torch.randn(3, heads, head_dim, generator=gen)
     scale = head_dim**-0.5
     out = paged_decode(q, cache.k, cache.v, cache.tables, lens.to(torch.int32), 16, scale, 2, max_context=77)

@@ -1,7 +1,9 @@
 """The INT8 KV cache layout, and its reference quantize / dequantize in torch.
 
-An int8 cache row holds one token's one KV head: `head_dim` int8 values, then their float32 scale in
-the last 4 bytes (`[slots, kv_heads, head_dim + 4]` int8). The scale is per token and head,
+An int8 cache row holds one token's one KV head: `head_dim` int8 values, then their float16 scale in
+the last 2 bytes (`[slots, kv_heads, head_dim + 2]` int8: 66 bytes for 64 values, 0.516 of bfloat16's
+128; a float32 scale made it 0.531). The scale is rounded to float16 before the values are divided by
+it, so they are quantized against the scale that is stored. The scale is per token and head,
 symmetric (absmax / 127), so a row is final when its token is written: a per-block scale would have
 to be fixed before the block's later tokens exist (or re-quantize the block as it fills), and one
 scale per token keeps outliers in one token from costing precision in its neighbours. Keeping the
@@ -24,8 +26,9 @@ import functools
 
 import torch
 
-SCALE_BYTES = 4  # one float32 per row
+SCALE_BYTES = 2  # one float16 per row
 INT8_MAX = 127.0
+SCALE_MAX = 65504.0  # float16's largest finite value
 
 
 def cache_row_width(head_dim: int, kv_dtype: torch.dtype) -> int:
@@ -41,17 +44,21 @@ def cache_row_bytes(head_dim: int, kv_dtype: torch.dtype) -> int:
 
 
 def quantize_rows(x: torch.Tensor) -> torch.Tensor:
-    """[..., head_dim] float -> [..., head_dim + 4] int8 rows (values, then the float32 scale)."""
+    """[..., head_dim] float -> [..., head_dim + 2] int8 rows (values, then the float16 scale).
+
+    scale = float16(min(absmax / 127, 65504)), 1 where that is 0 (an all-zero row, or one too small for
+    float16, stays zero); values = round(x / scale) clamped to [-127, 127].
+    """
     x = x.float()
-    scale = x.abs().amax(dim=-1, keepdim=True) / INT8_MAX
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
-    values = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    scale = (x.abs().amax(dim=-1, keepdim=True) / INT8_MAX).clamp_(max=SCALE_MAX).to(torch.float16)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    values = torch.round(x / scale.float()).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
     return torch.cat([values, scale.contiguous().view(torch.int8)], dim=-1)
 
 
 def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[..., head_dim + 4] int8 rows -> [..., head_dim] values in `dtype`."""
-    scale = rows[..., -SCALE_BYTES:].contiguous().view(torch.float32)
+    """[..., head_dim + 2] int8 rows -> [..., head_dim] values in `dtype`."""
+    scale = rows[..., -SCALE_BYTES:].contiguous().view(torch.float16).float()
     return (rows[..., :-SCALE_BYTES].float() * scale).to(dtype)
 
 

@@ -4,7 +4,7 @@ One program handles one (sequence, KV head, split): the GROUP query heads that s
 ride together as the rows of one small matmul, so each K/V row is read once per group, not once
 per query head. Long contexts are cut into `num_splits` pieces along the sequence, each writing a
 partial output and its log-sum-exp; a second kernel merges them. The cache layout is the torch
-backend's: [num_slots, kv_heads, head_dim] per layer (int8 rows: head_dim + 4, see kv_quant.py),
+backend's: [num_slots, kv_heads, head_dim] per layer (int8 rows: head_dim + 2, see kv_quant.py),
 slot = block * block_size + offset.
 """
 

@@ -12,9 +12,9 @@ import triton.language as tl
 
 @triton.jit
 def _row_scales(head_ptr, slot, stride_s, tmask, HEAD_DIM: tl.constexpr):
-    """The float32 scales stored after the HEAD_DIM int8 values of the rows at `slot`."""
-    ptrs = (head_ptr + slot * stride_s + HEAD_DIM).to(tl.pointer_type(tl.float32), bitcast=True)
-    return tl.load(ptrs, mask=tmask, other=0.0)
+    """The float16 scales stored after the HEAD_DIM int8 values of the rows at `slot`, as float32."""
+    ptrs = (head_ptr + slot * stride_s + HEAD_DIM).to(tl.pointer_type(tl.float16), bitcast=True)
+    return tl.load(ptrs, mask=tmask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -46,7 +46,7 @@ def attend_key_tile(
     offset to the KV head. smask [rows, keys] says which scores count (at least tmask[None, :]; the
     prefill kernel adds its causal mask). Every row must keep a key in its first tile, so m is
     finite from the first step on (else exp(-inf - -inf) would be NaN). Returns (m, denom, acc).
-    INT8_KV: cache rows are HEAD_DIM int8 values then their float32 scale (attention/kv_quant.py).
+    INT8_KV: cache rows are HEAD_DIM int8 values then their float16 scale (attention/kv_quant.py).
     """
     page = tl.load(table_row_ptr + t // PAGE, mask=tmask, other=0)
     slot = page.to(tl.int64) * PAGE + t % PAGE

@@ -12,6 +12,7 @@
 // bits for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
@@ -100,8 +101,17 @@ inline float hmax(V8 v) {
   return std::max(std::max(std::max(x[0], x[1]), std::max(x[2], x[3])), std::max(std::max(x[4], x[5]), std::max(x[6], x[7])));
 }
 
-// One cache row (d values of one token and KV head) as float32, an int8 row times its own scale
-// (the float32 after its d values: vivace/engine/attention/kv_quant.py).
+// An int8 row's scale: the float16 after its d values (vivace/engine/attention/kv_quant.py); 1 for the other
+// dtypes, whose values are not scaled.
+inline float row_scale(const float*, int64_t) { return 1.f; }
+inline float row_scale(const uint16_t*, int64_t) { return 1.f; }
+inline float row_scale(const int8_t* row, int64_t d) {
+  c10::Half s;
+  std::memcpy(&s, row + d, sizeof(s));
+  return static_cast<float>(s);
+}
+
+// One cache row (d values of one token and KV head) as float32, an int8 row times its own scale.
 inline void widen(const float* in, int64_t d, float* out) { std::memcpy(out, in, d * sizeof(float)); }
 inline void widen(const uint16_t* in, int64_t d, float* out) {
   int64_t i = 0;
@@ -112,23 +122,15 @@ inline void widen(const uint16_t* in, int64_t d, float* out) {
   }
 }
 inline void widen(const int8_t* in, int64_t d, float* out) {
-  float s;
-  std::memcpy(&s, in + d, sizeof(s));
+  const float s = row_scale(in, d);
   for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]) * s;
 }
 
-// Values [i, i + 8) of one cache row as float32, in registers: the same values widen() writes (an int8 row's
-// scale `s` is the float32 after its d values; the other dtypes ignore it).
+// Values [i, i + 8) of one cache row as float32, in registers: the same values widen() writes (`s`: the
+// row's row_scale, which only int8 rows use).
 inline V8 row8(const float* row, int64_t i, float) { return vload(row + i); }
 inline V8 row8(const uint16_t* row, int64_t i, float) { return vload_bf16(row + i); }
 inline V8 row8(const int8_t* row, int64_t i, float s) { return vmul(vload_i8(row + i), vset(s)); }
-inline float row_scale(const float*, int64_t) { return 1.f; }
-inline float row_scale(const uint16_t*, int64_t) { return 1.f; }
-inline float row_scale(const int8_t* row, int64_t d) {
-  float s;
-  std::memcpy(&s, row + d, sizeof(s));
-  return s;
-}
 
 // Where the cache row of the key at position `key` and KV head `kh` starts, in elements of a cache
 // [slots, KVH, width], through the sequence's block table.
@@ -507,7 +509,7 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
 }  // namespace
 
 // q [T, H, d] float32, rows in span order; k_cache/v_cache [S, KVH, d] float32 or bfloat16, or
-// [S, KVH, d + 4] int8 rows with their scale (contiguous); block_tables [N, MB] int32, one per span;
+// [S, KVH, d + 2] int8 rows with their float16 scale (contiguous); block_tables [N, MB] int32, one per span;
 // spans [N, 3] int32: (first row, rows, position of the first row); window > 0: a row at position p
 // sees keys (p - window, p] only (blocks before them are never read), 0: its whole causal context.
 // tree (optional) [T, 2] int64 per row: (first node position, node bitmask): keys at positions from the
@@ -524,7 +526,7 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
   TORCH_CHECK(block_tables.size(0) == spans.size(0), "one block table per span");
   TORCH_CHECK(q.size(1) % k_cache.size(1) == 0, "query heads must be a multiple of kv heads");
   const bool int8 = k_cache.dtype() == torch::kInt8;
-  TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 4 : 0), "cache rows must be head_dim wide (+ 4 scale bytes if int8)");
+  TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 2 : 0), "cache rows must be head_dim wide (+ 2 scale bytes if int8)");
   auto sc = spans.contiguous();
   const int32_t* s = sc.data_ptr<int32_t>();
   std::vector<Span> list;
