@@ -115,18 +115,13 @@ def test_long_prompt_in_chunks_matches_torch_reference(head_dim: int) -> None:
 @pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "head_dim"),
-    # query heads per KV head 3, 4 (MQA), 1, 2: one token's rows go the direct way; 5, and a head size
-    # of 12 (not whole lanes), go the widened way for decodes too
+    # query heads per KV head 3, 4 (MQA), 1, 2, 5; head sizes of whole lanes and one that is not (12)
     [(6, 2, 64), (4, 1, 64), (2, 2, 32), (4, 2, 24), (5, 1, 64), (3, 1, 12)],
 )
 def test_rows_do_not_depend_on_batch_mates_chunking_or_decoding(
     heads: int, kv_heads: int, head_dim: int, kv_dtype: torch.dtype, window: int | None
 ) -> None:
-    """Bitwise: a prompt's rows in a mixed batch, alone, split into other chunks, and every token as a decode.
-
-    A decode's rows (one token's query heads) are computed by the direct path, a prefill chunk's by the
-    widened key tiles: the two must give the same bits.
-    """
+    """Bitwise: a prompt's rows in a mixed batch, alone, split into other chunks, and every token as a decode."""
     mixed = make_step([(30, 1, True), (0, 77, False), (10, 50, False)], heads, kv_heads, head_dim, kv_dtype, seed=7)
     full = attend(mixed, CpuAttentionBackend, window)
     prompt_rows = slice(1, 78)  # rows of the 77-token prompt: after the decode

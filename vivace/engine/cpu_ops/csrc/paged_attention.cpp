@@ -4,12 +4,10 @@
 // A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
 // chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
 // heads of one KV head, converts each tile of KT keys and values to float32 once, and runs every row
-// over it; a decode's item (one token, up to 4 heads) converts each key and value in registers instead,
-// as it uses them, which saves the scratch's store and reload (direct_scores / direct_values). Key tiles
-// are aligned to absolute positions and each row's arithmetic (dot products, running max and sum,
-// weighted sum of values) follows a fixed order over its own keys only, so a row's result never depends
-// on the other rows of its tile or batch: decode, prefill, chunked prefill and a prefix hit give the same
-// bits for the same token.
+// over it. Key tiles are aligned to absolute positions and each row's arithmetic (dot products,
+// running max and sum, weighted sum of values) follows a fixed order over its own keys only, so a row's
+// result never depends on the other rows of its tile or batch: decode, prefill, chunked prefill and a
+// prefix hit give the same bits for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -18,7 +16,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "simd_exp.h"
@@ -47,10 +44,6 @@ inline V8 vload_bf16(const uint16_t* p) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
-// Eight int8 values as float32.
-inline V8 vload_i8(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
 // Lane k of the result: ((a[k]0 + a[k]1) + (a[k]2 + a[k]3)) + ((a[k]4 + a[k]5) + (a[k]6 + a[k]7)).
 inline V8 reduce8(const V8* a) {
   V8 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -78,7 +71,6 @@ inline V8 vload_bf16(const uint16_t* p) {
   }
   return v;
 }
-inline V8 vload_i8(const int8_t* p) { V8 v; for (int k = 0; k < 8; ++k) v.x[k] = static_cast<float>(p[k]); return v; }
 inline V8 reduce8(const V8* a) {
   V8 out;
   for (int k = 0; k < 8; ++k) {
@@ -101,17 +93,8 @@ inline float hmax(V8 v) {
   return std::max(std::max(std::max(x[0], x[1]), std::max(x[2], x[3])), std::max(std::max(x[4], x[5]), std::max(x[6], x[7])));
 }
 
-// An int8 row's scale: the float16 after its d values (vivace/engine/attention/kv_quant.py); 1 for the other
-// dtypes, whose values are not scaled.
-inline float row_scale(const float*, int64_t) { return 1.f; }
-inline float row_scale(const uint16_t*, int64_t) { return 1.f; }
-inline float row_scale(const int8_t* row, int64_t d) {
-  c10::Half s;
-  std::memcpy(&s, row + d, sizeof(s));
-  return static_cast<float>(s);
-}
-
-// One cache row (d values of one token and KV head) as float32, an int8 row times its own scale.
+// One cache row (d values of one token and KV head) as float32, an int8 row times its own scale
+// (the float16 after its d values: vivace/engine/attention/kv_quant.py).
 inline void widen(const float* in, int64_t d, float* out) { std::memcpy(out, in, d * sizeof(float)); }
 inline void widen(const uint16_t* in, int64_t d, float* out) {
   int64_t i = 0;
@@ -122,15 +105,11 @@ inline void widen(const uint16_t* in, int64_t d, float* out) {
   }
 }
 inline void widen(const int8_t* in, int64_t d, float* out) {
-  const float s = row_scale(in, d);
+  c10::Half scale;
+  std::memcpy(&scale, in + d, sizeof(scale));
+  const float s = static_cast<float>(scale);
   for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]) * s;
 }
-
-// Values [i, i + 8) of one cache row as float32, in registers: the same values widen() writes (`s`: the
-// row's row_scale, which only int8 rows use).
-inline V8 row8(const float* row, int64_t i, float) { return vload(row + i); }
-inline V8 row8(const uint16_t* row, int64_t i, float) { return vload_bf16(row + i); }
-inline V8 row8(const int8_t* row, int64_t i, float s) { return vmul(vload_i8(row + i), vset(s)); }
 
 // Where the cache row of the key at position `key` and KV head `kh` starts, in elements of a cache
 // [slots, KVH, width], through the sequence's block table.
@@ -233,110 +212,6 @@ inline void tile_values(const float* p0, const float* p1, const float* vf, int64
   }
 }
 
-// The direct path, for a work item whose R rows are the `group` heads of one token (a decode) with R <= 4:
-// instead of widening each key's K and V rows into the scratch and reading them back, the rows are converted
-// in registers as they are used, each once per item. Every score and every output element is computed by the
-// same chain of operations as in tile_scores / tile_values above (q . k as fused multiply-adds over the
-// lanes in order, then reduce8's fixed sum; then one fused multiply-add per key in key order), so the bits
-// are those of the widened path, which the tests check.
-constexpr int kDirectMaxRows = 4;
-
-// Every cache line of the `n` keys' K and V rows read once, before the tile's arithmetic: the loads miss
-// independently and overlap, where the first use of each row in the arithmetic would wait for it. Software
-// prefetches alone (prefetch_rows, as the widening loop issues them) left this path 2.1x slower on 32
-// decodes at 1,024 tokens of context, whose KV is out of the caches: rows scattered by the block table
-// miss the TLB, and a prefetch that misses the TLB may be dropped.
-template <typename KV>
-void touch_rows(const KV* const* krow, const KV* const* vrow, int64_t n, int64_t width) {
-  const int64_t bytes = width * static_cast<int64_t>(sizeof(KV));
-  unsigned sink = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const volatile char* k = reinterpret_cast<const volatile char*>(krow[j]);
-    const volatile char* v = reinterpret_cast<const volatile char*>(vrow[j]);
-    for (int64_t off = 0; off < bytes; off += 64) sink += static_cast<unsigned char>(k[off]) + static_cast<unsigned char>(v[off]);
-  }
-  asm volatile("" : : "r"(sink));
-}
-
-// Scores S[r][j] of rows 0..R-1 (q: R rows of d8) against the keys [jlo, jhi) whose rows are krow[j] (scales
-// ks[j]). KB keys per pass, so that the R * KB dot products fill one reduce8.
-template <int R, typename KV>
-void direct_scores(const float* q, const KV* const* krow, const float* ks, int64_t d8, int64_t jlo, int64_t jhi,
-                   float* s) {
-  constexpr int KB = R <= 2 ? 4 : 2;  // R = 1: 4 of 8 sums used (8 keys would spill), R = 3: 6 of 8
-  for (int64_t j = jlo; j < jhi; j += KB) {
-    const int nk = static_cast<int>(std::min<int64_t>(KB, jhi - j));
-    V8 acc[8] = {vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()};
-    const KV* rows[KB];
-    float scales[KB];
-    for (int b = 0; b < KB; ++b) {  // past the last key: the first key again, its sums discarded
-      rows[b] = krow[b < nk ? j + b : j];
-      scales[b] = ks[b < nk ? j + b : j];
-    }
-    for (int64_t i = 0; i < d8; i += 8) {
-      V8 k[KB];
-      for (int b = 0; b < KB; ++b) k[b] = row8(rows[b], i, scales[b]);
-      for (int r = 0; r < R; ++r) {
-        const V8 a = vload(q + r * d8 + i);
-        for (int b = 0; b < KB; ++b) acc[r * KB + b] = vfma(a, k[b], acc[r * KB + b]);
-      }
-    }
-    float out[8];
-    vstore(out, reduce8(acc));
-    for (int r = 0; r < R; ++r)
-      for (int b = 0; b < nk; ++b) s[r * KT + j + b] = out[r * KB + b];
-  }
-}
-
-// acc[r] += sum over j in [jlo, jhi) of P[r][j] * v_j for rows 0..R-1, the value rows vrow[j] (scales vs[j])
-// converted once per lane group: DW vectors of lanes at a time.
-template <int R, typename KV>
-void direct_values(const float* p, const KV* const* vrow, const float* vs, int64_t d8, int64_t jlo, int64_t jhi,
-                   float* acc) {
-  constexpr int DW = R <= 2 ? 4 : 2;
-  int64_t i = 0;
-  auto pass = [&](auto width) {
-    constexpr int W = decltype(width)::value;
-    V8 x[R][W];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < W; ++c) x[r][c] = vload(acc + r * d8 + i + 8 * c);
-    for (int64_t j = jlo; j < jhi; ++j) {
-      V8 v[W];
-      for (int c = 0; c < W; ++c) v[c] = row8(vrow[j], i + 8 * c, vs[j]);
-      for (int r = 0; r < R; ++r) {
-        const V8 w = vset(p[r * KT + j]);
-        for (int c = 0; c < W; ++c) x[r][c] = vfma(w, v[c], x[r][c]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < W; ++c) vstore(acc + r * d8 + i + 8 * c, x[r][c]);
-  };
-  for (; i + 8 * DW <= d8; i += 8 * DW) pass(std::integral_constant<int, DW>{});
-  for (; i < d8; i += 8) pass(std::integral_constant<int, 1>{});
-}
-
-template <typename KV>
-void direct_scores_rows(int64_t rows, const float* q, const KV* const* krow, const float* ks, int64_t d8, int64_t jlo,
-                        int64_t jhi, float* s) {
-  switch (rows) {
-    case 1: direct_scores<1>(q, krow, ks, d8, jlo, jhi, s); break;
-    case 2: direct_scores<2>(q, krow, ks, d8, jlo, jhi, s); break;
-    case 3: direct_scores<3>(q, krow, ks, d8, jlo, jhi, s); break;
-    default: direct_scores<4>(q, krow, ks, d8, jlo, jhi, s); break;
-  }
-}
-
-template <typename KV>
-void direct_values_rows(int64_t rows, const float* p, const KV* const* vrow, const float* vs, int64_t d8, int64_t jlo,
-                        int64_t jhi, float* acc) {
-  switch (rows) {
-    case 1: direct_values<1>(p, vrow, vs, d8, jlo, jhi, acc); break;
-    case 2: direct_values<2>(p, vrow, vs, d8, jlo, jhi, acc); break;
-    case 3: direct_values<3>(p, vrow, vs, d8, jlo, jhi, acc); break;
-    default: direct_values<4>(p, vrow, vs, d8, jlo, jhi, acc); break;
-  }
-}
-
 // Scratch of one thread, sized for the largest work item.
 struct Scratch {
   std::vector<float> q, s, acc, m, l, kf, vf;
@@ -397,11 +272,6 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
       const Span& sp = spans[item.span];
       const int32_t* table = btp + item.span * MB;
       const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
-      // One token's heads, whole lanes, no draft tree: converted in registers (direct_scores / direct_values).
-      const bool direct = item.t1 - item.t0 == 1 && R <= kDirectMaxRows && d == d8 && tree == nullptr;
-      const KV* krow[KT];
-      const KV* vrow[KT];
-      float kscale[KT], vscale[KT];
       // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
       auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
       auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
@@ -426,32 +296,22 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
       const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
       for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
         const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
-        if (direct) {  // the rows of the keys [jlo, jhi): every row of the item sees exactly those
-          for (int64_t j = jlo; j < jhi; ++j) {
-            const int64_t at = cache_row(table, k0 + j, block_size, KVH, item.kh, width);
-            krow[j] = kp + at, vrow[j] = vp + at;
-            kscale[j] = row_scale(kp + at, d), vscale[j] = row_scale(vp + at, d);
-          }
-          touch_rows(krow + jlo, vrow + jlo, jhi - jlo, width);
-          direct_scores_rows(R, w.q.data(), krow, kscale, d8, jlo, jhi, w.s.data());
-        } else {
-          // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
-          // others are masked below and their values never read, so the scratch is not cleared for them.
-          for (int64_t j = jlo; j < jhi; ++j) {
-            const int64_t key = k0 + j;
-            const int64_t at = cache_row(table, key, block_size, KVH, item.kh, width);
-            if (key + kPrefetchKeys < hi) prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, item.kh, width);
-            widen(kp + at, d, w.kf.data() + j * d8);
-            widen(vp + at, d, w.vf.data() + j * d8);
-          }
-          const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
-          for (int64_t r = 0; r + 1 < R; r += 2)
-            tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
-                           w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
-          if (R & 1)
-            tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
-                           nullptr);
+        // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
+        // others are masked below and their values never read, so the scratch is not cleared for them.
+        for (int64_t j = jlo; j < jhi; ++j) {
+          const int64_t key = k0 + j;
+          const int64_t at = cache_row(table, key, block_size, KVH, item.kh, width);
+          if (key + kPrefetchKeys < hi) prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, item.kh, width);
+          widen(kp + at, d, w.kf.data() + j * d8);
+          widen(vp + at, d, w.vf.data() + j * d8);
         }
+        const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
+        for (int64_t r = 0; r + 1 < R; r += 2)
+          tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
+                         w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
+        if (R & 1)
+          tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
+                         nullptr);
         // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
         // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
         // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
@@ -485,16 +345,12 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
             for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
           }
         }
-        if (direct) {
-          direct_values_rows(R, w.s.data(), vrow, vscale, d8, jlo, jhi, w.acc.data());
-        } else {
-          for (int64_t r = 0; r + 1 < R; r += 2)
-            tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
-                           w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
-          if (R & 1)
-            tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
-                           nullptr);
-        }
+        for (int64_t r = 0; r + 1 < R; r += 2)
+          tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
+                         w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
+        if (R & 1)
+          tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
+                         nullptr);
       }
       for (int64_t r = 0; r < R; ++r) {
         const float inv = 1.f / w.l[r];
