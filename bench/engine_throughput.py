@@ -100,6 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.streams) < 1 or args.requests_per_stream < 1 or args.input_len < 1 or args.output_len < 1:
         parser.error("--streams, --requests-per-stream, --input-len and --output-len must be positive")
+    if args.shared_prefix < 0:
+        parser.error("--shared-prefix must be 0 or more")
     llm = LLM(args.model, max_num_seqs=max(args.streams), kv_cache_dtype=args.kv_cache_dtype)
     clock = StepClock(llm)
     rows = [run(llm, clock, streams, args) for streams in args.streams]

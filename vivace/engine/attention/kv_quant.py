@@ -28,7 +28,7 @@ import torch
 
 SCALE_BYTES = 2  # one float16 per row
 INT8_MAX = 127.0
-SCALE_MAX = 65504.0  # float16's largest finite value
+SCALE_MAX = torch.finfo(torch.float16).max  # 65504, the largest scale a row can store
 
 
 def cache_row_width(head_dim: int, kv_dtype: torch.dtype) -> int:
