@@ -79,7 +79,9 @@ def _attach_noop_graphs(llm: LLM, max_num_seqs: int) -> None:
     runner.graphs = graphs
 
 
-def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[str, float]:
+def measure(
+    batch: int, steps: int, stream: bool, graphs: bool = False, tokenizer: str | None = None
+) -> dict[str, float]:
     """Microseconds per decode step in each phase, for `batch` running sequences."""
     llm = LLM(
         "random:tiny@0",
@@ -92,6 +94,7 @@ def measure(batch: int, steps: int, stream: bool, graphs: bool = False) -> dict[
         max_num_batched_tokens=4096,
         enable_prefix_caching=False,
         kv_cache_memory_bytes=256 << 20,
+        tokenizer=tokenizer,
     )
     engine = llm.engine
     if graphs:
@@ -145,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="timed decode steps per batch size")
     ap.add_argument("--stream", action="store_true", help="streamed requests (as served) instead of offline")
     ap.add_argument("--graphs", action="store_true", help="decode through the CUDA-graph path (no-op replays)")
+    ap.add_argument("--tokenizer", help="a tokenizer file (.gguf or HF dir) where the packaged model is not installed")
     args = ap.parse_args(argv)
-    rows = [measure(b, args.steps, args.stream, args.graphs) for b in args.batch or [1, 32, 128]]
+    batches = args.batch or [1, 32, 128]
+    rows = [measure(b, args.steps, args.stream, args.graphs, args.tokenizer) for b in batches]
     cols = [
         "batch",
         "host_us",

@@ -46,7 +46,24 @@ assert all(g[:4] == c[:4] for g, c in zip(g_tokens, cpu_tokens)), (g_tokens, cpu
 
 # One wait on the device per step: reading the sampled tokens. Prefill, graph-replayed decode and
 # eager decode steps, greedy and top_p rows mixed, logprobs asked; no hidden copy from pageable memory, no .item().
+import traceback
 import warnings
+def waits_in(step):
+    # the device waits one call makes, each with the Python stack that made it
+    seen = []
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            seen.append("".join(traceback.format_stack(limit=6)[:-1]))
+    # Switching the mode is left out of the count: torch's own switch waits on the device once.
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return seen
 for graphs in (True, False):
     engine = LLM("random:smollm2-135m@1", **common, device="cuda", cuda_graphs=graphs).engine
     for i, prompt in enumerate(prompts):
@@ -54,16 +71,9 @@ for graphs in (True, False):
                            logprobs=2 if i == 0 else None)
         engine.add_request(str(i), prompt, p)
     engine.step()  # warm-up outside the count
-    steps = 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        while engine.has_unfinished_requests():
-            engine.step()
-            steps += 1
-        torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    assert len(syncs) == steps, (graphs, steps, [f"{w.filename}:{w.lineno}" for w in syncs])
+    while engine.has_unfinished_requests():
+        waits = waits_in(engine.step)
+        assert len(waits) == 1, (graphs, len(waits), waits)
 print("cuda engine matches")
 """
 

@@ -68,3 +68,21 @@ def test_tiny_cpu_run_measures_both_engines(
         assert tiny[engine]["offline"]["output_tokens"] == sum(r.output_len for r in work)  # EOS ignored
     assert results["ceilings"]["copy_gb_s"] > 0
     assert "| tiny | single stream | decode tok/s |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_profile_counts_each_steps_ops_on_cpu(tmp_path: Path) -> None:
+    """bench/gpu_profile.py's pipeline on CPU: per-step op counts scale with the layers, not the batch."""
+    spec = importlib.util.spec_from_file_location("bench_gpu_profile", SCRIPT.parent / "gpu_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "profile.json"
+    argv = ["--device", "cpu", "--models", "tiny", "--steps", "3", "--batch", "1", "--batch", "4", "--out", str(out)]
+    assert module.main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["batch"], r["steps"], r["layers"]) for r in results] == [(1, 3, 2), (4, 3, 2)]
+    for r in results:
+        linears = [k for k in r["top"] if k["name"] == "aten::linear"]
+        # per layer: q/k/v, o, gate, up, down (unfused on the torch path) or fewer; plus the LM head
+        assert linears and 3 <= linears[0]["calls_per_step"] <= 8 * r["layers"] + 1
+        assert r["wall_us_per_step"] >= r["kernel_us_per_step"] > 0
