@@ -34,7 +34,9 @@ _SOURCES = [
         "llama_stack.cpp",
     )
 ]
-_HEADERS = [os.path.join(os.path.dirname(__file__), "csrc", "simd_exp.h")]  # in the build key, not compiled alone
+_HEADERS = [  # in the build key, not compiled alone
+    os.path.join(os.path.dirname(__file__), "csrc", name) for name in ("simd_exp.h", "int8_kv_row.h")
+]
 
 
 def cpu_fingerprint(cpuinfo: str, machine: str) -> str:

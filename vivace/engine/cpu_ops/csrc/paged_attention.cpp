@@ -10,7 +10,6 @@
 // prefix hit give the same bits for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
-#include <c10/util/Half.h>
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
@@ -18,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "int8_kv_row.h"
 #include "simd_exp.h"
 
 namespace {
@@ -105,9 +105,7 @@ inline void widen(const uint16_t* in, int64_t d, float* out) {
   }
 }
 inline void widen(const int8_t* in, int64_t d, float* out) {
-  c10::Half scale;
-  std::memcpy(&scale, in + d, sizeof(scale));
-  const float s = static_cast<float>(scale);
+  const float s = int8_row_scale(in, d);
   for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]) * s;
 }
 
@@ -382,7 +380,8 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
   TORCH_CHECK(block_tables.size(0) == spans.size(0), "one block table per span");
   TORCH_CHECK(q.size(1) % k_cache.size(1) == 0, "query heads must be a multiple of kv heads");
   const bool int8 = k_cache.dtype() == torch::kInt8;
-  TORCH_CHECK(k_cache.size(2) == q.size(2) + (int8 ? 2 : 0), "cache rows must be head_dim wide (+ 2 scale bytes if int8)");
+  TORCH_CHECK(k_cache.size(2) == kv_row_width(q.size(2), int8), "cache rows must be head_dim wide (+ ",
+              kInt8RowScaleBytes, " scale bytes if int8)");
   auto sc = spans.contiguous();
   const int32_t* s = sc.data_ptr<int32_t>();
   std::vector<Span> list;

@@ -3,23 +3,11 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-// One int8 cache row: d values = nearbyint(x / s) clamped to [-127, 127], then the float16 scale
-// s = float16(min(absmax / 127, 65504)), 1 where that is 0, as vivace/engine/attention/kv_quant.py's
-// quantize_rows (c10::Half rounds to nearest even, as torch's .to(torch.float16)).
-static inline void quantize_row(const float* in, int64_t d, int8_t* out) {
-  float amax = 0.f;
-  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(in[i]));
-  c10::Half h(std::min(amax / 127.f, 65504.f));
-  if (!(static_cast<float>(h) > 0.f)) h = c10::Half(1.f);
-  const float s = static_cast<float>(h);
-  for (int64_t i = 0; i < d; ++i) out[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, std::nearbyint(in[i] / s))));
-  std::memcpy(out + d, &h, sizeof(h));
-}
+#include "int8_kv_row.h"
 
 // k, v [T, KVH, d] float32; k_cache, v_cache [S, KVH, d] float32 or bfloat16, or [S, KVH, d + 2] int8
 // rows with their scale, contiguous; slots [T] int64. Row t goes to cache row slots[t]; bfloat16 rounds
@@ -28,7 +16,7 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
   TORCH_CHECK(k.dtype() == torch::kFloat32 && v.dtype() == torch::kFloat32 && k.dim() == 3 && k.sizes() == v.sizes(),
               "k and v must be [tokens, kv_heads, head_dim] float32 tensors of one shape");
   const bool int8 = k_cache.scalar_type() == torch::kInt8;
-  const int64_t width = k.size(2) + (int8 ? 2 : 0);  // int8: + the float16 scale
+  const int64_t width = kv_row_width(k.size(2), int8);
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dtype() == v_cache.dtype() &&
               k_cache.size(1) == k.size(1) && k_cache.size(2) == width, "caches must be contiguous [slots, kv_heads, head_dim]");
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.numel() == k.size(0), "one int64 slot per token");
@@ -46,7 +34,7 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
       const float* in = src[which] + t * row;
       if (int8) {
         int8_t* out = static_cast<int8_t*>(dst[which]) + sp[t] * heads * width;
-        for (int64_t h = 0; h < heads; ++h) quantize_row(in + h * d, d, out + h * width);
+        for (int64_t h = 0; h < heads; ++h) quantize_int8_row(in + h * d, d, out + h * width);
       } else if (bf16) {
         c10::BFloat16* out = static_cast<c10::BFloat16*>(dst[which]) + sp[t] * row;
         for (int64_t i = 0; i < row; ++i) out[i] = c10::BFloat16(in[i]);
