@@ -7,8 +7,8 @@
 #   bash bench/gpu_device.sh run [gpu.py flags]   # there, carrying .device; logs and JSON go to $OUT
 #   bash bench/gpu_device.sh profile [gpu_profile.py flags]   # there: where a decode step's time goes
 #   bash bench/gpu_device.sh all                  # there: the CUDA test, the profile of the 1B and 8B
-#                                                 # shapes, 8B single stream, 1B in full; each part has its
-#                                                 # own time limit, 590 s in all, so the whole fits one call
+#                                                 # shapes at 1 and 128 sequences, 8B single stream, 1B in
+#                                                 # full; each part has its own time limit, 590 s in all
 #
 # A whole bench/gpu.py run does not fit one 10-minute command (transformers alone took 189 s offline on
 # the 135M shape in static batches of 64): split it by shape, e.g.
@@ -61,7 +61,7 @@ all)
     timeout 90 python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
         | tee "$out/cuda_test.log" || echo "the CUDA engine test failed: see cuda_test.log"
     timeout 120 python3 bench/gpu_profile.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b,llama-3-8b \
-        --out "$out/profile.json" 2>&1 | tee "$out/profile.log" || echo "the profile did not finish"
+        --batch 1 --batch 128 --out "$out/profile.json" 2>&1 | tee "$out/profile.log" || echo "the profile did not finish"
     timeout 120 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3-8b --part single \
         --out "$out/gpu_8b.json" 2>&1 | tee "$out/gpu_8b.log" || echo "the 8B run did not finish"
     timeout 260 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b --hf-batch 256 \
