@@ -58,11 +58,11 @@ profile)
     ;;
 all)
     device_env
-    timeout 90 python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
+    timeout 80 python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
         | tee "$out/cuda_test.log" || echo "the CUDA engine test failed: see cuda_test.log"
-    timeout 120 python3 bench/gpu_profile.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b,llama-3-8b \
+    timeout 150 python3 bench/gpu_profile.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b,llama-3-8b \
         --batch 1 --batch 128 --out "$out/profile.json" 2>&1 | tee "$out/profile.log" || echo "the profile did not finish"
-    timeout 120 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3-8b --part single \
+    timeout 100 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3-8b --part single \
         --out "$out/gpu_8b.json" 2>&1 | tee "$out/gpu_8b.log" || echo "the 8B run did not finish"
     timeout 260 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b --hf-batch 256 \
         --out "$out/gpu_1b.json" 2>&1 | tee "$out/gpu_1b.log" || echo "the 1B run did not finish"
