@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import sys
 import time
@@ -33,6 +34,7 @@ from gpu import PRESETS, Plan, measure_ceilings, weight_bytes  # noqa: E402
 from vivace.engine.config import SamplingParams  # noqa: E402
 
 TOP_KERNELS = 12
+KV_BYTES = 16 << 30  # 8B shape: 128 sequences x 64 tokens take 1.1 GB
 
 
 def _kernel_events(prof: Any, device: str) -> list[tuple[str, float]]:
@@ -59,6 +61,8 @@ def profile_decode(shape: str, batch: int, steps: int, device: str, tokenizer: s
         max_model_len=1024,
         max_num_seqs=max(batch, 1),
         enable_prefix_caching=False,
+        # a fixed budget: each shape's engine is built after the last one's is gone
+        kv_cache_memory_bytes=KV_BYTES if device.startswith("cuda") else 256 << 20,
         tokenizer=tokenizer,
     )
     engine = llm.engine
@@ -79,6 +83,7 @@ def profile_decode(shape: str, batch: int, steps: int, device: str, tokenizer: s
         by_name[name].append(us)
     top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:TOP_KERNELS]
     del llm, engine
+    gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return {
