@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vivace.engine.attention.kv_quant import cache_row_bytes, dequantize_rows, key_rotation, quantize_rows
+from vivace.engine.attention.kv_quant import (
+    cache_row_bytes,
+    dequantize_rows,
+    key_channel_scale,
+    key_rotation,
+    quantize_rows,
+)
 
 
 def test_a_row_keeps_its_values_and_scale() -> None:
@@ -83,3 +89,36 @@ def test_rotated_keys_with_outlier_channels_lose_less_to_int8() -> None:
     plain = score_error(torch.eye(64))
     rotated = score_error(key_rotation(64, torch.device("cpu"), torch.float32))
     assert rotated < plain / 3, (rotated, plain)
+
+
+def test_the_key_channel_scale_follows_the_norm_weights_over_rotary_pairs() -> None:
+    g_q = torch.tensor([4.0, 1.0, 0.0, 2.0, 4.0, 1.0, 0.0, 2.0])
+    g_k = torch.tensor([1.0, 4.0, 3.0, 0.0, 1.0, 4.0, 3.0, 0.0])
+    a = key_channel_scale(g_q, g_k)
+    assert torch.equal(a[:4], a[4:])  # channel c and c + 4 are one rotary pair
+    assert torch.allclose(a[:2], torch.tensor([2.0, 0.5]))  # sqrt(g_q / g_k)
+    assert torch.equal(a[2:4], torch.ones(2))  # a channel zero in the queries or the keys keeps a = 1
+    # pairs mix: the pair's root mean square, not each channel's own weight
+    mixed = key_channel_scale(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 1.0]))
+    assert torch.allclose(mixed, torch.full((2,), (12.5**0.5) ** 0.5))
+
+
+def test_scaled_and_rotated_keys_leave_scores_unchanged_and_lose_less_to_int8() -> None:
+    # A QK-norm layer's queries and keys: each channel's size set by its norm weight, large in the
+    # queries where it is small in the keys and the other way round.
+    gen = torch.Generator().manual_seed(0)
+    head_dim = 64
+    g_q = (torch.rand(head_dim // 2, generator=gen, dtype=torch.float64) * 6 - 3).exp().repeat(2)  # one per rotary pair
+    g_k = 1 / g_q * 4
+    q = torch.randn(16, head_dim, generator=gen, dtype=torch.float64) * g_q
+    k = torch.randn(512, head_dim, generator=gen, dtype=torch.float64) * g_k
+    exact = q @ k.T
+    rot = key_rotation(head_dim, torch.device("cpu"), torch.float64)
+    a = key_channel_scale(g_q, g_k).double()
+    assert torch.allclose((q / a) @ rot @ ((k * a) @ rot).T, exact, atol=1e-9)
+
+    def score_error(scale: torch.Tensor) -> float:
+        back = dequantize_rows(quantize_rows((k * scale) @ rot), torch.float64)
+        return (((q / scale) @ rot) @ back.T - exact).abs().mean().item()
+
+    assert score_error(a) < score_error(torch.ones(head_dim, dtype=torch.float64)) / 2

@@ -18,6 +18,15 @@ This is QuaRot's online Hadamard for the KV cache: fixed, so it needs no calibra
 block means the same thing in every sequence (prefix cache, session tier); it costs one small
 matmul per layer. Values are stored as they are: their error averages over the attended keys, and
 rotating them too measured no better.
+
+In a layer with QK-norm (Gemma 3, Qwen3) the norms' weights make some channels of the queries large
+where the keys' are small, and the other way round. A key's int8 error is spread evenly over its
+channels by the rotation, so a score's error grows with the query's size in every channel. Such a
+layer also moves size from the queries to the keys per channel before rotating (`key_channel_scale`,
+SmoothQuant's migration applied to attention): keys are stored as (k * a) R and queries attend as
+(q / a) R, so scores are still unchanged, with a_c = sqrt(g_q / g_k) from the two norms' weights. It
+is fixed by the weights, as the rotation is; a scale fitted to the queries and keys of 4,096 tokens
+of text measured no better.
 """
 
 from __future__ import annotations
@@ -88,3 +97,22 @@ def key_rotation(head_dim: int, device: torch.device, dtype: torch.dtype) -> tor
         gaussian = torch.randn(head_dim, head_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         rot, _ = torch.linalg.qr(gaussian)
     return rot.to(device=device, dtype=dtype)
+
+
+def key_channel_scale(q_norm: torch.Tensor, k_norm: torch.Tensor) -> torch.Tensor:
+    """The per-channel a [head_dim] (float32) of a QK-norm layer's int8 keys: k * a is stored, q / a attends.
+
+    a_c = sqrt(g_q / g_k), g the norm weight's root mean square over channel c's rotary pair (c and
+    c + head_dim / 2, which rotary mixes: after it, a channel's size is its pair's); 1 where either is 0
+    (the channel is then 0 in the queries or the keys, and any a leaves the scores as they are).
+    """
+
+    def pair_rms(weight: torch.Tensor) -> torch.Tensor:
+        w = weight.float()
+        half = w.shape[0] // 2
+        return ((w[:half] ** 2 + w[half:] ** 2) / 2).sqrt().repeat(2)
+
+    g_q, g_k = pair_rms(q_norm), pair_rms(k_norm)
+    usable = (g_q > 0) & (g_k > 0)
+    ratio = torch.where(usable, g_q / torch.where(usable, g_k, 1.0), torch.ones_like(g_q))
+    return ratio.sqrt()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vivace.engine.attention.kv_quant import cache_row_bytes, key_rotation
+from vivace.engine.attention.kv_quant import cache_row_bytes, key_channel_scale, key_rotation
 from vivace.engine.config import ModelConfig
 from vivace.engine.kernels.block_quant import BLOCK, Q8_0, QuantBlocks, dequantize_blocks, quantize_q8_0
 from vivace.engine.kernels.select import Kernels
@@ -155,6 +155,22 @@ class PagedAttention:
         self.norm = weights.kernels.rms_norm
         self.eps = cfg.rms_norm_eps
         self.window = window
+        # int8 caches: (queries, keys) are attended as (q / a) R and stored as (k * a) R (kv_quant.py)
+        self.key_scale = key_channel_scale(*qk_norm) if qk_norm is not None and cfg.head_dim % 2 == 0 else None
+        self._int8_maps: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def int8_maps(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [head_dim, head_dim] matrices queries and keys go through for an int8 cache: diag(1/a) R, diag(a) R."""
+        maps = self._int8_maps.get((device, dtype))
+        if maps is None:
+            rot = key_rotation(self.head_dim, device, torch.float64)
+            if self.key_scale is None:
+                maps = (rot.to(dtype), rot.to(dtype))
+            else:
+                a = self.key_scale.to(device=device, dtype=torch.float64)
+                maps = ((rot / a[:, None]).to(dtype), (rot * a[:, None]).to(dtype))
+            self._int8_maps[(device, dtype)] = maps
+        return maps
 
     def __call__(
         self, x: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor
@@ -169,9 +185,10 @@ class PagedAttention:
             k = self.norm(qkv[:, self.q_size : qk_end].reshape(-1, self.head_dim), k_weight, self.eps)
             qk = torch.cat([q.view(num_tokens, -1), k.view(num_tokens, -1)], dim=1).view(qk.shape)
         qk = rope.apply(qk, rope_tables)
-        if k_cache.dtype == torch.int8:  # keys are cached rotated (kv_quant.key_rotation); scores unchanged
-            qk = qk @ key_rotation(self.head_dim, qk.device, qk.dtype)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        if k_cache.dtype == torch.int8:  # keys are cached scaled and rotated (kv_quant.py); scores unchanged
+            q_map, k_map = self.int8_maps(qk.device, qk.dtype)
+            q, k = q @ q_map, k @ k_map
         v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
         attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
         return self.o_proj(attn.reshape(num_tokens, self.q_size))
