@@ -37,3 +37,16 @@ def test_restored_from_disk_tier_matches_recompute(tmp_path) -> None:
     assert stats["kv_tier_rejected"] == 0 and stats["kv_tier_stored_bytes"] > 0
     assert restored == recomputed
     assert used_without == used_with == 0
+
+
+def test_an_int8_tier_is_fingerprinted_with_the_key_transform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 key rows mean what the key transform makes them: a file written under another is not reused."""
+    import vivace.engine.engine as engine_module
+    from vivace.engine.llm import LLM
+
+    options = dict(device="cpu", dtype="float32", quantization="none", kv_cache_memory_bytes=1 << 20, max_model_len=64)
+    int8, bf16 = (LLM("random:tiny@0", kv_cache_dtype=d, **options).engine for d in ("int8", "bfloat16"))
+    before = (int8._kv_fingerprint(), bf16._kv_fingerprint())
+    monkeypatch.setattr(engine_module, "KEY_TRANSFORM", "another transform")
+    assert int8._kv_fingerprint() != before[0]
+    assert bf16._kv_fingerprint() == before[1]  # float caches hold the keys as they are

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vivace.engine.attention.kv_quant import KEY_TRANSFORM
 from vivace.engine.config import EngineConfig, InvalidParameterError, SamplingParams
 from vivace.engine.engine_stats import Histogram
 from vivace.engine.kv_sessions import SessionPins
@@ -122,6 +123,8 @@ class LLMEngine:
         model = config.model or "smollm2"
         identity = [model, config.resolved_dtype, config.resolved_quantization, config.resolved_kv_cache_dtype]
         identity += [type(self.kernels.attention).__name__, str(config.seed)]
+        if self.kv_dtype == torch.int8:
+            identity.append(KEY_TRANSFORM)
         path = resolve_model_path(config.model)
         if os.path.exists(path):
             stat = os.stat(path)

@@ -36,6 +36,9 @@ import functools
 import torch
 
 SCALE_BYTES = 2  # one float16 per row
+# What an int8 key row means beyond its bytes; part of the session tier's fingerprint, so a file written
+# under another key transform is not read back as this one.
+KEY_TRANSFORM = "rotated (Hadamard or seeded orthogonal); QK-norm layers: channel-scaled first"
 INT8_MAX = 127.0
 SCALE_MAX = torch.finfo(torch.float16).max  # 65504, the largest scale a row can store
 
