@@ -27,6 +27,21 @@ device_env() {
 "transformers", transformers.__version__)' | tee -a "$out/device.txt"
 }
 
+# The CUDA end-to-end test under a time limit (seconds); a failure is reported, not fatal.
+cuda_test() {
+    timeout "$1" python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
+        | tee "$out/cuda_test.log" || echo "the CUDA engine test failed: see cuda_test.log"
+}
+
+# bench_run NAME SECONDS SCRIPT [flags]: bench/SCRIPT with the tokenizer, under a time limit, its JSON
+# and log written as $out/NAME.json and $out/NAME.log; a run cut short is reported, not fatal.
+bench_run() {
+    local name=$1 limit=$2 script=$3
+    shift 3
+    timeout "$limit" python3 "bench/$script" --tokenizer "$VIVACE_TOKENIZER" --out "$out/$name.json" "$@" 2>&1 \
+        | tee "$out/$name.log" || echo "bench/$script $* did not finish: see $name.log"
+}
+
 case "${1:-}" in
 prepare)
     py="${PYTHON:-.venv/bin/python}"
@@ -44,10 +59,7 @@ prepare)
 run)
     shift
     device_env
-    if [ -z "${SKIP_CUDA_TEST:-}" ]; then
-        timeout 300 python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
-            | tee "$out/cuda_test.log" || echo "the CUDA engine test failed: see cuda_test.log"
-    fi
+    if [ -z "${SKIP_CUDA_TEST:-}" ]; then cuda_test 300; fi
     python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"
     ;;
 profile)
@@ -58,14 +70,10 @@ profile)
     ;;
 all)
     device_env
-    timeout 80 python3 -m pytest -q -p no:cacheprovider tests/engine/triton/test_cuda_engine.py 2>&1 \
-        | tee "$out/cuda_test.log" || echo "the CUDA engine test failed: see cuda_test.log"
-    timeout 150 python3 bench/gpu_profile.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b,llama-3-8b \
-        --batch 1 --batch 128 --out "$out/profile.json" 2>&1 | tee "$out/profile.log" || echo "the profile did not finish"
-    timeout 100 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3-8b --part single \
-        --out "$out/gpu_8b.json" 2>&1 | tee "$out/gpu_8b.log" || echo "the 8B run did not finish"
-    timeout 260 python3 bench/gpu.py --tokenizer "$VIVACE_TOKENIZER" --models llama-3.2-1b --hf-batch 256 \
-        --out "$out/gpu_1b.json" 2>&1 | tee "$out/gpu_1b.log" || echo "the 1B run did not finish"
+    cuda_test 80
+    bench_run profile 150 gpu_profile.py --models llama-3.2-1b,llama-3-8b --batch 1 --batch 128
+    bench_run gpu_8b 100 gpu.py --models llama-3-8b --part single
+    bench_run gpu_1b 260 gpu.py --models llama-3.2-1b --hf-batch 256
     ;;
 *)
     echo "usage: bash bench/gpu_device.sh prepare | run [bench/gpu.py flags] | profile [bench/gpu_profile.py flags] | all" >&2
