@@ -161,15 +161,14 @@ class PagedAttention:
 
     def int8_maps(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The [head_dim, head_dim] matrices queries and keys go through for an int8 cache: diag(1/a) R, diag(a) R."""
+        if self.key_scale is None:  # the rotation alone, one matrix (cached) shared by every layer
+            rot = key_rotation(self.head_dim, device, dtype)
+            return rot, rot
         maps = self._int8_maps.get((device, dtype))
         if maps is None:
             rot = key_rotation(self.head_dim, device, torch.float64)
-            if self.key_scale is None:
-                maps = (rot.to(dtype), rot.to(dtype))
-            else:
-                a = self.key_scale.to(device=device, dtype=torch.float64)
-                maps = ((rot / a[:, None]).to(dtype), (rot * a[:, None]).to(dtype))
-            self._int8_maps[(device, dtype)] = maps
+            a = self.key_scale.to(device=device, dtype=torch.float64)
+            maps = self._int8_maps[(device, dtype)] = ((rot / a[:, None]).to(dtype), (rot * a[:, None]).to(dtype))
         return maps
 
     def __call__(
