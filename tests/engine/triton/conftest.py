@@ -15,6 +15,8 @@ import pytest
 KERNEL_MODULES = [
     "vivace.engine.attention.triton_decode",
     "vivace.engine.attention.triton_prefill",
+    "vivace.engine.kernels.triton_act",
+    "vivace.engine.kernels.triton_argmax",
     "vivace.engine.kernels.triton_lora",
     "vivace.engine.kernels.triton_norm",
     "vivace.engine.kernels.triton_rotary",

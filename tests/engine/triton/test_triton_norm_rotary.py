@@ -56,3 +56,36 @@ def test_rotary_matches_torch(heads, head_dim, dtype):
     )
     got = triton_rope.apply(x, triton_rope.tables(positions))
     torch.testing.assert_close(got.float(), expected, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(4, 2, 64), (3, 1, 24)])
+@pytest.mark.parametrize("dtype,cache_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                               (torch.bfloat16, torch.float32)])  # fmt: skip
+def test_apply_and_store_is_rotary_then_the_cache_write(heads, kv_heads, head_dim, dtype, cache_dtype):
+    rope = RotaryEmbedding(head_dim, 256, 10000.0, None, dtype)
+    triton_rope = TritonRotary(rope.cos, rope.signed_sin)
+    gen = torch.Generator().manual_seed(heads + head_dim)
+    qkv = torch.randn(5, (heads + 2 * kv_heads) * head_dim, generator=gen).to(dtype)
+    qk = qkv[:, : (heads + kv_heads) * head_dim].view(5, heads + kv_heads, head_dim)  # strided, as the model's
+    v = qkv[:, (heads + kv_heads) * head_dim :].view(5, kv_heads, head_dim)
+    positions = torch.tensor([0, 7, 63, 64, 255])
+    slots = torch.tensor([9, 0, 3, 17, 4])
+    k_cache, v_cache = (torch.full((20, kv_heads, head_dim), 7.0, dtype=cache_dtype) for _ in range(2))
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    rotated = triton_rope.apply(qk, positions)
+    expected_k.index_copy_(0, slots, rotated[:, heads:].to(cache_dtype))
+    expected_v.index_copy_(0, slots, v.to(cache_dtype))
+
+    q = triton_rope.apply_and_store(qk, v, positions, k_cache, v_cache, slots)
+    assert torch.equal(q, rotated[:, :heads])
+    assert torch.equal(k_cache, expected_k)  # other slots untouched
+    assert torch.equal(v_cache, expected_v)
+
+
+def test_apply_and_store_refuses_an_int8_cache():
+    rope = RotaryEmbedding(8, 16, 10000.0, None, torch.float32)
+    triton_rope = TritonRotary(rope.cos, rope.signed_sin)
+    cache = torch.zeros(4, 1, 8, dtype=torch.int8)
+    with pytest.raises(ValueError, match="int8 caches"):
+        triton_rope.apply_and_store(torch.zeros(1, 2, 8), torch.zeros(1, 1, 8), torch.zeros(1, dtype=torch.long),
+                                    cache, cache, torch.zeros(1, dtype=torch.long))  # fmt: skip

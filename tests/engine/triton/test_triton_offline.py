@@ -18,7 +18,14 @@ import pytest
 pytest.importorskip("triton", reason="triton is not installed (pip install triton); kernel tests skipped")
 
 SHAPES = ["smollm2-135m", "llama-3.2-1b", "llama-3-8b"]
-KERNELS = {"_rms_norm_kernel", "_rotary_kernel", "_decode_partial_kernel", "_decode_reduce_kernel", "_prefill_kernel"}
+KERNELS = {
+    "_rms_norm_kernel",
+    "_rotary_store_kernel",
+    "_gated_act_kernel",
+    "_decode_partial_kernel",
+    "_decode_reduce_kernel",
+    "_prefill_kernel",
+}
 ATTENTION = {"_decode_partial_kernel", "_prefill_kernel"}
 
 

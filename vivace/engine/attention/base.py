@@ -72,6 +72,24 @@ class AttentionBackend(ABC):
         attention); None = the whole causal context. Keys before the window are never read.
         """
 
+    def rotate_and_attend(
+        self,
+        qk: torch.Tensor,
+        v: torch.Tensor,
+        rope: Any,
+        rope_tables: Any,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: Any,
+        scale: float,
+        window: int | None = None,
+    ) -> torch.Tensor:
+        """Rotary (`rope.apply`) on the query and key heads of qk [T, H + KVH, D], then `forward` with
+        v [T, KVH, D]. Backends whose rotary kernel also writes the cache override this."""
+        qk = rope.apply(qk, rope_tables)
+        num_heads = qk.shape[1] - v.shape[1]
+        return self.forward(qk[:, :num_heads], qk[:, num_heads:], v, k_cache, v_cache, meta, scale, window)
+
     def graph_metadata(self, buffers: GraphBuffers) -> Any:
         """Metadata reading a decode graph's static buffers; only backends that support graphs have it."""
         raise NotImplementedError(f"the {self.name!r} attention backend does not run under CUDA graphs")

@@ -5,7 +5,7 @@ graphs (decode-only steps), and on CPU under Triton's interpreter (TRITON_INTERP
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,6 +14,7 @@ from vivace.engine.attention.kv_quant import to_cache
 from vivace.engine.attention.triton_decode import num_decode_splits, paged_decode
 from vivace.engine.attention.triton_prefill import paged_prefill
 from vivace.engine.device_io import upload
+from vivace.engine.kernels.triton_rotary import TritonRotary
 
 if TYPE_CHECKING:
     from vivace.engine.scheduler import ScheduledBatch
@@ -110,6 +111,36 @@ class TritonAttentionBackend(AttentionBackend):
         """q [T, H, D], new k, v [T, KVH, D] -> [T, H, D]."""
         k_cache.index_copy_(0, meta.slot_mapping, to_cache(k, k_cache))
         v_cache.index_copy_(0, meta.slot_mapping, to_cache(v, v_cache))
+        return self._attend(q, k_cache, v_cache, meta, scale, window)
+
+    def rotate_and_attend(
+        self,
+        qk: torch.Tensor,
+        v: torch.Tensor,
+        rope: Any,
+        rope_tables: Any,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: TritonAttentionMetadata,
+        scale: float,
+        window: int | None = None,
+    ) -> torch.Tensor:
+        """Float caches under the Triton rotary: one kernel rotates q and k and writes k and v to the cache."""
+        if k_cache.dtype == torch.int8 or not isinstance(rope, TritonRotary):
+            return super().rotate_and_attend(qk, v, rope, rope_tables, k_cache, v_cache, meta, scale, window)
+        q = rope.apply_and_store(qk, v, rope_tables, k_cache, v_cache, meta.slot_mapping)
+        return self._attend(q, k_cache, v_cache, meta, scale, window)
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: TritonAttentionMetadata,
+        scale: float,
+        window: int | None,
+    ) -> torch.Tensor:
+        """q [T, H, D] over the caches, which already hold this step's keys and values -> [T, H, D]."""
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         num_decodes = meta.num_decode_tokens
         if num_decodes:

@@ -5,8 +5,9 @@ Three sets, picked once from the config by `select_kernels` and handed to the mo
 - "cpu": the C++ ops of vivace.engine.cpu_ops (float32 on the CPU): paged attention read in place,
   RMSNorm fused with the residual add, rotary, SwiGLU, row argmax, the small-batch int8 linear, the
   linear on GGUF blocks and the gathered multi-LoRA product.
-- "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests), the
-  gathered multi-LoRA product among them.
+- "triton": the Triton kernels (CUDA; on CPU only under Triton's interpreter, for tests): paged
+  attention, RMSNorm (fused with the residual add), rotary fused with the KV cache write, the gated
+  activations, the greedy sampler's row argmax, the gathered multi-LoRA product.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def _cpu_kernels(block_size: int, device: torch.device, ops: ModuleType) -> Kern
 def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) -> Kernels:
     try:
         from vivace.engine.attention.triton_backend import DEFAULT_NUM_SMS, TritonAttentionBackend
+        from vivace.engine.kernels.triton_act import gelu_tanh_mul, silu_mul
+        from vivace.engine.kernels.triton_argmax import argmax_rows
         from vivace.engine.kernels.triton_lora import lora_add
         from vivace.engine.kernels.triton_norm import add_rms_norm, rms_norm
         from vivace.engine.kernels.triton_rotary import TritonRotary
@@ -132,9 +135,9 @@ def _triton_kernels(block_size: int, device: torch.device, num_kv_heads: int) ->
         attention=TritonAttentionBackend(block_size, device, num_kv_heads, num_sms),
         rms_norm=rms_norm,
         add_rms_norm=add_rms_norm,
-        silu_mul=torch_ops.silu_mul,
-        gelu_tanh_mul=torch_ops.gelu_tanh_mul,
+        silu_mul=silu_mul,
+        gelu_tanh_mul=gelu_tanh_mul,
         rotary=lambda rope: TritonRotary(rope.cos, rope.signed_sin),
-        argmax_rows=torch_ops.argmax_rows,
+        argmax_rows=argmax_rows,
         lora_add=lora_add,
     )

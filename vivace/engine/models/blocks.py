@@ -183,13 +183,16 @@ class PagedAttention:
             q = self.norm(qkv[:, : self.q_size].reshape(-1, self.head_dim), q_weight, self.eps)
             k = self.norm(qkv[:, self.q_size : qk_end].reshape(-1, self.head_dim), k_weight, self.eps)
             qk = torch.cat([q.view(num_tokens, -1), k.view(num_tokens, -1)], dim=1).view(qk.shape)
-        qk = rope.apply(qk, rope_tables)
-        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
-        if k_cache.dtype == torch.int8:  # keys are cached scaled and rotated (kv_quant.py); scores unchanged
-            q_map, k_map = self.int8_maps(qk.device, qk.dtype)
-            q, k = q @ q_map, k @ k_map
         v = qkv[:, qk_end:].view(num_tokens, self.num_kv_heads, self.head_dim)
-        attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
+        if k_cache.dtype == torch.int8:  # keys are cached scaled and rotated (kv_quant.py); scores unchanged
+            qk = rope.apply(qk, rope_tables)
+            q_map, k_map = self.int8_maps(qk.device, qk.dtype)
+            q, k = qk[:, : self.num_heads] @ q_map, qk[:, self.num_heads :] @ k_map
+            attn = self.backend.forward(q, k, v, k_cache, v_cache, meta, self.scale, self.window)
+        else:
+            attn = self.backend.rotate_and_attend(
+                qk, v, rope, rope_tables, k_cache, v_cache, meta, self.scale, self.window
+            )
         return self.o_proj(attn.reshape(num_tokens, self.q_size))
 
 
