@@ -35,13 +35,35 @@ class LlamaLayer:
     def __call__(
         self, hidden: torch.Tensor, rope: Any, rope_tables: Any, meta: Any, k_cache: torch.Tensor, v_cache: torch.Tensor
     ) -> torch.Tensor:
+        if self.add_norm is not None:
+            out, residual = self.carry_residual(hidden, None, rope, rope_tables, meta, k_cache, v_cache)
+            return residual + out
         attn_out = self.attn(self.norm(hidden, self.input_norm, self.eps), rope, rope_tables, meta, k_cache, v_cache)
+        hidden = hidden + attn_out
+        return hidden + self.mlp(self.norm(hidden, self.post_norm, self.eps))
+
+    def carry_residual(
+        self,
+        out: torch.Tensor,
+        residual: torch.Tensor | None,
+        rope: Any,
+        rope_tables: Any,
+        meta: Any,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer with its residual adds left to the fused add-norms (kernels with `add_rms_norm`): takes
+        the last layer's (output, residual stream) (None: `out` is the embeddings), returns its own; the
+        hidden state is out + residual. The previous layer's add runs inside this one's input norm."""
         if self.add_norm is None:
-            hidden = hidden + attn_out
-            x = self.norm(hidden, self.post_norm, self.eps)
+            raise TypeError("carry_residual needs a kernel set with a fused add_rms_norm")
+        if residual is None:
+            x, residual = self.norm(out, self.input_norm, self.eps), out
         else:
-            x, hidden = self.add_norm(attn_out, hidden, self.post_norm, self.eps)
-        return hidden + self.mlp(x)
+            x, residual = self.add_norm(out, residual, self.input_norm, self.eps)
+        attn_out = self.attn(x, rope, rope_tables, meta, k_cache, v_cache)
+        x, residual = self.add_norm(attn_out, residual, self.post_norm, self.eps)
+        return self.mlp(x), residual
 
 
 @register_model("llama", "mistral", "qwen2")
@@ -62,6 +84,15 @@ class LlamaModel(DecoderModel):
         self, hidden: torch.Tensor, positions: torch.Tensor, meta: list[Any], kv_cache: torch.Tensor
     ) -> torch.Tensor:
         if self.stack is None or not stack_covers(meta, kv_cache):
-            return super().run_layers(hidden, positions, meta, kv_cache)
+            if self.kernels.add_rms_norm is None:
+                return super().run_layers(hidden, positions, meta, kv_cache)
+            # the residual stream is carried: each add runs inside the next norm (one kernel fewer per layer)
+            rope_tables = self.rope.tables(positions)
+            residual = None
+            for layer, (g, j) in zip(self.layers, self.kv_slots, strict=True):
+                hidden, residual = layer.carry_residual(
+                    hidden, residual, self.rope, rope_tables, meta[g], kv_cache[j, 0], kv_cache[j, 1]
+                )
+            return hidden if residual is None else hidden + residual
         m = meta[0]
         return self.stack.forward(hidden, positions, kv_cache, m.slot_mapping, m.block_tables, m.spans)
