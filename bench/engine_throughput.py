@@ -7,6 +7,9 @@ near N until the last wave drains. One untimed warm-up wave first. Reported per 
 goes: the model forward and sampling (`runner.execute`) against the rest of `engine.step`
 (scheduling, KV bookkeeping, detokenization, output assembly).
 
+`--temperature T` samples every output token at temperature T (the sampler's cost at N rows) instead
+of taking the greedy argmax.
+
 `--shared-prefix P` starts every prompt with the same P tokens (a system prompt): the prefix cache
 computes them once, and each decode then attends over P + `--input-len` keys read from shared blocks.
 
@@ -65,7 +68,7 @@ def prompts_for(count: int, length: int, vocab: int, seed: int, prefix: Sequence
 def run(llm: LLM, clock: StepClock, streams: int, args: argparse.Namespace) -> dict[str, float]:
     llm.engine.scheduler.max_num_seqs = streams
     vocab = min(llm.tokenizer.vocab_size, 32_000)
-    params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
+    params = SamplingParams(temperature=args.temperature, max_tokens=args.output_len, ignore_eos=True)
     warm = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     prefix = prompts_for(1, args.shared_prefix, vocab, args.seed + 2)[0]
     llm.generate(prompts_for(streams, args.input_len, vocab, args.seed + 1, prefix), warm, use_tqdm=False)
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--shared-prefix", type=int, default=0, help="tokens every prompt starts with")
     parser.add_argument("--kv-cache-dtype", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
     args = parser.parse_args()
     if min(args.streams) < 1 or args.requests_per_stream < 1 or args.input_len < 1 or args.output_len < 1:
         parser.error("--streams, --requests-per-stream, --input-len and --output-len must be positive")
