@@ -10,7 +10,7 @@ import torch
 
 from vivace.engine import sampling_batch
 from vivace.engine.config import InvalidParameterError, SamplingParams
-from vivace.engine.sampler import processed_logprobs, sample
+from vivace.engine.sampler import inverse_cdf, processed_logprobs, sample
 from vivace.engine.sampling_batch import SamplingBatch, make_generator
 
 NEG_INF = float("-inf")
@@ -300,3 +300,13 @@ def test_filter_boundaries() -> None:
         [True, True, False, False],
         [True, True, True, False],
     ]
+
+
+def test_inverse_cdf_lands_on_positive_weight_at_the_ends_of_u() -> None:
+    weights = torch.tensor(
+        [[0.0, 0.3, 0.0, 0.7, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0, 0.0, 1.0]]
+    )
+    below_one = 1.0 - 2.0**-24  # the largest float32 uniform_ can return
+    for u, want in ((0.0, [1, 5, 0]), (below_one, [3, 5, 5]), (0.35, [3, 5, 0]), (0.8, [3, 5, 5])):
+        got = inverse_cdf(weights.clone(), torch.full((3, 1), u))
+        assert got.tolist() == want, (u, got)  # a zero-weight row gets its last index, never one past it

@@ -154,17 +154,27 @@ def processed_logprobs(
     return out
 
 
+def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row of non-negative `weights` [R, V] (consumed; rows need not sum to 1): the first index whose
+    cumulative weight exceeds u * the row's total, u [R, 1] uniform in [0, 1); a draw proportional to
+    the weights from one uniform per row.
+
+    The cumulative sums only grow, so the index found has positive weight; u * total is kept below the
+    total, which a rounded-up product could reach. A row of zero total weight gets its last index.
+    """
+    cdf = weights.cumsum_(dim=-1)
+    total = cdf[:, -1:]
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
 def _draw(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-    """Inverse-CDF draw over [S, V] probs (consumed): the first token whose cumulative mass exceeds
-    u * total, u ~ U[0, 1) from each row's generator.
+    """A token per row of [S, V] probs (consumed) by inverse CDF, u from each row's generator.
 
     One uniform per row where the exponential race argmax(probs / q), q ~ Exp(1), takes V: on CPU the
-    race's uniforms were most of a sampled step's cost ([32, 49152]: ~10 ms against ~1 ms). The
-    cumulative sums only grow, so the token found has positive mass; u is kept below the total, which
-    a product rounded up could reach.
+    race's uniforms were most of a sampled step's cost ([32, 49152]: ~10 ms against ~1 ms).
     """
-    cdf = probs.cumsum_(dim=-1)
-    u = torch.empty(len(cdf), 1, dtype=cdf.dtype, device=cdf.device)
+    u = torch.empty(len(probs), 1, dtype=probs.dtype, device=probs.device)
     if batch.num_unseeded == len(u):
         u.uniform_(generator=batch.default_generator)
     elif batch.unseeded is not None:
@@ -172,9 +182,7 @@ def _draw(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
         u[batch.unseeded] = drawn.uniform_(generator=batch.default_generator)
     for j, g in batch.seeded:
         u[j].uniform_(generator=g)
-    total = cdf[:, -1:]
-    u = torch.minimum(u.mul_(total), torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+    return inverse_cdf(probs, u)
 
 
 def sample(logits: torch.Tensor, batch: SamplingBatch, argmax_rows: Argmax = torch_argmax_rows) -> SamplerOutput:

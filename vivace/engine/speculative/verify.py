@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from vivace.engine.sampler import inverse_cdf
+
 
 def verify(
     probs: torch.Tensor,
@@ -35,18 +37,17 @@ def verify(
         choice = probs.argmax(dim=1)
     else:
         uniform = torch.empty(len(ids), dtype=probs.dtype, device=device)
-        race = torch.empty_like(probs)
+        draw = torch.empty(len(ids), 1, dtype=probs.dtype, device=device)
         row = 0
         for draft, gen in zip(drafts, generators, strict=True):
             rows = slice(row, row + len(draft) + 1)
             uniform[rows].uniform_(generator=gen)
-            race[rows].uniform_(generator=gen)
+            draw[rows].uniform_(generator=gen)
             row += len(draft) + 1
         accept = (uniform < p_draft) & has_draft
         # Rejected: draw from p without the draft's mass; the bonus row (no draft) draws from p itself.
         residual = probs.scatter(1, draft_ids, torch.where(has_draft, 0.0, p_draft).unsqueeze(1))
-        # Exponential race argmax(p / E), E = -log U ~ Exp(1): a draw proportional to p, unnormalised.
-        choice = residual.div_(race.log_().neg_()).argmax(dim=1)
+        choice = inverse_cdf(residual, draw)  # proportional to the residual, unnormalised
     accepted, chosen = torch.stack([accept.long(), choice]).tolist()
     out = []
     row = 0
