@@ -310,3 +310,22 @@ def test_inverse_cdf_lands_on_positive_weight_at_the_ends_of_u() -> None:
     for u, want in ((0.0, [1, 5, 0]), (below_one, [3, 5, 5]), (0.35, [3, 5, 0]), (0.8, [3, 5, 5])):
         got = inverse_cdf(weights.clone(), torch.full((3, 1), u))
         assert got.tolist() == want, (u, got)  # a zero-weight row gets its last index, never one past it
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_top_p_sets_in_the_window_the_wider_window_and_beyond(speculative: bool, monkeypatch) -> None:
+    # window 3, wider window 48 of 300 tokens: flat rows whose top_p sets end in each of the three tiers
+    monkeypatch.setattr(sampling_batch, "_WINDOW", 3)
+    V = 300
+    logits = torch.randn(6, V, generator=torch.Generator().manual_seed(5)) * 0.5
+    logits[0, :2] += 20.0  # a peaked row: its set is two tokens
+    params = [SamplingParams(temperature=1.0, top_p=p) for p in (0.9, 0.2, 0.5, 0.6, 0.95, 0.99)]
+    sizes = []
+    for row, p in zip(logits, params, strict=True):
+        cum = row.softmax(-1).sort(descending=True).values.cumsum(-1)
+        sizes.append(int((cum < p.top_p).sum()) + 1)
+    assert sizes[0] <= 3 and any(3 < n <= 48 for n in sizes) and any(n > 48 for n in sizes), sizes
+    batch = build(params, [[0]] * 6, [[]] * 6, V, speculative_sort=speculative)
+    got = processed_logprobs(logits, batch)
+    for i in range(6):
+        assert_logprobs_close(got[i].tolist(), ref_row(logits[i].tolist(), params[i], [0], [], EOS))
