@@ -131,13 +131,13 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
 
 def _top_p_over_largest(x: torch.Tensor, top_p: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top_p on rows of logits [R, V] (no top_k) among each row's `width` largest: the rows with -inf
-    outside their top_p set, and which rows' sets fit in that many (all of them when width is V)."""
+    outside their top_p set, and which rows' sets fit in that many (at width V every row's is exact)."""
     if width >= x.shape[1]:
         vals, idx = x.sort(dim=-1, descending=True)
     else:
         vals, idx = x.topk(width, dim=-1)  # sorted descending
     cum = (vals - x.logsumexp(dim=-1, keepdim=True)).exp_().cumsum_(dim=-1)
-    fits = cum[:, -1] >= top_p.squeeze(1) if width < x.shape[1] else torch.ones(len(x), dtype=torch.bool, device=x.device)
+    fits = cum[:, -1] >= top_p.squeeze(1)
     vals.masked_fill_(_beyond_top_p(cum, top_p), _NEG_INF)
     return torch.full_like(x, _NEG_INF).scatter_(1, idx, vals), fits
 
