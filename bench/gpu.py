@@ -161,15 +161,63 @@ class VivaceBench:
             end = time.perf_counter()
         return {"ttft_s": first - start, "decode_tok_s": (new_tokens - 1) / (end - first)}
 
-    def offline(self, work: list[Request]) -> dict[str, float]:
-        """All requests submitted at once; wall time to the last token."""
+    def offline(self, work: list[Request]) -> dict[str, Any]:
+        """All requests submitted at once; wall time to the last token, and where the steps' time went."""
         params = [SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True) for r in work]
         self.llm.generate([work[0].prompt_ids], params[0], use_tqdm=False)  # warm-up
+        kinds = StepKinds(self.llm.engine)
         start = time.perf_counter()
         outs = self.llm.generate([r.prompt_ids for r in work], params, use_tqdm=False)
         wall = time.perf_counter() - start
+        kinds.detach()
         produced = sum(len(o.outputs[0].token_ids) for o in outs)
-        return _throughput(work, produced, wall)
+        return {**_throughput(work, produced, wall), "steps": kinds.summary()}
+
+
+class StepKinds:
+    """Engine steps by kind while attached: decode-only (the kind CUDA graphs replay), mixed (decodes and
+    prefill chunks, eager) and prefill-only; per kind the count, seconds in `engine.step` (each ends by
+    reading its tokens, so the time is synced) and mean decode rows."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.stats: dict[str, list[float]] = {}  # kind -> [steps, seconds, decode rows]
+        self._kind = ""
+        schedule, step = engine.scheduler.schedule, engine.step
+
+        def timed_schedule() -> Any:
+            batch = schedule()
+            if not batch.prefills and not batch.decodes:
+                return batch  # nothing to run: not counted
+            if batch.prefills:
+                self._kind = "mixed" if batch.decodes else "prefill-only"
+            else:
+                self._kind = "decode-only"
+            self._rows = len(batch.decodes)
+            return batch
+
+        def timed_step() -> Any:
+            self._kind, self._rows = "", 0
+            begin = time.perf_counter()
+            out = step()
+            if self._kind:
+                entry = self.stats.setdefault(self._kind, [0, 0.0, 0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - begin
+                entry[2] += self._rows
+            return out
+
+        engine.scheduler.schedule, engine.step = timed_schedule, timed_step
+
+    def detach(self) -> None:
+        """Stop timing: the engine's own methods again."""
+        del self.engine.scheduler.schedule, self.engine.step
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            kind: {"steps": n, "seconds": secs, "ms_per_step": 1e3 * secs / n, "mean_decode_rows": rows / n}
+            for kind, (n, secs, rows) in sorted(self.stats.items())
+        }
 
 
 class HFBench:

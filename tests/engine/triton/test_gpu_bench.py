@@ -66,6 +66,11 @@ def test_tiny_cpu_run_measures_both_engines(
     for engine in ("vivace", "transformers"):
         assert tiny[engine]["single"]["decode_tok_s"] > 0
         assert tiny[engine]["offline"]["output_tokens"] == sum(r.output_len for r in work)  # EOS ignored
+    # Every output token but each request's first (its prefill step's) came from one decode row of a step.
+    steps = tiny["vivace"]["offline"]["steps"]
+    decode_rows = sum(kind["steps"] * kind["mean_decode_rows"] for kind in steps.values())
+    assert round(decode_rows) == sum(r.output_len for r in work) - len(work)
+    assert steps["decode-only"]["steps"] > 0 and steps["decode-only"]["ms_per_step"] > 0
     assert results["ceilings"]["copy_gb_s"] > 0
     assert "| tiny | single stream | decode tok/s |" in capsys.readouterr().out
 
