@@ -15,6 +15,25 @@ import triton.language as tl
 
 
 @triton.jit
+def _tables_at(cos_ptr, sin_ptr, pos, stride_c, i, imask, HALF: tl.constexpr):
+    """cos and signed sin (float32) at position `pos`, each as its two halves."""
+    cos1 = tl.load(cos_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)
+    cos2 = tl.load(cos_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)
+    sin1 = tl.load(sin_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)  # = -sin
+    sin2 = tl.load(sin_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)  # = +sin
+    return cos1, cos2, sin1, sin2
+
+
+@triton.jit
+def _rotated_halves(x_ptr, cos1, cos2, sin1, sin2, h, i, mask, stride_xh, HALF: tl.constexpr):
+    """The two rotated halves (float32) of heads `h` of the head-major rows at x_ptr."""
+    base = x_ptr + h[:, None] * stride_xh + i[None, :]
+    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    return x1 * cos1[None, :] + x2 * sin1[None, :], x2 * cos2[None, :] + x1 * sin2[None, :]
+
+
+@triton.jit
 def _rotary_kernel(
     x_ptr,
     out_ptr,
@@ -37,26 +56,12 @@ def _rotary_kernel(
     h = tl.arange(0, HEADS_PAD)
     imask = i < HALF
     mask = (h < num_heads)[:, None] & imask[None, :]
-    cos1 = tl.load(cos_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)
-    cos2 = tl.load(cos_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)
-    sin1 = tl.load(sin_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)  # = -sin
-    sin2 = tl.load(sin_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)  # = +sin
-    base = x_ptr + tok * stride_xt + h[:, None] * stride_xh + i[None, :]
-    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    cos1, cos2, sin1, sin2 = _tables_at(cos_ptr, sin_ptr, pos, stride_c, i, imask, HALF)
+    r1, r2 = _rotated_halves(x_ptr + tok * stride_xt, cos1, cos2, sin1, sin2, h, i, mask, stride_xh, HALF)
     obase = out_ptr + tok * stride_ot + h[:, None] * stride_oh + i[None, :]
     ty = out_ptr.dtype.element_ty
-    tl.store(obase, (x1 * cos1[None, :] + x2 * sin1[None, :]).to(ty), mask=mask)
-    tl.store(obase + HALF, (x2 * cos2[None, :] + x1 * sin2[None, :]).to(ty), mask=mask)
-
-
-@triton.jit
-def _rotated_halves(x_ptr, cos1, cos2, sin1, sin2, h, i, mask, stride_xh, HALF: tl.constexpr):
-    """The two rotated halves (float32) of heads `h` of the head-major rows at x_ptr."""
-    base = x_ptr + h[:, None] * stride_xh + i[None, :]
-    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
-    return x1 * cos1[None, :] + x2 * sin1[None, :], x2 * cos2[None, :] + x1 * sin2[None, :]
+    tl.store(obase, r1.to(ty), mask=mask)
+    tl.store(obase + HALF, r2.to(ty), mask=mask)
 
 
 @triton.jit
@@ -93,10 +98,7 @@ def _rotary_store_kernel(
     slot = tl.load(slot_ptr + tok).to(tl.int64)
     i = tl.arange(0, HALF_PAD)
     imask = i < HALF
-    cos1 = tl.load(cos_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)
-    cos2 = tl.load(cos_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)
-    sin1 = tl.load(sin_ptr + pos * stride_c + i, mask=imask, other=0.0).to(tl.float32)  # = -sin
-    sin2 = tl.load(sin_ptr + pos * stride_c + HALF + i, mask=imask, other=0.0).to(tl.float32)  # = +sin
+    cos1, cos2, sin1, sin2 = _tables_at(cos_ptr, sin_ptr, pos, stride_c, i, imask, HALF)
     row = qk_ptr + tok * stride_qkt
     mid = q_out_ptr.dtype.element_ty  # keys round to the activations' dtype first, as apply + index_copy_ do
     h = tl.arange(0, HEADS_PAD)
