@@ -102,10 +102,12 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     if batch.top_k is not None:
         vals.masked_fill_(torch.arange(c, device=x.device) >= batch.top_k.unsqueeze(1), _NEG_INF)
     in_window = batch.in_window  # None when every row's top_k fits the window
+    row_lse = None  # each row's logsumexp over the whole row, once: the fallbacks below reuse it
     if batch.top_p is not None:
         lse = vals.logsumexp(dim=-1)
         if in_window is not None:  # the top_p mass of rows without top_k is over the whole row
-            lse = torch.where(in_window, lse, x.logsumexp(dim=-1))
+            row_lse = x.logsumexp(dim=-1)
+            lse = torch.where(in_window, lse, row_lse)
         cum = (vals - lse.unsqueeze(1)).exp_().cumsum_(dim=-1)
         vals.masked_fill_(_beyond_top_p(cum, batch.top_p), _NEG_INF)
     out = torch.full_like(x, _NEG_INF).scatter_(1, idx, vals)
@@ -114,29 +116,32 @@ def _top_k_top_p(x: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     # A row beyond the window is done if its top_p set fit in it; a row without top_p keeps everything.
     resolved = in_window if batch.top_p is None else in_window | (cum[:, -1] >= batch.top_p.squeeze(1))
     out = torch.where(resolved.unsqueeze(1), out, x)
-    if batch.top_p is None:
+    if row_lse is None:  # no top_p: rows beyond the window keep everything
         return out
     rows = batch.sort_rows
     if rows is None:  # on CPU: a wider window first, a full sort only for the rows still beyond it
         rows = (~resolved & (batch.top_p.squeeze(1) <= 1.0)).nonzero().squeeze(1)
         wide = min(x.shape[1], _WIDE_WINDOW_FACTOR * c)
         if len(rows) and wide < x.shape[1]:
-            filtered, fits = _top_p_over_largest(x[rows], batch.top_p[rows], wide)
+            filtered, fits = _top_p_over_largest(x[rows], row_lse[rows], batch.top_p[rows], wide)
             out[rows[fits]] = filtered[fits]
             rows = rows[~fits]
     if len(rows):
-        out[rows] = _top_p_over_largest(x[rows], batch.top_p[rows], x.shape[1])[0]
+        out[rows] = _top_p_over_largest(x[rows], row_lse[rows], batch.top_p[rows], x.shape[1])[0]
     return out
 
 
-def _top_p_over_largest(x: torch.Tensor, top_p: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top_p on rows of logits [R, V] (no top_k) among each row's `width` largest: the rows with -inf
-    outside their top_p set, and which rows' sets fit in that many (at width V every row's is exact)."""
+def _top_p_over_largest(
+    x: torch.Tensor, lse: torch.Tensor, top_p: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top_p on rows of logits [R, V] (no top_k; `lse` [R] their logsumexp) among each row's `width` largest:
+    the rows with -inf outside their top_p set, and which rows' sets fit in that many (at width V every
+    row's is exact)."""
     if width >= x.shape[1]:
         vals, idx = x.sort(dim=-1, descending=True)
     else:
         vals, idx = x.topk(width, dim=-1)  # sorted descending
-    cum = (vals - x.logsumexp(dim=-1, keepdim=True)).exp_().cumsum_(dim=-1)
+    cum = (vals - lse.unsqueeze(1)).exp_().cumsum_(dim=-1)
     fits = cum[:, -1] >= top_p.squeeze(1)
     vals.masked_fill_(_beyond_top_p(cum, top_p), _NEG_INF)
     return torch.full_like(x, _NEG_INF).scatter_(1, idx, vals), fits
