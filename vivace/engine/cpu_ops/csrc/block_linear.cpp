@@ -18,12 +18,17 @@
 // columns' scales times the row's, so the float work is shared by 8 outputs, and a tile's weight loads by
 // 8 activation rows (4-bit; Q8_0: 4). The integer sums are written so that the compiler keeps them in
 // registers in order (left to itself it computed all of a block's products first and spilled them).
+// With AVX512-VNNI (and VL), dpbusd on the same 256-bit registers sums 4 unsigned-by-signed byte products
+// into each int32 lane in one instruction: the 4-bit quants (0..15) are the unsigned side as they are; for
+// Q8_0 the activations are, shifted by 128 (x ^ 0x80), and the tile's column sums times 128 come off the
+// exact dot. The int32 dots are the same integers either way, so the outputs are the same bits.
 // Batch independence: every output element (m, n) is computed by the same sequence of operations (per
 // block in order: the exact dot, its scaled fma, then the 4-bit minimum term's fma), whatever tile it
 // lands in, so a row's result never depends on its batch-mates.
 //
 // Registered as torch.ops.vivace_cpu.block_linear (its own op library, so this file needs no line in
-// another file's module table). AVX2 + FMA + F16C path, and a portable scalar path for other CPUs.
+// another file's module table). AVX2 + FMA + F16C path (its integer dots by AVX512-VNNI where the CPU has
+// it), and a portable scalar path for other CPUs.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -33,6 +38,9 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define VIVACE_BLOCK_AVX2 1
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define VIVACE_BLOCK_VNNI 1  // dpbusd on 256-bit registers: 32 u8 x s8 products summed into 8 int32 lanes
+#endif
 #endif
 
 namespace {
@@ -92,11 +100,13 @@ float half_to_float(const uint8_t* p) {
 }
 
 // One activation row quantized per block: q[K] int8, d[nb] scale, s[nb] = d * sum(q) (for the 4-bit minimum term).
+// `u` (VNNI builds, Q8_0 only) is q + 128 as unsigned bytes: dpbusd multiplies unsigned by signed bytes.
 struct QuantRows {
   const int8_t* q;
   const float* d;
   const float* s;
   int64_t K, nb;
+  const uint8_t* u = nullptr;
 };
 
 void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, float* s) {
@@ -155,8 +165,8 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* q, float* d, fl
 }
 
 #ifdef VIVACE_BLOCK_AVX2
-// 4 activation bytes (int8) broadcast to all 8 lanes.
-inline __m256i bcast4(const int8_t* p) {
+// 4 activation bytes broadcast to all 8 lanes.
+inline __m256i bcast4(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
@@ -185,6 +195,38 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
     }
     const int8_t* a = xr.q + m0 * xr.K + b * kBlock;
     __m256i dot[RM];
+#ifdef VIVACE_BLOCK_VNNI
+    if constexpr (QT == kQ8_0) {
+      // (x + 128) . w = x . w + 128 * sum(w): the tile's column sums come from the same instruction, once
+      // per block for all RM rows.
+      __m256i w[8];
+      __m256i wsum = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g) {
+        w[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g * 32));
+        wsum = _mm256_dpbusd_epi32(wsum, _mm256_set1_epi8(1), w[g]);
+      }
+      const __m256i shift = _mm256_slli_epi32(wsum, 7);
+      const uint8_t* au = xr.u + m0 * xr.K + b * kBlock;
+      for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g)
+        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], bcast4(au + i * xr.K + g * 4), w[g]);
+      for (int i = 0; i < RM; ++i) dot[i] = _mm256_sub_epi32(dot[i], shift);
+    } else {
+      const __m256i mask = _mm256_set1_epi8(0x0f);
+      __m256i lo[4], hi[4];
+      for (int c = 0; c < 4; ++c) {
+        const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + c * 32));
+        lo[c] = _mm256_and_si256(r, mask);
+        hi[c] = _mm256_and_si256(_mm256_srli_epi16(r, 4), mask);
+      }
+      // The rows' sums advance side by side: RM independent chains of dependent dpbusd in flight.
+      for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], lo[c], bcast4(a + i * xr.K + c * 4));
+        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], hi[c], bcast4(a + i * xr.K + 16 + c * 4));
+      }
+    }
+#else
     if constexpr (QT == kQ8_0) {
       const __m256i ones = _mm256_set1_epi16(1);
       for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
@@ -219,6 +261,7 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
         dot[i] = _mm256_madd_epi16(p, ones);
       }
     }
+#endif
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
     __m256 mw;
     if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 16)));
@@ -248,7 +291,9 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
     const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
     const uint8_t* tile = w + t * stride;
     int64_t m = r0;
-    if constexpr (QT != kQ8_0)
+#ifndef VIVACE_BLOCK_VNNI
+    if constexpr (QT != kQ8_0)  // the sign trick leaves registers for 4 rows only
+#endif
       for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
     for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
     switch (r1 - m) {
@@ -386,7 +431,14 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& tiles, i
   auto d = torch::empty({M, nb}, xc.options());
   auto s = torch::empty({M, nb}, xc.options());
   quantize_rows(xc.data_ptr<float>(), M, K, q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>());
-  const QuantRows xr{q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), K, nb};
+  QuantRows xr{q.data_ptr<int8_t>(), d.data_ptr<float>(), s.data_ptr<float>(), K, nb};
+#ifdef VIVACE_BLOCK_VNNI
+  torch::Tensor u;
+  if (qtype == kQ8_0) {
+    u = torch::bitwise_xor(q, -128).view(torch::kUInt8);  // two's complement: x ^ 0x80 = x + 128 as a byte
+    xr.u = u.data_ptr<uint8_t>();
+  }
+#endif
   auto out = torch::empty({M, N}, xc.options());
   const uint8_t* w = tiles.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
