@@ -18,10 +18,11 @@
 // columns' scales times the row's, so the float work is shared by 8 outputs, and a tile's weight loads by
 // 8 activation rows (4-bit; Q8_0: 4). The integer sums are written so that the compiler keeps them in
 // registers in order (left to itself it computed all of a block's products first and spilled them).
-// With AVX512-VNNI (and VL), dpbusd on the same 256-bit registers sums 4 unsigned-by-signed byte products
-// into each int32 lane in one instruction: the 4-bit quants (0..15) are the unsigned side as they are; for
-// Q8_0 the activations are, shifted by 128 (x ^ 0x80), and the tile's column sums times 128 come off the
-// exact dot. The int32 dots are the same integers either way, so the outputs are the same bits.
+// With AVX512-VNNI, two neighbouring tiles go through one 512-bit register (tile16): each activation
+// broadcast then meets 16 columns, and dpbusd sums 4 unsigned-by-signed byte products into each int32 lane
+// in one instruction. The 4-bit quants (0..15) are the unsigned side as they are; for Q8_0 the activations
+// are, shifted by 128 (x ^ 0x80), and the tile's column sums times 128 come off the exact dot. The int32
+// dots are the same integers as tile8's and the float steps the same, so the outputs are the same bits.
 // Batch independence: every output element (m, n) is computed by the same sequence of operations (per
 // block in order: the exact dot, its scaled fma, then the 4-bit minimum term's fma), whatever tile it
 // lands in, so a row's result never depends on its batch-mates.
@@ -38,8 +39,8 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define VIVACE_BLOCK_AVX2 1
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-#define VIVACE_BLOCK_VNNI 1  // dpbusd on 256-bit registers: 32 u8 x s8 products summed into 8 int32 lanes
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define VIVACE_BLOCK_VNNI 1  // dpbusd on 512-bit registers: 64 u8 x s8 products summed into 16 int32 lanes
 #endif
 #endif
 
@@ -195,38 +196,6 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
     }
     const int8_t* a = xr.q + m0 * xr.K + b * kBlock;
     __m256i dot[RM];
-#ifdef VIVACE_BLOCK_VNNI
-    if constexpr (QT == kQ8_0) {
-      // (x + 128) . w = x . w + 128 * sum(w): the tile's column sums come from the same instruction, once
-      // per block for all RM rows.
-      __m256i w[8];
-      __m256i wsum = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g) {
-        w[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + g * 32));
-        wsum = _mm256_dpbusd_epi32(wsum, _mm256_set1_epi8(1), w[g]);
-      }
-      const __m256i shift = _mm256_slli_epi32(wsum, 7);
-      const uint8_t* au = xr.u + m0 * xr.K + b * kBlock;
-      for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g)
-        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], bcast4(au + i * xr.K + g * 4), w[g]);
-      for (int i = 0; i < RM; ++i) dot[i] = _mm256_sub_epi32(dot[i], shift);
-    } else {
-      const __m256i mask = _mm256_set1_epi8(0x0f);
-      __m256i lo[4], hi[4];
-      for (int c = 0; c < 4; ++c) {
-        const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + c * 32));
-        lo[c] = _mm256_and_si256(r, mask);
-        hi[c] = _mm256_and_si256(_mm256_srli_epi16(r, 4), mask);
-      }
-      // The rows' sums advance side by side: RM independent chains of dependent dpbusd in flight.
-      for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
-      for (int c = 0; c < 4; ++c) {
-        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], lo[c], bcast4(a + i * xr.K + c * 4));
-        for (int i = 0; i < RM; ++i) dot[i] = _mm256_dpbusd_epi32(dot[i], hi[c], bcast4(a + i * xr.K + 16 + c * 4));
-      }
-    }
-#else
     if constexpr (QT == kQ8_0) {
       const __m256i ones = _mm256_set1_epi16(1);
       for (int i = 0; i < RM; ++i) dot[i] = _mm256_setzero_si256();
@@ -261,7 +230,6 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
         dot[i] = _mm256_madd_epi16(p, ones);
       }
     }
-#endif
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
     __m256 mw;
     if constexpr (QT == kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 16)));
@@ -281,6 +249,111 @@ void tile8(const QuantRows& xr, int64_t m0, const uint8_t* tile, int64_t n0, int
   }
 }
 
+#ifdef VIVACE_BLOCK_VNNI
+inline __m512i bcast4x16(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// 32 bytes from each of two tiles, side by side in one register.
+inline __m512i load_pair(const uint8_t* a, const uint8_t* b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+
+// 8 fp16 from each of two tiles as 16 floats.
+inline __m512 halves_pair(const uint8_t* a, const uint8_t* b) {
+  const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+  return _mm512_cvtph_ps(h);
+}
+
+// tile8's computation on two neighbouring tiles at once (16 output columns n0..; `cols` of them stored), with
+// dpbusd summing each lane's 4 unsigned-by-signed byte products in one instruction. The 4-bit quants (0..15)
+// are the unsigned side; for Q8_0 the activations are, shifted by 128 (xr.u), and 128 times the columns' sums
+// comes off each exact dot. A lone last tile passes itself as `tb` and stores 8 columns at most.
+template <int64_t QT, int RM>
+void tile16(const QuantRows& xr, int64_t m0, const uint8_t* ta, const uint8_t* tb, int64_t n0, int cols, float* out,
+            int64_t N, const float* bias) {
+  constexpr int64_t hb = head_bytes(QT), qb = quant_bytes(QT);
+  const int64_t quants = xr.nb * 8 * hb;
+  __m512 acc[RM];
+  for (int i = 0; i < RM; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < xr.nb; ++b) {
+    const uint8_t* qa = ta + quants + b * 8 * qb;
+    const uint8_t* qz = tb + quants + b * 8 * qb;
+    for (int64_t ahead = 0; ahead < 8 * qb; ahead += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(qa + kPrefetch + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(qz + kPrefetch + ahead), _MM_HINT_T0);
+    }
+    __m512i dot[RM];
+    for (int i = 0; i < RM; ++i) dot[i] = _mm512_setzero_si512();
+    if constexpr (QT == kQ8_0) {
+      const uint8_t* au = xr.u + m0 * xr.K + b * kBlock;
+      __m512i wsum = _mm512_setzero_si512();
+      for (int g = 0; g < 8; ++g) {
+        const __m512i w = load_pair(qa + g * 32, qz + g * 32);
+        wsum = _mm512_dpbusd_epi32(wsum, _mm512_set1_epi8(1), w);
+        for (int i = 0; i < RM; ++i) dot[i] = _mm512_dpbusd_epi32(dot[i], bcast4x16(au + i * xr.K + g * 4), w);
+      }
+      const __m512i shift = _mm512_slli_epi32(wsum, 7);
+      for (int i = 0; i < RM; ++i) dot[i] = _mm512_sub_epi32(dot[i], shift);
+    } else {
+      // The rows' sums advance side by side: RM independent chains of dependent dpbusd in flight.
+      const int8_t* a = xr.q + m0 * xr.K + b * kBlock;
+      const __m512i mask = _mm512_set1_epi8(0x0f);
+      for (int c = 0; c < 4; ++c) {
+        const __m512i r = load_pair(qa + c * 32, qz + c * 32);
+        const __m512i lo = _mm512_and_si512(r, mask), hi = _mm512_and_si512(_mm512_srli_epi16(r, 4), mask);
+        for (int i = 0; i < RM; ++i) dot[i] = _mm512_dpbusd_epi32(dot[i], lo, bcast4x16(a + i * xr.K + c * 4));
+        for (int i = 0; i < RM; ++i) dot[i] = _mm512_dpbusd_epi32(dot[i], hi, bcast4x16(a + i * xr.K + 16 + c * 4));
+      }
+    }
+    const uint8_t* ha = ta + b * 8 * hb;
+    const uint8_t* hz = tb + b * 8 * hb;
+    const __m512 dw = halves_pair(ha, hz);
+    __m512 mw;
+    if constexpr (QT == kQ4_1) mw = halves_pair(ha + 16, hz + 16);
+    else mw = _mm512_mul_ps(dw, _mm512_set1_ps(-8.f));
+    for (int i = 0; i < RM; ++i) {
+      const int64_t m = m0 + i;
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(xr.d[m * xr.nb + b]));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), scale, acc[i]);
+      if constexpr (QT != kQ8_0) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xr.s[m * xr.nb + b]), acc[i]);
+    }
+  }
+  for (int i = 0; i < RM; ++i) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[i]);
+    float* o = out + (m0 + i) * N + n0;
+    for (int j = 0; j < cols; ++j) o[j] = lanes[j] + (bias ? bias[n0 + j] : 0.f);
+  }
+}
+
+// Activation rows [r0, r1) against column tiles [t0, t1), two tiles at a time.
+template <int64_t QT>
+void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
+                float* out, const float* bias) {
+  const int64_t stride = tile_bytes(xr.nb, QT);
+  for (int64_t t = t0; t < t1; t += 2) {
+    const int64_t n0 = t * kTileCols;
+    const bool pair = t + 1 < t1;
+    const int cols = static_cast<int>(std::min<int64_t>(pair ? 2 * kTileCols : kTileCols, N - n0));
+    const uint8_t* ta = w + t * stride;
+    const uint8_t* tb = pair ? ta + stride : ta;
+    int64_t m = r0;
+    for (; m + 8 <= r1; m += 8) tile16<QT, 8>(xr, m, ta, tb, n0, cols, out, N, bias);
+    for (; m + 4 <= r1; m += 4) tile16<QT, 4>(xr, m, ta, tb, n0, cols, out, N, bias);
+    switch (r1 - m) {
+      case 3: tile16<QT, 3>(xr, m, ta, tb, n0, cols, out, N, bias); break;
+      case 2: tile16<QT, 2>(xr, m, ta, tb, n0, cols, out, N, bias); break;
+      case 1: tile16<QT, 1>(xr, m, ta, tb, n0, cols, out, N, bias); break;
+      default: break;
+    }
+  }
+}
+#else
 // Activation rows [r0, r1) against column tiles [t0, t1).
 template <int64_t QT>
 void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
@@ -291,9 +364,7 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
     const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
     const uint8_t* tile = w + t * stride;
     int64_t m = r0;
-#ifndef VIVACE_BLOCK_VNNI
     if constexpr (QT != kQ8_0)  // the sign trick leaves registers for 4 rows only
-#endif
       for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
     for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
     switch (r1 - m) {
@@ -304,6 +375,13 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
     }
   }
 }
+#endif
+
+#ifdef VIVACE_BLOCK_VNNI
+constexpr int64_t kTileStep = 2;  // tiles_rows' tiles at a time
+#else
+constexpr int64_t kTileStep = 1;
+#endif
 
 // Below kDynamicRows rows a call lasts a few tens of microseconds and the column tiles are split into
 // equal shares up front. From it on, they are handed out in runs as threads ask: a thread the OS preempts
@@ -314,14 +392,15 @@ constexpr int64_t kDynamicRows = 8;
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
   const int64_t col_tiles = tile_count(N);
+  const int64_t steps = (col_tiles + kTileStep - 1) / kTileStep;  // threads take whole pairs of tiles
   if (M < kDynamicRows) {
-    at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
-      tiles_rows<QT>(xr, 0, M, w, begin, end, N, out, bias);
+    at::parallel_for(0, steps, 1, [&](int64_t begin, int64_t end) {
+      tiles_rows<QT>(xr, 0, M, w, begin * kTileStep, std::min(col_tiles, end * kTileStep), N, out, bias);
     });
     return;
   }
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), col_tiles));
-  const int64_t chunk = std::max<int64_t>(1, col_tiles / (8 * threads));
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), steps));
+  const int64_t chunk = std::max<int64_t>(1, steps / (8 * threads)) * kTileStep;
 #pragma omp parallel num_threads(threads)
   for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
     const int64_t r1 = std::min(M, r0 + kRowChunk);
