@@ -2,7 +2,8 @@
 
 The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
 Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context, 32 sharing one 1,024-token context
-(a prefix hit: the same blocks for every sequence), 1 at 4,096; prefill: a 512-token chunk after 0
+(a prefix hit: the same blocks for every sequence), 1 at 4,096; 32 at 256 over 30 layers' caches in
+turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory); prefill: a 512-token chunk after 0
 and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s each. Two versions side by side:
 
     python bench/cpu_attention.py
@@ -18,11 +19,12 @@ import torch
 
 from vivace.engine.cpu_ops import load_cpu_ops
 
-HEADS, KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
+HEADS, KV_HEADS, HEAD_DIM, BLOCK, LAYERS = 9, 3, 64, 16, 30
 CASES = [  # (label, context before the rows, rows per sequence, sequences, one block table shared by all)
     ("decode, 1 sequence, 256 context", 256, 1, 1, False),
     ("decode, 32 sequences, 256 context", 256, 1, 32, False),
     ("decode, 32 sequences, 1,024 context", 1024, 1, 32, False),
+    ("decode, 32 sequences, 256 context, a layer's cache each of 30 calls (from memory)", 256, 1, 32, "layers"),
     ("decode, 32 sequences, one shared 1,024 context", 1024, 1, 32, True),
     ("decode, 1 sequence, 4,096 context", 4096, 1, 1, False),
     ("prefill, 512 rows after 0", 0, 512, 1, False),
@@ -66,8 +68,17 @@ def main() -> None:
     rows = []
     print("| case | us per call |\n|---|---|")
     for label, context, n_rows, sequences, shared in CASES:
-        args = case_args(context, n_rows, sequences, shared)
-        us = time_call(lambda args=args: ops.paged_attention(*args)) * 1e6
+        if shared == "layers":
+            layers = [case_args(context, n_rows, sequences) for _ in range(LAYERS)]
+
+            def each_layer(layers: list[tuple] = layers) -> None:
+                for args in layers:
+                    ops.paged_attention(*args)
+
+            us = time_call(each_layer) * 1e6 / LAYERS
+        else:
+            args = case_args(context, n_rows, sequences, shared)
+            us = time_call(lambda args=args: ops.paged_attention(*args)) * 1e6
         rows.append({"case": label, "us_per_call": us})
         print(f"| {label} | {us:,.0f} |", flush=True)
     print(json.dumps(rows))
