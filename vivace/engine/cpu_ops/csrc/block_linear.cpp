@@ -332,6 +332,7 @@ void tile16(const QuantRows& xr, int64_t m0, const uint8_t* ta, const uint8_t* t
 }
 
 // Activation rows [r0, r1) against column tiles [t0, t1), two tiles at a time.
+constexpr int64_t kTileStep = 2;
 template <int64_t QT>
 void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
                 float* out, const float* bias) {
@@ -355,6 +356,7 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
 }
 #else
 // Activation rows [r0, r1) against column tiles [t0, t1).
+constexpr int64_t kTileStep = 1;
 template <int64_t QT>
 void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
                 float* out, const float* bias) {
@@ -375,12 +377,6 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
     }
   }
 }
-#endif
-
-#ifdef VIVACE_BLOCK_VNNI
-constexpr int64_t kTileStep = 2;  // tiles_rows' tiles at a time
-#else
-constexpr int64_t kTileStep = 1;
 #endif
 
 // Below kDynamicRows rows a call lasts a few tens of microseconds and the column tiles are split into

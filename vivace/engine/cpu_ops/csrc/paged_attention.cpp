@@ -279,104 +279,106 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& item = items[it];
       for (int64_t kh = item.kh0; kh < item.kh1; ++kh) {
-      const bool whole_rows = kh == item.kh0 && item.kh1 - item.kh0 > 1;
-      const Span& sp = spans[item.span];
-      const int32_t* table = btp + item.span * MB;
-      const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
-      // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
-      auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
-      auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
-      // A draft tree's node (tree[2 t] = position of its first node, tree[2 t + 1] = bitmask of the nodes
-      // it sees) sets `value` at the tile's keys in [a, b) that are nodes other than its ancestors and itself.
-      auto mask_tree = [&](int64_t r, int64_t k0, int64_t a, int64_t b, float* s, float value) {
-        if (tree == nullptr) return;
-        const int64_t token = sp.row + item.t0 + r / group;
-        const int64_t base = tree[2 * token];
-        const uint64_t bits = static_cast<uint64_t>(tree[2 * token + 1]);
-        for (int64_t j = std::max(a, base - k0); j < b; ++j)
-          if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
-      };
-      for (int64_t r = 0; r < R; ++r) {
-        const float* src = qp + ((sp.row + item.t0 + r / group) * H + kh * group + r % group) * d;
-        float* dst = w.q.data() + r * d8;
-        for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale;
-      }
-      std::fill(w.acc.begin(), w.acc.begin() + R * d8, 0.f);
-      std::fill(w.m.begin(), w.m.begin() + R, NEG_INF);
-      std::fill(w.l.begin(), w.l.begin() + R, 0.f);
-      const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
-      if (whole_rows)  // the first keys, which the loop below does not ask for ahead
-        for (int64_t key = lo; key < std::min(hi, lo + kPrefetchKeys); ++key)
-          prefetch_rows(kp, vp, table, key, block_size, 1, 0, KVH * width);
-      for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
-        const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
-        // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
-        // others are masked below and their values never read, so the scratch is not cleared for them.
-        for (int64_t j = jlo; j < jhi; ++j) {
-          const int64_t key = k0 + j;
-          const int64_t at = cache_row(table, key, block_size, KVH, kh, width);
-          if (key + kPrefetchKeys < hi) {
-            if (whole_rows)
-              prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, 1, 0, KVH * width);
-            else
-              prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, kh, width);
-          }
-          widen(kp + at, d, w.kf.data() + j * d8);
-          widen(vp + at, d, w.vf.data() + j * d8);
-        }
-        const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
-        for (int64_t r = 0; r + 1 < R; r += 2)
-          tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
-                         w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
-        if (R & 1)
-          tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
-                         nullptr);
-        // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
-        // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
-        // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
-        // Weights the value pass reads ([jlo, jhi)) outside [a, b) are 0.
+        const bool whole_rows = kh == item.kh0 && item.kh1 - item.kh0 > 1;
+        const Span& sp = spans[item.span];
+        const int32_t* table = btp + item.span * MB;
+        const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
+        // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
+        auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
+        auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
+        // A draft tree's node (tree[2 t] = position of its first node, tree[2 t + 1] = bitmask of the nodes
+        // it sees) sets `value` at the tile's keys in [a, b) that are nodes other than its ancestors and itself.
+        auto mask_tree = [&](int64_t r, int64_t k0, int64_t a, int64_t b, float* s, float value) {
+          if (tree == nullptr) return;
+          const int64_t token = sp.row + item.t0 + r / group;
+          const int64_t base = tree[2 * token];
+          const uint64_t bits = static_cast<uint64_t>(tree[2 * token + 1]);
+          for (int64_t j = std::max(a, base - k0); j < b; ++j)
+            if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
+        };
         for (int64_t r = 0; r < R; ++r) {
-          float* s = w.s.data() + r * KT;
-          const int64_t a = std::max(row_lo(r), k0) - k0, b = std::min(row_hi(r), k0 + KT) - k0;
-          if (a >= b) {  // this row sees none of the tile's keys
-            std::fill(s + jlo, s + jhi, 0.f);
-            continue;
-          }
-          const int64_t c0 = a / 8 * 8, c1 = (b + 7) / 8 * 8;
-          std::fill(s + c0, s + a, NEG_INF);
-          std::fill(s + b, s + c1, NEG_INF);
-          mask_tree(r, k0, a, b, s, NEG_INF);
-          V8 vmx = vload(s + c0);
-          for (int64_t j = c0 + 8; j < c1; j += 8) vmx = vmax(vmx, vload(s + j));
-          const float m_new = std::max(w.m[r], hmax(vmx));
-          const V8 vm = vset(m_new);
-          for (int64_t j = c0; j < c1; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
-          std::fill(s + std::min(jlo, c0), s + a, 0.f);
-          std::fill(s + b, s + std::max(jhi, c1), 0.f);
-          mask_tree(r, k0, a, b, s, 0.f);
-          V8 sum = vload(s + c0);
-          for (int64_t j = c0 + 8; j < c1; j += 8) sum = vadd(sum, vload(s + j));
-          const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
-          w.l[r] = w.l[r] * alpha + hsum(sum);
-          w.m[r] = m_new;
-          if (alpha != 1.f) {
-            float* acc = w.acc.data() + r * d8;
-            for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
-          }
+          const float* src = qp + ((sp.row + item.t0 + r / group) * H + kh * group + r % group) * d;
+          float* dst = w.q.data() + r * d8;
+          for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale;
         }
-        for (int64_t r = 0; r + 1 < R; r += 2)
-          tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
-                         w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
-        if (R & 1)
-          tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
-                         nullptr);
-      }
-      for (int64_t r = 0; r < R; ++r) {
-        const float inv = 1.f / w.l[r];
-        const float* acc = w.acc.data() + r * d8;
-        float* dst = op + ((sp.row + item.t0 + r / group) * H + kh * group + r % group) * d;
-        for (int64_t i = 0; i < d; ++i) dst[i] = acc[i] * inv;
-      }
+        std::fill(w.acc.begin(), w.acc.begin() + R * d8, 0.f);
+        std::fill(w.m.begin(), w.m.begin() + R, NEG_INF);
+        std::fill(w.l.begin(), w.l.begin() + R, 0.f);
+        const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
+        // The whole-row / own-row choice below is written out at both of its places: put in one lambda, the
+        // build had no prefetch instructions left at all, and the from-memory decode case took 1.8x as long.
+        if (whole_rows)  // the first keys, which the loop below does not ask for ahead
+          for (int64_t key = lo; key < std::min(hi, lo + kPrefetchKeys); ++key)
+            prefetch_rows(kp, vp, table, key, block_size, 1, 0, KVH * width);
+        for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
+          const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
+          // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
+          // others are masked below and their values never read, so the scratch is not cleared for them.
+          for (int64_t j = jlo; j < jhi; ++j) {
+            const int64_t key = k0 + j;
+            const int64_t at = cache_row(table, key, block_size, KVH, kh, width);
+            if (key + kPrefetchKeys < hi) {
+              if (whole_rows)
+                prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, 1, 0, KVH * width);
+              else
+                prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, kh, width);
+            }
+            widen(kp + at, d, w.kf.data() + j * d8);
+            widen(vp + at, d, w.vf.data() + j * d8);
+          }
+          const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
+          for (int64_t r = 0; r + 1 < R; r += 2)
+            tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
+                           w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
+          if (R & 1)
+            tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
+                           nullptr);
+          // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
+          // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
+          // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
+          // Weights the value pass reads ([jlo, jhi)) outside [a, b) are 0.
+          for (int64_t r = 0; r < R; ++r) {
+            float* s = w.s.data() + r * KT;
+            const int64_t a = std::max(row_lo(r), k0) - k0, b = std::min(row_hi(r), k0 + KT) - k0;
+            if (a >= b) {  // this row sees none of the tile's keys
+              std::fill(s + jlo, s + jhi, 0.f);
+              continue;
+            }
+            const int64_t c0 = a / 8 * 8, c1 = (b + 7) / 8 * 8;
+            std::fill(s + c0, s + a, NEG_INF);
+            std::fill(s + b, s + c1, NEG_INF);
+            mask_tree(r, k0, a, b, s, NEG_INF);
+            V8 vmx = vload(s + c0);
+            for (int64_t j = c0 + 8; j < c1; j += 8) vmx = vmax(vmx, vload(s + j));
+            const float m_new = std::max(w.m[r], hmax(vmx));
+            const V8 vm = vset(m_new);
+            for (int64_t j = c0; j < c1; j += 8) vstore(s + j, vexp(vsub(vload(s + j), vm)));
+            std::fill(s + std::min(jlo, c0), s + a, 0.f);
+            std::fill(s + b, s + std::max(jhi, c1), 0.f);
+            mask_tree(r, k0, a, b, s, 0.f);
+            V8 sum = vload(s + c0);
+            for (int64_t j = c0 + 8; j < c1; j += 8) sum = vadd(sum, vload(s + j));
+            const float alpha = w.m[r] == NEG_INF ? 0.f : std::exp(w.m[r] - m_new);
+            w.l[r] = w.l[r] * alpha + hsum(sum);
+            w.m[r] = m_new;
+            if (alpha != 1.f) {
+              float* acc = w.acc.data() + r * d8;
+              for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
+            }
+          }
+          for (int64_t r = 0; r + 1 < R; r += 2)
+            tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
+                           w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
+          if (R & 1)
+            tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
+                           nullptr);
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          const float inv = 1.f / w.l[r];
+          const float* acc = w.acc.data() + r * d8;
+          float* dst = op + ((sp.row + item.t0 + r / group) * H + kh * group + r % group) * d;
+          for (int64_t i = 0; i < d; ++i) dst[i] = acc[i] * inv;
+        }
       }
     }
   }
