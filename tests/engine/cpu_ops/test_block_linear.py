@@ -56,6 +56,8 @@ def test_each_row_is_independent_of_its_batch_mates(qtype: int) -> None:
     alone = torch.cat([op(x[i : i + 1], blocks, None) for i in range(70)])
     assert torch.equal(together, alone)
     assert torch.equal(op(x[3:10], blocks, None), together[3:10])
+    for rows in (2, 3, 4):  # a few rows take another route through the kernel than a batch (block_linear.cpp)
+        assert torch.equal(op(x[:rows], blocks, None), together[:rows])
 
 
 @pytest.mark.parametrize("qtype", TYPES)
