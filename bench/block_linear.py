@@ -2,11 +2,13 @@
 
 Shapes of the default model (SmolLM2-135M: a 1536 x 576 feed-forward matrix in Q4_1; its tied
 49152 x 576 LM head in Q8_0) and a larger 8192 x 1536 Q4_1 one, at 1, 2, 6, 32 and 256 rows. The LM
-head's 30 MB and the large matrix stream from memory at one row; the small matrix stays in cache.
-Best of `--rounds` timed loops per case. To put two versions of the kernel side by side, run it
+head's 30 MB can stay in a 32 MB last-level cache between calls, which a model step, reading every
+layer's weights in turn, never lets it do: `--copies 3` takes three copies of each matrix in turn, so
+the head is read from memory. Best of `--rounds` timed loops per case. To put two versions of the kernel side by side, run it
 through bench/ab.sh, which alternates the two trees:
 
     python bench/block_linear.py
+    python bench/block_linear.py --rows 1,2,4,6,32 --copies 3
     bash bench/ab.sh d4e3574 2 .venv/bin/python bench/block_linear.py
 
 `--model-pass` instead times one decode step's worth of the packaged model's linears: every block
@@ -37,14 +39,17 @@ def blocks(n: int, k: int, qtype: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(gguf.quants.quantize(weight, gguf.GGMLQuantizationType(qtype))))
 
 
-def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int) -> float:
-    """Best seconds per call over `rounds` loops of enough calls to take a few milliseconds."""
+def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int, copies: int = 1) -> float:
+    """Best seconds per call over `rounds` loops of enough calls to take a few milliseconds; with `copies`
+    > 1, calls take that many copies of the matrix in turn, so a matrix larger than a third of the CPU's
+    last-level cache is read from memory, as in a model step."""
     ops = torch.ops.vivace_cpu
     if hasattr(ops, "block_tiles"):  # the kernel reads its own tiled layout (since 2026-12-03)
-        tiles, rows = ops.block_tiles(data, qtype), data.shape[0]
+        tiled = [ops.block_tiles(data, qtype) for _ in range(copies)]
+        rows, turn = data.shape[0], iter(range(1 << 62))
 
         def op(x: torch.Tensor, _data: torch.Tensor, qtype: int, bias: None) -> torch.Tensor:
-            return ops.block_linear(x, tiles, qtype, rows, bias)
+            return ops.block_linear(x, tiled[next(turn) % copies], qtype, rows, bias)
     else:
         op = ops.block_linear
     for _ in range(3):
@@ -100,6 +105,9 @@ def main() -> None:
     ap.add_argument("--rows", default="1,2,6,32,256", help="activation rows, comma-separated")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--copies", type=int, default=1, help="copies of each matrix taken in turn (3: the LM head is read from memory)"
+    )
     ap.add_argument("--model-pass", action="store_true", help="the packaged model's matrices at one row instead")
     args = ap.parse_args()
     if load_cpu_ops() is None:
@@ -114,7 +122,7 @@ def main() -> None:
     for name, n, k, qtype in SHAPES:
         data = blocks(n, k, qtype)
         for m in (int(r) for r in args.rows.split(",")):
-            seconds = time_call(torch.randn(m, k), data, qtype, args.rounds)
+            seconds = time_call(torch.randn(m, k), data, qtype, args.rounds, args.copies)
             results.append({"matrix": name, "type": TYPE_NAMES[qtype], "rows": m, "us_per_call": seconds * 1e6})
             print(f"| {name} | {TYPE_NAMES[qtype]} | {m} | {seconds * 1e6:.1f} | {seconds * 1e6 / m:.1f} |", flush=True)
     print(json.dumps(results))
