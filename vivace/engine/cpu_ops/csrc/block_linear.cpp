@@ -330,12 +330,35 @@ void tile16(const QuantRows& xr, int64_t m0, const uint8_t* ta, const uint8_t* t
     for (int j = 0; j < cols; ++j) o[j] = lanes[j] + (bias ? bias[n0 + j] : 0.f);
   }
 }
+#endif
 
-// Activation rows [r0, r1) against column tiles [t0, t1), two tiles at a time.
-constexpr int64_t kTileStep = 2;
+// Activation rows [r0, r1) against column tiles [t0, t1), one tile at a time.
 template <int64_t QT>
-void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
-                float* out, const float* bias) {
+void tiles_rows8(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
+                 float* out, const float* bias) {
+  const int64_t stride = tile_bytes(xr.nb, QT);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n0 = t * kTileCols;
+    const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
+    const uint8_t* tile = w + t * stride;
+    int64_t m = r0;
+    if constexpr (QT != kQ8_0)  // the sign trick leaves registers for 4 rows only
+      for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
+    for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
+    switch (r1 - m) {
+      case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
+      case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
+      case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
+      default: break;
+    }
+  }
+}
+
+#ifdef VIVACE_BLOCK_VNNI
+// Activation rows [r0, r1) against column tiles [t0, t1), two tiles at a time.
+template <int64_t QT>
+void tiles_rows16(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1,
+                  int64_t N, float* out, const float* bias) {
   const int64_t stride = tile_bytes(xr.nb, QT);
   for (int64_t t = t0; t < t1; t += 2) {
     const int64_t n0 = t * kTileCols;
@@ -354,30 +377,17 @@ void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, i
     }
   }
 }
-#else
-// Activation rows [r0, r1) against column tiles [t0, t1).
-constexpr int64_t kTileStep = 1;
-template <int64_t QT>
-void tiles_rows(const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1, int64_t N,
-                float* out, const float* bias) {
-  const int64_t stride = tile_bytes(xr.nb, QT);
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t n0 = t * kTileCols;
-    const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - n0));
-    const uint8_t* tile = w + t * stride;
-    int64_t m = r0;
-    if constexpr (QT != kQ8_0)  // the sign trick leaves registers for 4 rows only
-      for (; m + 8 <= r1; m += 8) tile8<QT, 8>(xr, m, tile, n0, cols, out, N, bias);
-    for (; m + 4 <= r1; m += 4) tile8<QT, 4>(xr, m, tile, n0, cols, out, N, bias);
-    switch (r1 - m) {
-      case 3: tile8<QT, 3>(xr, m, tile, n0, cols, out, N, bias); break;
-      case 2: tile8<QT, 2>(xr, m, tile, n0, cols, out, N, bias); break;
-      case 1: tile8<QT, 1>(xr, m, tile, n0, cols, out, N, bias); break;
-      default: break;
-    }
-  }
-}
 #endif
+
+// tiles_rows16 where `pairs`, else tiles_rows8.
+template <int64_t QT>
+void tiles_rows(bool pairs, const QuantRows& xr, int64_t r0, int64_t r1, const uint8_t* w, int64_t t0, int64_t t1,
+                int64_t N, float* out, const float* bias) {
+#ifdef VIVACE_BLOCK_VNNI
+  if (pairs) return tiles_rows16<QT>(xr, r0, r1, w, t0, t1, N, out, bias);
+#endif
+  tiles_rows8<QT>(xr, r0, r1, w, t0, t1, N, out, bias);
+}
 
 // Below kDynamicRows rows a call lasts a few tens of microseconds and the column tiles are split into
 // equal shares up front. From it on, they are handed out in runs as threads ask: a thread the OS preempts
@@ -388,42 +398,31 @@ constexpr int64_t kDynamicRows = 8;
 template <int64_t QT>
 void run(const QuantRows& xr, int64_t M, const uint8_t* w, int64_t N, float* out, const float* bias) {
   const int64_t col_tiles = tile_count(N);
-  const int64_t steps = (col_tiles + kTileStep - 1) / kTileStep;  // threads take whole pairs of tiles
 #ifdef VIVACE_BLOCK_VNNI
   // Up to 4 Q8_0 rows (the LM head of a few streams) go through tile8: each thread then reads one tile
   // stream, not two, and the head streams from memory at the rate it did before tile16 (49152 x 576, three
   // copies in turn so that none stays in the caches, us per call for 1 / 2 / 3 / 4 rows: 906 / 871 / 914 /
   // 1,041 against 1,305 / 1,280 / 1,315 / 1,364; at 6 rows the two are even). The same bits either way.
-  if (QT == kQ8_0 && M >= 1 && M <= 4) {
-    at::parallel_for(0, col_tiles, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const uint8_t* tile = w + t * tile_bytes(xr.nb, QT);
-        const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - t * kTileCols));
-        switch (M) {
-          case 1: tile8<QT, 1>(xr, 0, tile, t * kTileCols, cols, out, N, bias); break;
-          case 2: tile8<QT, 2>(xr, 0, tile, t * kTileCols, cols, out, N, bias); break;
-          case 3: tile8<QT, 3>(xr, 0, tile, t * kTileCols, cols, out, N, bias); break;
-          default: tile8<QT, 4>(xr, 0, tile, t * kTileCols, cols, out, N, bias); break;
-        }
-      }
-    });
-    return;
-  }
+  const bool pairs = !(QT == kQ8_0 && M <= 4);
+#else
+  const bool pairs = false;
 #endif
+  const int64_t step = pairs ? 2 : 1;  // tiles a thread takes at a time
+  const int64_t steps = (col_tiles + step - 1) / step;
   if (M < kDynamicRows) {
     at::parallel_for(0, steps, 1, [&](int64_t begin, int64_t end) {
-      tiles_rows<QT>(xr, 0, M, w, begin * kTileStep, std::min(col_tiles, end * kTileStep), N, out, bias);
+      tiles_rows<QT>(pairs, xr, 0, M, w, begin * step, std::min(col_tiles, end * step), N, out, bias);
     });
     return;
   }
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), steps));
-  const int64_t chunk = std::max<int64_t>(1, steps / (8 * threads)) * kTileStep;
+  const int64_t chunk = std::max<int64_t>(1, steps / (8 * threads)) * step;
 #pragma omp parallel num_threads(threads)
   for (int64_t r0 = 0; r0 < M; r0 += kRowChunk) {
     const int64_t r1 = std::min(M, r0 + kRowChunk);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < col_tiles; t += chunk)
-      tiles_rows<QT>(xr, r0, r1, w, t, std::min(col_tiles, t + chunk), N, out, bias);
+      tiles_rows<QT>(pairs, xr, r0, r1, w, t, std::min(col_tiles, t + chunk), N, out, bias);
   }
 }
 #else
