@@ -278,24 +278,25 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& item = items[it];
+      const Span& sp = spans[item.span];
+      const int32_t* table = btp + item.span * MB;
+      const int64_t R = (item.t1 - item.t0) * group;  // rows of one KV head: token-major, then the group's heads
+      // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
+      auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
+      auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
+      // A draft tree's node (tree[2 t] = position of its first node, tree[2 t + 1] = bitmask of the nodes
+      // it sees) sets `value` at the tile's keys in [a, b) that are nodes other than its ancestors and itself.
+      auto mask_tree = [&](int64_t r, int64_t k0, int64_t a, int64_t b, float* s, float value) {
+        if (tree == nullptr) return;
+        const int64_t token = sp.row + item.t0 + r / group;
+        const int64_t base = tree[2 * token];
+        const uint64_t bits = static_cast<uint64_t>(tree[2 * token + 1]);
+        for (int64_t j = std::max(a, base - k0); j < b; ++j)
+          if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
+      };
+      const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
       for (int64_t kh = item.kh0; kh < item.kh1; ++kh) {
         const bool whole_rows = kh == item.kh0 && item.kh1 - item.kh0 > 1;
-        const Span& sp = spans[item.span];
-        const int32_t* table = btp + item.span * MB;
-        const int64_t R = (item.t1 - item.t0) * group;  // rows: token-major, then the group's heads
-        // Row r: token t0 + r / group at position pos + t0 + r / group, sees keys [first, pos + 1).
-        auto row_hi = [&](int64_t r) { return sp.pos + item.t0 + r / group + 1; };
-        auto row_lo = [&](int64_t r) { return window > 0 ? std::max<int64_t>(0, row_hi(r) - window) : int64_t(0); };
-        // A draft tree's node (tree[2 t] = position of its first node, tree[2 t + 1] = bitmask of the nodes
-        // it sees) sets `value` at the tile's keys in [a, b) that are nodes other than its ancestors and itself.
-        auto mask_tree = [&](int64_t r, int64_t k0, int64_t a, int64_t b, float* s, float value) {
-          if (tree == nullptr) return;
-          const int64_t token = sp.row + item.t0 + r / group;
-          const int64_t base = tree[2 * token];
-          const uint64_t bits = static_cast<uint64_t>(tree[2 * token + 1]);
-          for (int64_t j = std::max(a, base - k0); j < b; ++j)
-            if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
-        };
         for (int64_t r = 0; r < R; ++r) {
           const float* src = qp + ((sp.row + item.t0 + r / group) * H + kh * group + r % group) * d;
           float* dst = w.q.data() + r * d8;
@@ -304,7 +305,6 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
         std::fill(w.acc.begin(), w.acc.begin() + R * d8, 0.f);
         std::fill(w.m.begin(), w.m.begin() + R, NEG_INF);
         std::fill(w.l.begin(), w.l.begin() + R, 0.f);
-        const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
         // The whole-row / own-row choice below is written out at both of its places: put in one lambda, the
         // build had no prefetch instructions left at all, and the from-memory decode case took 1.8x as long.
         if (whole_rows)  // the first keys, which the loop below does not ask for ahead
