@@ -4,8 +4,8 @@ Shapes of the default model (SmolLM2-135M: a 1536 x 576 feed-forward matrix in Q
 49152 x 576 LM head in Q8_0) and a larger 8192 x 1536 Q4_1 one, at 1, 2, 6, 32 and 256 rows. The LM
 head's 30 MB can stay in a 32 MB last-level cache between calls, which a model step, reading every
 layer's weights in turn, never lets it do: `--copies 3` takes three copies of each matrix in turn, so
-the head is read from memory. Best of `--rounds` timed loops per case. To put two versions of the kernel side by side, run it
-through bench/ab.sh, which alternates the two trees:
+the head is read from memory. Best of `--rounds` timed loops per case. To put two versions of the
+kernel side by side, run it through bench/ab.sh, which alternates the two trees:
 
     python bench/block_linear.py
     python bench/block_linear.py --rows 1,2,4,6,32 --copies 3
@@ -21,6 +21,7 @@ read bandwidth of two threads summing a 256 MB tensor).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -46,7 +47,7 @@ def time_call(x: torch.Tensor, data: torch.Tensor, qtype: int, rounds: int, copi
     ops = torch.ops.vivace_cpu
     if hasattr(ops, "block_tiles"):  # the kernel reads its own tiled layout (since 2026-12-03)
         tiled = [ops.block_tiles(data, qtype) for _ in range(copies)]
-        rows, turn = data.shape[0], iter(range(1 << 62))
+        rows, turn = data.shape[0], itertools.count()
 
         def op(x: torch.Tensor, _data: torch.Tensor, qtype: int, bias: None) -> torch.Tensor:
             return ops.block_linear(x, tiled[next(turn) % copies], qtype, rows, bias)

@@ -3,8 +3,9 @@
 The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
 Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context, 32 sharing one 1,024-token context
 (a prefix hit: the same blocks for every sequence), 1 at 4,096; 32 at 256 over 30 layers' caches in
-turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory); prefill: a 512-token chunk after 0
-and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s each. Two versions side by side:
+turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory);
+prefill: a 512-token chunk after 0 and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s
+each. Two versions side by side:
 
     python bench/cpu_attention.py
     bash bench/ab.sh c3b2ab2~1 2 .venv/bin/python bench/cpu_attention.py
