@@ -3,8 +3,8 @@
 //
 // A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
 // chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
-// heads of one KV head, converts each tile of KT keys and values to float32 once, and runs every row
-// over it. Key tiles are aligned to absolute positions and each row's arithmetic (dot products,
+// heads of one KV head and runs every row over each tile of KT keys and values, read in place (float32 or
+// bfloat16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are aligned to absolute positions and each row's arithmetic (dot products,
 // running max and sum, weighted sum of values) follows a fixed order over its own keys only, so a row's
 // result never depends on the other rows of its tile or batch: decode, prefill, chunked prefill and a
 // prefix hit give the same bits for the same token.
@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "int8_kv_row.h"
@@ -138,77 +139,98 @@ struct Span {
   int64_t row, rows, pos;  // first query row of the step, how many, position of the first
 };
 
-// Scores of rows r0 and r1 (ROWS = 2) or of r0 alone (ROWS = 1) against the tile's keys [jlo, jhi) (multiples
-// of 4; keys outside the item's range score whatever the scratch holds, and are masked): S[r][j] = q_r . k_j,
-// each a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum of the
-// lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits either way.
-template <int ROWS>
-inline void tile_scores(const float* q0, const float* q1, const float* kf, int64_t d8, int64_t jlo, int64_t jhi,
-                        float* s0, float* s1) {
+// Eight values of a float32 or bfloat16 row as float32 lanes (exact: a bfloat16 is a float32's top half).
+inline V8 vload_row(const float* p) { return vload(p); }
+inline V8 vload_row(const uint16_t* p) { return vload_bf16(p); }
+
+// Scores of up to three rows against the tile's keys [jlo, jhi) (multiples of 4), each key's row at krow[j]:
+// its cache row read in place (float32 or bfloat16, widened in registers), or its float32 copy. S[r][j] =
+// q_r . k_j, a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum
+// of the lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits whichever
+// rows it is grouped with and whether its keys were copied.
+template <int ROWS, typename KV>
+inline void tile_scores_rows(const float* const* q, const KV* const* krow, int64_t d8, int64_t jlo, int64_t jhi,
+                             float* const* s) {
   for (int64_t j = jlo; j < jhi; j += 4) {
-    V8 acc[8] = {vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero(), vzero()};
-    const float* k = kf + j * d8;
+    V8 acc[3][4];
+    for (int r = 0; r < ROWS; ++r)
+      for (int x = 0; x < 4; ++x) acc[r][x] = vzero();
+    const KV *k0 = krow[j], *k1 = krow[j + 1], *k2 = krow[j + 2], *k3 = krow[j + 3];
     for (int64_t i = 0; i < d8; i += 8) {
-      const V8 a = vload(q0 + i);
-      const V8 k0 = vload(k + i), k1 = vload(k + d8 + i), k2 = vload(k + 2 * d8 + i), k3 = vload(k + 3 * d8 + i);
-      acc[0] = vfma(a, k0, acc[0]);
-      acc[1] = vfma(a, k1, acc[1]);
-      acc[2] = vfma(a, k2, acc[2]);
-      acc[3] = vfma(a, k3, acc[3]);
-      if constexpr (ROWS == 2) {
-        const V8 b = vload(q1 + i);
-        acc[4] = vfma(b, k0, acc[4]);
-        acc[5] = vfma(b, k1, acc[5]);
-        acc[6] = vfma(b, k2, acc[6]);
-        acc[7] = vfma(b, k3, acc[7]);
+      const V8 w0 = vload_row(k0 + i), w1 = vload_row(k1 + i), w2 = vload_row(k2 + i), w3 = vload_row(k3 + i);
+      for (int r = 0; r < ROWS; ++r) {
+        const V8 a = vload(q[r] + i);
+        acc[r][0] = vfma(a, w0, acc[r][0]);
+        acc[r][1] = vfma(a, w1, acc[r][1]);
+        acc[r][2] = vfma(a, w2, acc[r][2]);
+        acc[r][3] = vfma(a, w3, acc[r][3]);
       }
     }
-    float out[8];
-    vstore(out, reduce8(acc));
-    std::memcpy(s0 + j, out, 4 * sizeof(float));
-    if constexpr (ROWS == 2) std::memcpy(s1 + j, out + 4, 4 * sizeof(float));
+    for (int r = 0; r < ROWS; r += 2) {
+      const V8 pair[8] = {acc[r][0], acc[r][1], acc[r][2], acc[r][3], r + 1 < ROWS ? acc[r + 1][0] : vzero(),
+                          r + 1 < ROWS ? acc[r + 1][1] : vzero(), r + 1 < ROWS ? acc[r + 1][2] : vzero(),
+                          r + 1 < ROWS ? acc[r + 1][3] : vzero()};
+      float out[8];
+      vstore(out, reduce8(pair));
+      std::memcpy(s[r] + j, out, 4 * sizeof(float));
+      if (r + 1 < ROWS) std::memcpy(s[r + 1] + j, out + 4, 4 * sizeof(float));
+    }
   }
 }
 
-// acc_r += sum over j of P[r][j] * v_j for rows r0 and r1, over keys [jlo, jhi): one fused multiply-add
-// per key in key order (a key a row does not see has P = 0, which leaves its sums exactly as they were).
-// ROWS = 1: r0 alone, by the same chains.
-template <int ROWS>
-inline void tile_values(const float* p0, const float* p1, const float* vf, int64_t d8, int64_t jlo, int64_t jhi,
-                        float* a0, float* a1) {
+// acc_r += sum over j of P[r][j] * v_j for up to three rows over keys [jlo, jhi), each value's row at
+// vrow[j] (as krow in tile_scores_rows): one fused multiply-add per key in key order (a key a row does not
+// see has P = 0, which leaves its sums exactly as they were).
+template <int ROWS, typename KV>
+inline void tile_values_rows(const float* const* p, const KV* const* vrow, int64_t d8, int64_t jlo, int64_t jhi,
+                             float* const* a) {
   int64_t i = 0;
   for (; i + 32 <= d8; i += 32) {
-    V8 x0 = vload(a0 + i), x1 = vload(a0 + i + 8), x2 = vload(a0 + i + 16), x3 = vload(a0 + i + 24);
-    V8 y0 = vzero(), y1 = vzero(), y2 = vzero(), y3 = vzero();
-    if constexpr (ROWS == 2) y0 = vload(a1 + i), y1 = vload(a1 + i + 8), y2 = vload(a1 + i + 16), y3 = vload(a1 + i + 24);
+    V8 x[3][4];
+    for (int r = 0; r < ROWS; ++r)
+      for (int c = 0; c < 4; ++c) x[r][c] = vload(a[r] + i + 8 * c);
     for (int64_t j = jlo; j < jhi; ++j) {
-      const float* v = vf + j * d8 + i;
-      const V8 w0 = vset(p0[j]);
-      const V8 v0 = vload(v), v1 = vload(v + 8), v2 = vload(v + 16), v3 = vload(v + 24);
-      x0 = vfma(w0, v0, x0);
-      x1 = vfma(w0, v1, x1);
-      x2 = vfma(w0, v2, x2);
-      x3 = vfma(w0, v3, x3);
-      if constexpr (ROWS == 2) {
-        const V8 w1 = vset(p1[j]);
-        y0 = vfma(w1, v0, y0);
-        y1 = vfma(w1, v1, y1);
-        y2 = vfma(w1, v2, y2);
-        y3 = vfma(w1, v3, y3);
+      const KV* v = vrow[j] + i;
+      const V8 v0 = vload_row(v), v1 = vload_row(v + 8), v2 = vload_row(v + 16), v3 = vload_row(v + 24);
+      for (int r = 0; r < ROWS; ++r) {
+        const V8 w = vset(p[r][j]);
+        x[r][0] = vfma(w, v0, x[r][0]);
+        x[r][1] = vfma(w, v1, x[r][1]);
+        x[r][2] = vfma(w, v2, x[r][2]);
+        x[r][3] = vfma(w, v3, x[r][3]);
       }
     }
-    vstore(a0 + i, x0), vstore(a0 + i + 8, x1), vstore(a0 + i + 16, x2), vstore(a0 + i + 24, x3);
-    if constexpr (ROWS == 2) vstore(a1 + i, y0), vstore(a1 + i + 8, y1), vstore(a1 + i + 16, y2), vstore(a1 + i + 24, y3);
+    for (int r = 0; r < ROWS; ++r)
+      for (int c = 0; c < 4; ++c) vstore(a[r] + i + 8 * c, x[r][c]);
   }
   for (; i < d8; i += 8) {
-    V8 x = vload(a0 + i), y = ROWS == 2 ? vload(a1 + i) : vzero();
+    V8 x[3];
+    for (int r = 0; r < ROWS; ++r) x[r] = vload(a[r] + i);
     for (int64_t j = jlo; j < jhi; ++j) {
-      const V8 v = vload(vf + j * d8 + i);
-      x = vfma(vset(p0[j]), v, x);
-      if constexpr (ROWS == 2) y = vfma(vset(p1[j]), v, y);
+      const V8 v = vload_row(vrow[j] + i);
+      for (int r = 0; r < ROWS; ++r) x[r] = vfma(vset(p[r][j]), v, x[r]);
     }
-    vstore(a0 + i, x);
-    if constexpr (ROWS == 2) vstore(a1 + i, y);
+    for (int r = 0; r < ROWS; ++r) vstore(a[r] + i, x[r]);
+  }
+}
+
+// Calls fn(std::integral_constant<int, n>, ins, outs) for rows [r, r + n) of R in groups of up to three, with
+// ins[x] = in + (r + x) * in_stride and outs[x] = out + (r + x) * out_stride.
+template <typename Fn>
+inline void for_row_groups(int64_t R, const float* in, int64_t in_stride, float* out, int64_t out_stride, Fn&& fn) {
+  for (int64_t r = 0; r < R; r += 3) {
+    const float* ins[3];
+    float* outs[3];
+    for (int64_t x = 0; x < 3; ++x) {
+      const int64_t row = std::min(r + x, R - 1);
+      ins[x] = in + row * in_stride;
+      outs[x] = out + row * out_stride;
+    }
+    switch (std::min<int64_t>(3, R - r)) {
+      case 3: fn(std::integral_constant<int, 3>{}, ins, outs); break;
+      case 2: fn(std::integral_constant<int, 2>{}, ins, outs); break;
+      default: fn(std::integral_constant<int, 1>{}, ins, outs); break;
+    }
   }
 }
 
@@ -271,6 +293,12 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t max_rows = QT * group;
+  // Float32 and bfloat16 rows of whole lanes are read in place, each key once per group of three query rows,
+  // with nothing stored to be read back (32 decodes at 256 context: 260 us per call, 350 when every tile was
+  // copied first). Int8 rows (their scale applied) and rows of a head size that is not whole lanes are
+  // copied to float32 a tile at a time (widen) and read from the copy. Both give the same bits.
+  constexpr bool kRowsCanBeRead = !std::is_same_v<KV, int8_t>;
+  const bool in_place = kRowsCanBeRead && d % 8 == 0;
 
 #pragma omp parallel num_threads(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items)))
   {
@@ -295,6 +323,10 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
           if (!((bits >> (k0 + j - base)) & 1u)) s[j] = value;
       };
       const int64_t lo = row_lo(0), hi = row_hi(R - 1);  // keys any row of the item sees
+      const KV* krow[KT];  // the tile's keys' and values' rows: in place ...
+      const KV* vrow[KT];
+      const float* kcopy[KT];  // ... or their float32 copies
+      const float* vcopy[KT];
       for (int64_t kh = item.kh0; kh < item.kh1; ++kh) {
         const bool whole_rows = kh == item.kh0 && item.kh1 - item.kh0 > 1;
         for (int64_t r = 0; r < R; ++r) {
@@ -323,16 +355,33 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
               else
                 prefetch_rows(kp, vp, table, key + kPrefetchKeys, block_size, KVH, kh, width);
             }
-            widen(kp + at, d, w.kf.data() + j * d8);
-            widen(vp + at, d, w.vf.data() + j * d8);
+            if (in_place) {
+              krow[j] = kp + at;
+              vrow[j] = vp + at;
+            } else {
+              widen(kp + at, d, w.kf.data() + j * d8);
+              widen(vp + at, d, w.vf.data() + j * d8);
+              kcopy[j] = w.kf.data() + j * d8;
+              vcopy[j] = w.vf.data() + j * d8;
+            }
           }
           const int64_t slo = jlo / 4 * 4, shi = (jhi + 3) / 4 * 4;
-          for (int64_t r = 0; r + 1 < R; r += 2)
-            tile_scores<2>(w.q.data() + r * d8, w.q.data() + (r + 1) * d8, w.kf.data(), d8, slo, shi,
-                           w.s.data() + r * KT, w.s.data() + (r + 1) * KT);
-          if (R & 1)
-            tile_scores<1>(w.q.data() + (R - 1) * d8, nullptr, w.kf.data(), d8, slo, shi, w.s.data() + (R - 1) * KT,
-                           nullptr);
+          for (int64_t j = slo; j < shi; ++j) {  // keys no row sees are scored (then masked) on a row that exists
+            if (j >= jlo && j < jhi) continue;
+            if (in_place) krow[j] = krow[jlo];
+            else kcopy[j] = kcopy[jlo];
+          }
+          auto scores = [&](const auto* const* rows) {
+            for_row_groups(R, w.q.data(), d8, w.s.data(), KT, [&](auto n, const float* const* qs, float* const* ss) {
+              tile_scores_rows<decltype(n)::value>(qs, rows, d8, slo, shi, ss);
+            });
+          };
+          if constexpr (kRowsCanBeRead) {
+            if (in_place) scores(krow);
+            else scores(kcopy);
+          } else {
+            scores(kcopy);
+          }
           // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
           // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
           // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
@@ -366,12 +415,17 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
               for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
             }
           }
-          for (int64_t r = 0; r + 1 < R; r += 2)
-            tile_values<2>(w.s.data() + r * KT, w.s.data() + (r + 1) * KT, w.vf.data(), d8, jlo, jhi,
-                           w.acc.data() + r * d8, w.acc.data() + (r + 1) * d8);
-          if (R & 1)
-            tile_values<1>(w.s.data() + (R - 1) * KT, nullptr, w.vf.data(), d8, jlo, jhi, w.acc.data() + (R - 1) * d8,
-                           nullptr);
+          auto values = [&](const auto* const* rows) {
+            for_row_groups(R, w.s.data(), KT, w.acc.data(), d8, [&](auto n, const float* const* ps, float* const* as) {
+              tile_values_rows<decltype(n)::value>(ps, rows, d8, jlo, jhi, as);
+            });
+          };
+          if constexpr (kRowsCanBeRead) {
+            if (in_place) values(vrow);
+            else values(vcopy);
+          } else {
+            values(vcopy);
+          }
         }
         for (int64_t r = 0; r < R; ++r) {
           const float inv = 1.f / w.l[r];
