@@ -4,10 +4,11 @@
 // A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
 // chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
 // heads of one KV head and runs every row over each tile of KT keys and values, read in place (float32 or
-// bfloat16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are aligned to absolute positions and each row's arithmetic (dot products,
-// running max and sum, weighted sum of values) follows a fixed order over its own keys only, so a row's
-// result never depends on the other rows of its tile or batch: decode, prefill, chunked prefill and a
-// prefix hit give the same bits for the same token.
+// bfloat16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are
+// aligned to absolute positions and each row's arithmetic (dot products, running max and sum, weighted
+// sum of values) follows a fixed order over its own keys only, so a row's result never depends on the
+// other rows of its tile or batch: decode, prefill, chunked prefill and a prefix hit give the same bits
+// for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <omp.h>
@@ -344,8 +345,8 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
             prefetch_rows(kp, vp, table, key, block_size, 1, 0, KVH * width);
         for (int64_t k0 = lo / KT * KT; k0 < hi; k0 += KT) {
           const int64_t jlo = std::max(lo, k0) - k0, jhi = std::min(hi, k0 + KT) - k0;
-          // Only the keys some row sees are widened (a decode's last tile may hold one); the scores of the
-          // others are masked below and their values never read, so the scratch is not cleared for them.
+          // Only the keys some row sees are read (a decode's last tile may hold one); the others in the 4-key
+          // steps of the scores are scored on a row that exists, masked below, and their values never read.
           for (int64_t j = jlo; j < jhi; ++j) {
             const int64_t key = k0 + j;
             const int64_t at = cache_row(table, key, block_size, KVH, kh, width);
