@@ -300,6 +300,13 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   // copied to float32 a tile at a time (widen) and read from the copy. Both give the same bits.
   constexpr bool kRowsCanBeRead = !std::is_same_v<KV, int8_t>;
   const bool in_place = kRowsCanBeRead && d % 8 == 0;
+  // fn(rows) with a tile's rows in place, or with their float32 copies.
+  auto with_rows = [&](const KV* const* cache_rows, const float* const* copies, auto&& fn) {
+    if constexpr (kRowsCanBeRead) {
+      if (in_place) return fn(cache_rows);
+    }
+    fn(copies);
+  };
 
 #pragma omp parallel num_threads(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_items)))
   {
@@ -372,17 +379,11 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
             if (in_place) krow[j] = krow[jlo];
             else kcopy[j] = kcopy[jlo];
           }
-          auto scores = [&](const auto* const* rows) {
+          with_rows(krow, kcopy, [&](const auto* const* rows) {
             for_row_groups(R, w.q.data(), d8, w.s.data(), KT, [&](auto n, const float* const* qs, float* const* ss) {
               tile_scores_rows<decltype(n)::value>(qs, rows, d8, slo, shi, ss);
             });
-          };
-          if constexpr (kRowsCanBeRead) {
-            if (in_place) scores(krow);
-            else scores(kcopy);
-          } else {
-            scores(kcopy);
-          }
+          });
           // Online softmax, row by row over the row's own keys in this tile; the scores become weights. The
           // max and the sum run over the 8-key chunks that hold the row's keys [a, b) only: the chunks left
           // out would add -inf to the max and +0 to each lane's sum, so the bits are those of all 64 keys.
@@ -416,17 +417,11 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
               for (int64_t i = 0; i < d8; ++i) acc[i] *= alpha;
             }
           }
-          auto values = [&](const auto* const* rows) {
+          with_rows(vrow, vcopy, [&](const auto* const* rows) {
             for_row_groups(R, w.s.data(), KT, w.acc.data(), d8, [&](auto n, const float* const* ps, float* const* as) {
               tile_values_rows<decltype(n)::value>(ps, rows, d8, jlo, jhi, as);
             });
-          };
-          if constexpr (kRowsCanBeRead) {
-            if (in_place) values(vrow);
-            else values(vcopy);
-          } else {
-            values(vcopy);
-          }
+          });
         }
         for (int64_t r = 0; r < R; ++r) {
           const float inv = 1.f / w.l[r];
