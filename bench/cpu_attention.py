@@ -3,7 +3,8 @@
 The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
 Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context, 32 sharing one 1,024-token context
 (a prefix hit: the same blocks for every sequence), 1 at 4,096; 32 at 256 over 30 layers' caches in
-turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory);
+turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory;
+one tensor for all 30, allocated as the engine allocates its KV pool);
 prefill: a 512-token chunk after 0 and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s
 each. Two versions side by side:
 
@@ -19,6 +20,7 @@ import time
 import torch
 
 from vivace.engine.cpu_ops import load_cpu_ops
+from vivace.engine.device_io import zeroed
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK, LAYERS = 9, 3, 64, 16, 30
 CASES = [  # (label, context before the rows, rows per sequence, sequences, one block table shared by all)
@@ -33,12 +35,22 @@ CASES = [  # (label, context before the rows, rows per sequence, sequences, one 
 ]
 
 
-def case_args(context: int, rows: int, sequences: int, shared: bool = False) -> tuple:
-    """`shared`: every sequence reads the same blocks (a prefix-cache hit), which stay in the CPU's caches."""
+def cache_slots(context: int, rows: int, sequences: int) -> int:
+    return (context + rows + BLOCK - 1) // BLOCK * BLOCK * sequences
+
+
+def case_args(
+    context: int, rows: int, sequences: int, shared: bool = False, cache: torch.Tensor | None = None
+) -> tuple:
+    """`shared`: every sequence reads the same blocks (a prefix-cache hit), which stay in the CPU's caches.
+    `cache`: the [2, slots, KV heads, head size] bfloat16 tensor to hold K and V (default: a new one)."""
     blocks = (context + rows + BLOCK - 1) // BLOCK
     slots = blocks * BLOCK * sequences
-    k = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
-    v = torch.randn(slots, KV_HEADS, HEAD_DIM).to(torch.bfloat16)
+    if cache is None:
+        cache = zeroed((2, slots, KV_HEADS, HEAD_DIM), torch.bfloat16, torch.device("cpu"))
+    k, v = cache[0], cache[1]
+    k.copy_(torch.randn(slots, KV_HEADS, HEAD_DIM))
+    v.copy_(torch.randn(slots, KV_HEADS, HEAD_DIM))
     tables = torch.randperm(blocks * sequences, dtype=torch.int32).view(sequences, blocks)  # scattered blocks
     if shared:
         tables = tables[:1].repeat(sequences, 1)
@@ -70,7 +82,14 @@ def main() -> None:
     print("| case | us per call |\n|---|---|")
     for label, context, n_rows, sequences, shared in CASES:
         if shared == "layers":
-            layers = [case_args(context, n_rows, sequences) for _ in range(LAYERS)]
+            # one tensor for every layer's K and V, as the engine's KV pool (device_io.zeroed: 2 MB pages
+            # where the OS gives them, which the engine's cache gets too)
+            pool = zeroed(
+                (LAYERS, 2, cache_slots(context, n_rows, sequences), KV_HEADS, HEAD_DIM),
+                torch.bfloat16,
+                torch.device("cpu"),
+            )
+            layers = [case_args(context, n_rows, sequences, cache=pool[i]) for i in range(LAYERS)]
 
             def each_layer(layers: list[tuple] = layers) -> None:
                 for args in layers:
