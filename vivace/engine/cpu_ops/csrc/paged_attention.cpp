@@ -323,7 +323,8 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
         items.push_back({s, kh, kh + heads_per_item, t0, t1, heads_per_item * (t1 - t0) * keys});
     }
   }
-  // Longest first, handed out one at a time: causal rows differ widely in cost.
+  // Longest first, handed out one at a time (each thread holds its next one too, see below): causal rows
+  // differ widely in cost.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t max_rows = QT * group;
@@ -344,14 +345,14 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   // An item over every KV head reads its keys' whole rows from memory in its first head's pass; the passes
   // of its other heads read them from the thread's caches. During those, the thread asks for the first
   // kAheadKeys keys' whole rows of the item it runs next, one row per value slot, spread over the passes,
-  // so that item's first pass finds them in L2 (32 decodes at 256 context over 30 layers' caches: 460 us
-  // per call before, 355-370 with this). Items are handed out one ahead to make the next one known.
+  // so that item's first pass finds them in L2 (bench/cpu_attention.py, 32 decodes at 256 context over 30
+  // layers' caches: 505-512 us per call before, 351-353 with this; the same keys in the CPU's caches: 270,
+  // 277). Items are handed out one ahead to make the next one known.
   const int64_t row_bytes = KVH * width * static_cast<int64_t>(sizeof(KV)), row_lines = (row_bytes + 63) / 64;
-  // The next item's first keys, if it reads whole rows too (else nothing).
+  // The next item's first keys (items of one call all take every KV head, or all one).
   auto rows_ahead = [&](const Item& next) {
     RowsAhead rows{reinterpret_cast<const char*>(kp), reinterpret_cast<const char*>(vp), btp + next.span * MB,
                    block_size, row_bytes};
-    if (next.kh1 - next.kh0 < KVH || KVH == 1) return rows;
     const Span& ns = spans[next.span];
     rows.key = window > 0 ? std::max<int64_t>(0, ns.pos + next.t0 + 1 - window) : 0;
     rows.end = std::min(ns.pos + next.t1, rows.key + kAheadKeys);
