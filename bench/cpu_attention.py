@@ -1,19 +1,21 @@
 """The compiled CPU paged attention alone: microseconds per call (one layer) for decode and prefill rows.
 
-The default model's layout (9 query / 3 KV heads of 64, bfloat16 cache, blocks of 16), two threads.
+The default model's layout (9 query / 3 KV heads of 64, float16 cache, blocks of 16), two threads.
 Decodes: 1 and 32 sequences at 256 and 1,024 tokens of context, 32 sharing one 1,024-token context
 (a prefix hit: the same blocks for every sequence), 1 at 4,096; 32 at 256 over 30 layers' caches in
 turn, as a model step reads them (together beyond the CPU's caches, so each call reads from memory;
 one tensor for all 30, allocated as the engine allocates its KV pool);
 prefill: a 512-token chunk after 0 and after 3,584 cached tokens. Best of 3 timed loops of ~0.5 s
-each. Two versions side by side:
+each. Two versions side by side, or two cache dtypes:
 
-    python bench/cpu_attention.py
+    python bench/cpu_attention.py                      # --kv-cache-dtype float16 (the CPU default)
+    python bench/cpu_attention.py --kv-cache-dtype bfloat16
     bash bench/ab.sh c3b2ab2~1 2 .venv/bin/python bench/cpu_attention.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -23,6 +25,7 @@ from vivace.engine.cpu_ops import load_cpu_ops
 from vivace.engine.device_io import zeroed
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK, LAYERS = 9, 3, 64, 16, 30
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CASES = [  # (label, context before the rows, rows per sequence, sequences, one block table shared by all)
     ("decode, 1 sequence, 256 context", 256, 1, 1, False),
     ("decode, 32 sequences, 256 context", 256, 1, 32, False),
@@ -40,14 +43,19 @@ def cache_slots(context: int, rows: int, sequences: int) -> int:
 
 
 def case_args(
-    context: int, rows: int, sequences: int, shared: bool = False, cache: torch.Tensor | None = None
+    context: int,
+    rows: int,
+    sequences: int,
+    shared: bool = False,
+    cache: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float16,
 ) -> tuple:
     """`shared`: every sequence reads the same blocks (a prefix-cache hit), which stay in the CPU's caches.
-    `cache`: the [2, slots, KV heads, head size] bfloat16 tensor to hold K and V (default: a new one)."""
+    `cache`: the [2, slots, KV heads, head size] tensor to hold K and V (default: a new one of `dtype`)."""
     blocks = (context + rows + BLOCK - 1) // BLOCK
     slots = blocks * BLOCK * sequences
     if cache is None:
-        cache = zeroed((2, slots, KV_HEADS, HEAD_DIM), torch.bfloat16, torch.device("cpu"))
+        cache = zeroed((2, slots, KV_HEADS, HEAD_DIM), dtype, torch.device("cpu"))
     k, v = cache[0], cache[1]
     k.copy_(torch.randn(slots, KV_HEADS, HEAD_DIM))
     v.copy_(torch.randn(slots, KV_HEADS, HEAD_DIM))
@@ -75,6 +83,9 @@ def time_call(fn: object, seconds: float = 0.5) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kv-cache-dtype", choices=sorted(DTYPES), default="float16")
+    dtype = DTYPES[parser.parse_args().kv_cache_dtype]
     ops = load_cpu_ops()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -86,7 +97,7 @@ def main() -> None:
             # where the OS gives them, which the engine's cache gets too)
             pool = zeroed(
                 (LAYERS, 2, cache_slots(context, n_rows, sequences), KV_HEADS, HEAD_DIM),
-                torch.bfloat16,
+                dtype,
                 torch.device("cpu"),
             )
             layers = [case_args(context, n_rows, sequences, cache=pool[i]) for i in range(LAYERS)]
@@ -97,7 +108,7 @@ def main() -> None:
 
             us = time_call(each_layer) * 1e6 / LAYERS
         else:
-            args = case_args(context, n_rows, sequences, shared)
+            args = case_args(context, n_rows, sequences, shared, dtype=dtype)
             us = time_call(lambda args=args: ops.paged_attention(*args)) * 1e6
         rows.append({"case": label, "us_per_call": us})
         print(f"| {label} | {us:,.0f} |", flush=True)

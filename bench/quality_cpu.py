@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--kv-cache-dtype",
         default="auto",
-        help="KV cache of the scored formats (auto: bfloat16; the CPU kernels take float32 or bfloat16)",
+        help="KV cache of the scored formats (auto: float16; the CPU kernels take float32, bfloat16, float16 or int8)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

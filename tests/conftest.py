@@ -32,7 +32,7 @@ def make_test_llm(**engine_options: Any) -> LLM:
     """The packaged model as the tests run it; `engine_options` override EngineConfig fields.
 
     float32 weights (no int8): the int8 CPU mode's greedy output can change once a prompt's prefix
-    is cached (its KV cache is stored in bfloat16), which would make comparisons with offline runs
+    is cached (its KV cache is stored in float16), which would make comparisons with offline runs
     or transformers flaky.
     """
     from vivace.engine.llm import LLM

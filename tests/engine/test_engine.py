@@ -276,7 +276,7 @@ def test_preemption_and_chunked_prefill_with_a_tiny_cache_lose_nothing(llm: LLM)
 
 
 def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
-    """The GGUF's own 4-bit blocks with activations quantized per row and a bfloat16 KV cache (the
+    """The GGUF's own 4-bit blocks with activations quantized per row and a float16 KV cache (the
     CPU default): a request's greedy output does not depend on its batch-mates or on prefix reuse."""
     fast = LLM(kv_cache_memory_bytes=64 << 20)
     assert fast.engine.config.resolved_quantization == "gguf"
@@ -288,7 +288,7 @@ def test_default_cpu_mode_is_batch_and_cache_invariant() -> None:
     assert model.embed is model.lm_head
     ids = torch.tensor([0, 7, 8, 12345, 49151, 7])
     assert torch.equal(embed_rows(model.embed, ids, torch.float32), dequantize_blocks(model.lm_head.blocks)[ids])
-    assert fast.engine.kv_dtype == torch.bfloat16
+    assert fast.engine.kv_dtype == torch.float16
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     prompt = DOC + "\nIn one sentence, the Thames is"
     alone = fast.generate([prompt], params)[0].outputs[0].token_ids  # computes the whole prompt

@@ -155,7 +155,7 @@ def test_real_server_banner_and_one_line_per_request(tmp_path):
         ("arch", r"llama, 134\.5M parameters, 30 layers, vocabulary 49,152"),
         ("weights", r"gguf quantization, float32 activations, (cpu|torch) kernels"),
         ("context", r"2,048 tokens"),
-        ("KV cache", r"[\d,]+ tokens, [\d,.]+ MiB \(bfloat16, [\d,]+ blocks of 16\)"),
+        ("KV cache", r"[\d,]+ tokens, [\d,.]+ MiB \(float16, [\d,]+ blocks of 16\)"),
         ("threads", r"\d+ \(torch intra-op\)"),
         ("device", r"cpu \(.+\)"),
         ("web UI", re.escape(f"{base}/")),

@@ -81,9 +81,11 @@ class EngineConfig:
     attention_backend: str = "auto"
     # Decode-only steps on CUDA replay CUDA graphs captured for padded batch sizes; False = eager.
     cuda_graphs: bool = True
-    # KV cache storage: "auto" = bfloat16 when the weights are int8 or GGUF blocks (the CPU default:
-    # half the bytes decode attention reads), else `dtype`; or "float32" / "bfloat16" / "float16" /
-    # "int8" (int8 values with a float16 scale per token and KV head: attention/kv_quant.py) explicitly.
+    # KV cache storage: "auto" = float16 when the weights are int8 or GGUF blocks on CPU (the CPU default:
+    # half the bytes decode attention reads, in llama.cpp's own KV format, whose 10-bit mantissa keeps
+    # more of float32's predictions than bfloat16's 7-bit one; bench/quality_cpu.py), bfloat16 for int8
+    # weights on CUDA, else `dtype`; or "float32" / "bfloat16" / "float16" / "int8" (int8 values with a
+    # float16 scale per token and KV head: attention/kv_quant.py) explicitly.
     kv_cache_dtype: str = "auto"
     block_size: int = 16  # tokens per KV block
     kv_cache_memory_bytes: int | None = None  # explicit KV budget; wins over the fraction
@@ -207,7 +209,9 @@ class EngineConfig:
         """The KV storage dtype actually used."""
         if self.kv_cache_dtype != "auto":
             return self.kv_cache_dtype
-        return "bfloat16" if self.resolved_quantization in ("int8", "gguf") else self.resolved_dtype
+        if self.resolved_quantization in ("int8", "gguf"):
+            return "bfloat16" if self.on_cuda else "float16"
+        return self.resolved_dtype
 
 
 @dataclass

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler here: t
 
 
 @pytest.mark.parametrize("window", [None, 3, 21])  # whole context; sliding windows inside and across blocks
-@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
 @pytest.mark.parametrize("seed", range(6))
 def test_decode_kernel_matches_torch_reference(seed: int, kv_dtype: torch.dtype, window: int | None) -> None:
     rng = random.Random(seed)
@@ -141,7 +141,7 @@ def test_silu_mul_matches_torch(shape: tuple[int, int]) -> None:
     assert torch.allclose(kernels.silu_mul(gate_up), torch_silu_mul(gate_up), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
 def test_store_kv_writes_what_cast_and_index_copy_write(cache_dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(0)
     width = cache_row_width(16, cache_dtype)

@@ -86,7 +86,7 @@ def attend(step: Step, backend_cls: type, window: int | None, rows: slice = slic
 
 
 @pytest.mark.parametrize("window", [None, 5, 40])
-@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (6, 2), (3, 1)])  # MHA, GQA, MQA
 def test_prefill_matches_torch_reference(heads: int, kv_heads: int, kv_dtype: torch.dtype, window: int | None) -> None:
     work = [
@@ -112,7 +112,7 @@ def test_long_prompt_in_chunks_matches_torch_reference(head_dim: int) -> None:
 
 
 @pytest.mark.parametrize("window", [None, 21])
-@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "head_dim"),
     # query heads per KV head 3, 4 (MQA), 1, 2, 5; head sizes of whole lanes and one that is not (12)

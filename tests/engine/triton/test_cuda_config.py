@@ -15,8 +15,11 @@ def test_cpu_defaults_are_unchanged() -> None:
     assert (cfg.resolved_dtype, cfg.resolved_quantization, cfg.resolved_kv_cache_dtype) == (
         "float32",
         "gguf",
-        "bfloat16",
+        "float16",  # llama.cpp's KV format: closer to float32's predictions than bfloat16 (bench/quality_cpu.py)
     )
+    assert EngineConfig(quantization="int8").resolved_kv_cache_dtype == "float16"
+    assert EngineConfig(quantization="none").resolved_kv_cache_dtype == "float32"
+    assert EngineConfig(device="cuda", quantization="int8").resolved_kv_cache_dtype == "bfloat16"
     assert resolve_backend(cfg, torch.float32) == ("cpu" if load_cpu_ops() is not None else "torch")
     assert resolve_backend(cfg, torch.bfloat16) == "torch"  # the C++ ops are float32
     assert cfg.resolved_kv_cache_memory_fraction == 0.10

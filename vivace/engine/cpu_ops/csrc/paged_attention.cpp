@@ -3,14 +3,15 @@
 //
 // A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
 // chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
-// heads of one KV head and runs every row over each tile of KT keys and values, read in place (float32 or
-// bfloat16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are
+// heads of one KV head and runs every row over each tile of KT keys and values, read in place (float32,
+// bfloat16 or float16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are
 // aligned to absolute positions and each row's arithmetic (dot products, running max and sum, weighted
 // sum of values) follows a fixed order over its own keys only, so a row's result never depends on the
 // other rows of its tile or batch: decode, prefill, chunked prefill and a prefix hit give the same bits
 // for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #include <omp.h>
 #include <algorithm>
 #include <atomic>
@@ -30,7 +31,7 @@ constexpr int64_t QT = 16;  // query tokens per work item
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 
 // Eight float lanes: AVX2 registers, or a plain array with the same lane arithmetic elsewhere.
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 using V8 = __m256;
 inline V8 vzero() { return _mm256_setzero_ps(); }
@@ -47,6 +48,8 @@ inline V8 vload_bf16(const uint16_t* p) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
+// Eight float16 values widened (F16C: exact, as every float16 is a float32).
+inline V8 vload_f16(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 // Lane k of the result: ((a[k]0 + a[k]1) + (a[k]2 + a[k]3)) + ((a[k]4 + a[k]5) + (a[k]6 + a[k]7)).
 inline V8 reduce8(const V8* a) {
   V8 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -72,6 +75,11 @@ inline V8 vload_bf16(const uint16_t* p) {
     const uint32_t bits = static_cast<uint32_t>(p[k]) << 16;
     std::memcpy(v.x + k, &bits, sizeof(float));
   }
+  return v;
+}
+inline V8 vload_f16(const c10::Half* p) {
+  V8 v;
+  for (int k = 0; k < 8; ++k) v.x[k] = static_cast<float>(p[k]);
   return v;
 }
 inline V8 reduce8(const V8* a) {
@@ -106,6 +114,9 @@ inline void widen(const uint16_t* in, int64_t d, float* out) {
     const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
     std::memcpy(out + i, &bits, sizeof(float));
   }
+}
+inline void widen(const c10::Half* in, int64_t d, float* out) {
+  for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]);
 }
 inline void widen(const int8_t* in, int64_t d, float* out) {
   const float s = int8_row_scale(in, d);
@@ -171,12 +182,14 @@ struct Span {
   int64_t row, rows, pos;  // first query row of the step, how many, position of the first
 };
 
-// Eight values of a float32 or bfloat16 row as float32 lanes (exact: a bfloat16 is a float32's top half).
+// Eight values of a float32, bfloat16 or float16 row as float32 lanes (exact: a bfloat16 is a float32's top
+// half, and a float16's every value is a float32).
 inline V8 vload_row(const float* p) { return vload(p); }
 inline V8 vload_row(const uint16_t* p) { return vload_bf16(p); }
+inline V8 vload_row(const c10::Half* p) { return vload_f16(p); }
 
 // Scores of up to three rows against the tile's keys [jlo, jhi) (multiples of 4), each key's row at krow[j]:
-// its cache row read in place (float32 or bfloat16, widened in registers), or its float32 copy. S[r][j] =
+// its cache row read in place (float32, bfloat16 or float16, widened in registers), or its float32 copy. S[r][j] =
 // q_r . k_j, a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum
 // of the lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits whichever
 // rows it is grouped with and whether its keys were copied.
@@ -328,7 +341,7 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t max_rows = QT * group;
-  // Float32 and bfloat16 rows of whole lanes are read in place, each key once per group of three query rows,
+  // Float32, bfloat16 and float16 rows of whole lanes are read in place, each key once per group of three query rows,
   // with nothing stored to be read back (32 decodes at 256 context: 260 us per call, 350 when every tile was
   // copied first). Int8 rows (their scale applied) and rows of a head size that is not whole lanes are
   // copied to float32 a tile at a time (widen) and read from the copy. Both give the same bits.
@@ -504,7 +517,7 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
 
 }  // namespace
 
-// q [T, H, d] float32, rows in span order; k_cache/v_cache [S, KVH, d] float32 or bfloat16, or
+// q [T, H, d] float32, rows in span order; k_cache/v_cache [S, KVH, d] float32, bfloat16 or float16, or
 // [S, KVH, d + 2] int8 rows with their float16 scale (contiguous); block_tables [N, MB] int32, one per span;
 // spans [N, 3] int32: (first row, rows, position of the first row); window > 0: a row at position p
 // sees keys (p - window, p] only (blocks before them are never read), 0: its whole causal context.
@@ -553,8 +566,10 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor k_cache, torch::Ten
     attention_impl<float>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
   } else if (k_cache.dtype() == torch::kBFloat16) {
     attention_impl<uint16_t>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
+  } else if (k_cache.dtype() == torch::kHalf) {
+    attention_impl<c10::Half>(q, k_cache, v_cache, block_tables, list, block_size, fscale, window, tp, out);
   } else {
-    TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16 or int8");
+    TORCH_CHECK(false, "KV cache dtype must be float32, bfloat16, float16 or int8");
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -31,6 +32,20 @@ void to_bfloat16(const float* in, c10::BFloat16* out, int64_t n) {
   for (; i < n; ++i) out[i] = c10::BFloat16(in[i]);
 }
 
+// n floats to float16, rounded to nearest even (overflow to infinity), NaN as c10::Half(float) makes it
+// (sign | 0x7e00): the same bits as torch's .to(torch.float16).
+void to_float16(const float* in, c10::Half* out, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(in + i);
+    if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q)) break;  // a NaN: this vector and the rest one at a time
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+#endif
+  for (; i < n; ++i) out[i] = c10::Half(in[i]);
+}
+
 // The cache lines of `bytes` at p, asked for ahead of writing them.
 void prefetch_for_write(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -39,9 +54,9 @@ void prefetch_for_write(const void* p, int64_t bytes) {
 
 }  // namespace
 
-// k, v [T, KVH, d] float32; k_cache, v_cache [S, KVH, d] float32 or bfloat16, or [S, KVH, d + 2] int8
-// rows with their scale, contiguous; slots [T] int64. Row t goes to cache row slots[t]; bfloat16 rounds
-// to nearest even, as torch's .to(torch.bfloat16).
+// k, v [T, KVH, d] float32; k_cache, v_cache [S, KVH, d] float32, bfloat16 or float16, or [S, KVH, d + 2]
+// int8 rows with their scale, contiguous; slots [T] int64. Row t goes to cache row slots[t]; bfloat16 and
+// float16 round to nearest even, as torch's .to(dtype).
 void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor slots) {
   TORCH_CHECK(k.dtype() == torch::kFloat32 && v.dtype() == torch::kFloat32 && k.dim() == 3 && k.sizes() == v.sizes(),
               "k and v must be [tokens, kv_heads, head_dim] float32 tensors of one shape");
@@ -50,8 +65,9 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dtype() == v_cache.dtype() &&
               k_cache.size(1) == k.size(1) && k_cache.size(2) == width, "caches must be contiguous [slots, kv_heads, head_dim]");
   TORCH_CHECK(slots.dtype() == torch::kInt64 && slots.numel() == k.size(0), "one int64 slot per token");
-  const bool bf16 = k_cache.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(bf16 || int8 || k_cache.scalar_type() == torch::kFloat32, "caches must be float32, bfloat16 or int8");
+  const bool bf16 = k_cache.scalar_type() == torch::kBFloat16, f16 = k_cache.scalar_type() == torch::kHalf;
+  TORCH_CHECK(bf16 || f16 || int8 || k_cache.scalar_type() == torch::kFloat32,
+              "caches must be float32, bfloat16, float16 or int8");
   auto kc = k.contiguous(), vc = v.contiguous();
   const int64_t T = kc.size(0), heads = kc.size(1), d = kc.size(2), row = heads * d, S = k_cache.size(0);
   const int64_t* sp = slots.data_ptr<int64_t>();
@@ -74,6 +90,8 @@ void store_kv(torch::Tensor k, torch::Tensor v, torch::Tensor k_cache, torch::Te
       } else if (bf16) {
         c10::BFloat16* out = static_cast<c10::BFloat16*>(dst[which]) + sp[t] * row;
         to_bfloat16(in, out, row);
+      } else if (f16) {
+        to_float16(in, static_cast<c10::Half*>(dst[which]) + sp[t] * row, row);
       } else {
         std::memcpy(static_cast<float*>(dst[which]) + sp[t] * row, in, row * sizeof(float));
       }
