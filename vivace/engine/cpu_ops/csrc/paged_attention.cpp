@@ -4,11 +4,11 @@
 // A span is a run of consecutive query rows of one sequence (a decode is a span of one row; a prefill
 // chunk, a span of its tokens). A work item takes up to QT tokens of one span and the `group` query
 // heads of one KV head and runs every row over each tile of KT keys and values, read in place (float32,
-// bfloat16 or float16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key tiles are
-// aligned to absolute positions and each row's arithmetic (dot products, running max and sum, weighted
-// sum of values) follows a fixed order over its own keys only, so a row's result never depends on the
-// other rows of its tile or batch: decode, prefill, chunked prefill and a prefix hit give the same bits
-// for the same token.
+// bfloat16 or float16 rows, widened in registers) or from a float32 copy of the tile (int8 rows). Key
+// tiles are aligned to absolute positions and each row's arithmetic (dot products, running max and sum,
+// weighted sum of values) follows a fixed order over its own keys only, so a row's result never depends
+// on the other rows of its tile or batch: decode, prefill, chunked prefill and a prefix hit give the same
+// bits for the same token.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -49,7 +49,9 @@ inline V8 vload_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 // Eight float16 values widened (F16C: exact, as every float16 is a float32).
-inline V8 vload_f16(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline V8 vload_f16(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 // Lane k of the result: ((a[k]0 + a[k]1) + (a[k]2 + a[k]3)) + ((a[k]4 + a[k]5) + (a[k]6 + a[k]7)).
 inline V8 reduce8(const V8* a) {
   V8 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -116,7 +118,9 @@ inline void widen(const uint16_t* in, int64_t d, float* out) {
   }
 }
 inline void widen(const c10::Half* in, int64_t d, float* out) {
-  for (int64_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]);
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8) vstore(out + i, vload_f16(in + i));
+  for (; i < d; ++i) out[i] = static_cast<float>(in[i]);
 }
 inline void widen(const int8_t* in, int64_t d, float* out) {
   const float s = int8_row_scale(in, d);
@@ -189,9 +193,9 @@ inline V8 vload_row(const uint16_t* p) { return vload_bf16(p); }
 inline V8 vload_row(const c10::Half* p) { return vload_f16(p); }
 
 // Scores of up to three rows against the tile's keys [jlo, jhi) (multiples of 4), each key's row at krow[j]:
-// its cache row read in place (float32, bfloat16 or float16, widened in registers), or its float32 copy. S[r][j] =
-// q_r . k_j, a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's fixed sum
-// of the lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits whichever
+// its cache row read in place (float32, bfloat16 or float16, widened in registers), or its float32 copy.
+// S[r][j] = q_r . k_j, a chain of fused multiply-adds over the d8 dimensions in eight lanes, then reduce8's
+// fixed sum of the lanes. A lane of reduce8 sums its own vector only, so a row's scores are the same bits whichever
 // rows it is grouped with and whether its keys were copied.
 template <int ROWS, typename KV>
 inline void tile_scores_rows(const float* const* q, const KV* const* krow, int64_t d8, int64_t jlo, int64_t jhi,
@@ -341,10 +345,10 @@ void attention_impl(const torch::Tensor& q, const torch::Tensor& k_cache, const 
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t max_rows = QT * group;
-  // Float32, bfloat16 and float16 rows of whole lanes are read in place, each key once per group of three query rows,
-  // with nothing stored to be read back (32 decodes at 256 context: 260 us per call, 350 when every tile was
-  // copied first). Int8 rows (their scale applied) and rows of a head size that is not whole lanes are
-  // copied to float32 a tile at a time (widen) and read from the copy. Both give the same bits.
+  // Float32, bfloat16 and float16 rows of whole lanes are read in place, each key once per group of three
+  // query rows, with nothing stored to be read back (32 decodes at 256 context: 260 us per call, 350 when
+  // every tile was copied first). Int8 rows (their scale applied) and rows of a head size that is not whole
+  // lanes are copied to float32 a tile at a time (widen) and read from the copy. Both give the same bits.
   constexpr bool kRowsCanBeRead = !std::is_same_v<KV, int8_t>;
   const bool in_place = kRowsCanBeRead && d % 8 == 0;
   // fn(rows) with a tile's rows in place, or with their float32 copies.

@@ -40,7 +40,8 @@ void to_float16(const float* in, c10::Half* out, int64_t n) {
   for (; i + 16 <= n; i += 16) {
     const __m512 x = _mm512_loadu_ps(in + i);
     if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q)) break;  // a NaN: this vector and the rest one at a time
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i h = _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), h);
   }
 #endif
   for (; i < n; ++i) out[i] = c10::Half(in[i]);
