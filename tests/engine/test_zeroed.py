@@ -1,11 +1,16 @@
-"""`zeroed` (device_io.py): the KV cache's zero-filled allocation, whose CPU pages the OS zeroes on first touch."""
+"""`zeroed` (device_io.py): the KV cache's zero-filled allocation, whose CPU pages the OS zeroes on first touch,
+and `prefault`, which commits them in the background."""
 
 from __future__ import annotations
+
+import os
+import platform
+import sys
 
 import pytest
 import torch
 
-from vivace.engine.device_io import zeroed
+from vivace.engine.device_io import prefault, zeroed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
@@ -17,3 +22,44 @@ def test_zeroed_is_a_writable_zero_tensor_of_the_shape_and_dtype(dtype):
     t[1, 2, 999] = 1
     t.index_copy_(2, torch.tensor([7]), torch.ones(2, 3, 1, 5, 8, dtype=dtype))
     assert int(t.count_nonzero()) == 5 * 8 + 2 * 3 * 5 * 8
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _kernel_populates() -> bool:
+    """MADV_POPULATE_WRITE came with Linux 5.14."""
+    major, minor = (int(part) for part in platform.release().split(".")[:2])
+    return sys.platform == "linux" and (major, minor) >= (5, 14)
+
+
+@pytest.mark.skipif(not _kernel_populates(), reason="needs Linux 5.14+ (MADV_POPULATE_WRITE)")
+def test_prefault_commits_the_pages_and_keeps_what_is_written_meanwhile():
+    size = 256 << 20
+    t = zeroed((size,), torch.uint8, torch.device("cpu"))
+    before = _resident_bytes()
+    thread = prefault(t)
+    assert thread is not None
+    spots = torch.tensor([0, 12345, size // 2, size - 1])
+    t[spots] = 7  # written while the pages are being committed (a few pages: the rest is the thread's)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert _resident_bytes() - before >= 0.9 * size
+    assert t[spots].eq(7).all() and int(t.count_nonzero()) == len(spots)
+
+
+def test_prefault_ends_when_the_tensor_is_freed():
+    t = zeroed((512 << 20,), torch.uint8, torch.device("cpu"))
+    thread = prefault(t)
+    if thread is None:
+        pytest.skip("prefault is Linux-only")
+    del t
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+
+
+def test_prefault_starts_nothing_for_a_tensor_off_the_cpu():
+    assert prefault(torch.empty(1 << 20, device="meta")) is None
+    assert prefault(torch.empty(0)) is None

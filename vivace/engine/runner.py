@@ -19,7 +19,7 @@ import torch
 
 from vivace.engine.attention.kv_quant import cache_row_width
 from vivace.engine.cuda_graphs import DecodeGraphs, DecodeRows
-from vivace.engine.device_io import upload, zeroed
+from vivace.engine.device_io import prefault, upload, zeroed
 from vivace.engine.kernels.select import Kernels
 from vivace.engine.models.blocks import DecoderModel
 from vivace.engine.outputs import TokenLogprob
@@ -153,6 +153,7 @@ class ModelRunner:
             kv_dtype or model.dtype,
             self.device,
         )
+        prefault(self.kv_cache)  # CPU: its pages committed in the background, not by the first steps
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
             self.graphs = DecodeGraphs(
