@@ -3,10 +3,13 @@ and `prefault`, which commits them in the background."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import platform
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,9 +27,21 @@ def test_zeroed_is_a_writable_zero_tensor_of_the_shape_and_dtype(dtype):
     assert int(t.count_nonzero()) == 5 * 8 + 2 * 3 * 5 * 8
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _fresh_cpu_tensor(size: int) -> tuple[torch.Tensor, mmap.mmap]:
+    """A uint8 tensor over a new anonymous mapping: none of its pages resident yet, whatever the allocator holds."""
+    area = mmap.mmap(-1, size)
+    return torch.from_numpy(np.frombuffer(area, dtype=np.uint8)), area
+
+
+def _resident_pages(t: torch.Tensor) -> int:
+    """How many of the tensor's pages are in memory (mincore(2))."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages = (t.numel() * t.element_size() + page - 1) // page
+    vec = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert libc.mincore(t.data_ptr(), t.numel() * t.element_size(), vec) == 0, os.strerror(ctypes.get_errno())
+    return sum(v & 1 for v in vec)
 
 
 def _kernel_populates() -> bool:
@@ -37,17 +52,20 @@ def _kernel_populates() -> bool:
 
 @pytest.mark.skipif(not _kernel_populates(), reason="needs Linux 5.14+ (MADV_POPULATE_WRITE)")
 def test_prefault_commits_the_pages_and_keeps_what_is_written_meanwhile():
-    size = 256 << 20
-    t = zeroed((size,), torch.uint8, torch.device("cpu"))
-    before = _resident_bytes()
+    size = 64 << 20
+    t, area = _fresh_cpu_tensor(size)
+    pages = size // os.sysconf("SC_PAGE_SIZE")
+    assert _resident_pages(t) < pages // 10
     thread = prefault(t)
     assert thread is not None
     spots = torch.tensor([0, 12345, size // 2, size - 1])
     t[spots] = 7  # written while the pages are being committed (a few pages: the rest is the thread's)
     thread.join(timeout=120)
     assert not thread.is_alive()
-    assert _resident_bytes() - before >= 0.9 * size
+    assert _resident_pages(t) == pages
     assert t[spots].eq(7).all() and int(t.count_nonzero()) == len(spots)
+    del t
+    area.close()
 
 
 def test_prefault_ends_when_the_tensor_is_freed():

@@ -53,9 +53,9 @@ def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 
 
 def prefault(tensor: torch.Tensor) -> threading.Thread | None:
-    """Commit a CPU tensor's pages from a background thread, a few MiB at a time, so that
-    the first writes to it take no page faults (a first write to a page of a fresh KV cache costs the
-    fault and the kernel's zeroing of the page, inside a decode step). The contents are not changed
+    """Commit a CPU tensor's pages from a background thread, a few MiB at a time, so that the first writes
+    to it take no page faults (a first write to a page of a fresh KV cache costs the fault and the
+    kernel's zeroing of the page, inside a decode step). The contents are not changed
     (MADV_POPULATE_WRITE faults pages in as if written, leaving their bytes as they are), so the tensor
     may be read and written meanwhile. Transparent huge pages are asked for first (one fault per 2 MiB).
     Stops when the tensor is freed. None (nothing started) off Linux or for a tensor not on the CPU.
