@@ -81,3 +81,29 @@ def test_prefault_ends_when_the_tensor_is_freed():
 def test_prefault_starts_nothing_for_a_tensor_off_the_cpu():
     assert prefault(torch.empty(1 << 20, device="meta")) is None
     assert prefault(torch.empty(0)) is None
+
+
+_EXIT_WHILE_PREFAULTING = """
+import atexit, threading
+# Registered before vivace's own exit hook, so it runs after it (atexit is last in, first out).
+atexit.register(lambda: print("prefault threads alive at exit:", sum(
+    t.name == "vivace-prefault" and t.is_alive() for t in threading.enumerate())))
+import torch
+from vivace.engine.device_io import prefault, zeroed
+pool = zeroed((1 << 31,), torch.uint8, torch.device("cpu"))
+print("started:", prefault(pool) is not None, flush=True)
+"""
+
+
+def test_an_interpreter_exiting_mid_prefault_stops_the_thread_first_and_exits_cleanly():
+    """Exit while 2 GiB are still being committed: the thread is stopped and joined before finalization (a
+    daemon thread left running there could free the tensor and abort the process in torch's deleter)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _EXIT_WHILE_PREFAULTING], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    if "started: False" in proc.stdout:
+        pytest.skip("prefault is Linux-only")
+    assert "started: True" in proc.stdout
+    assert "prefault threads alive at exit: 0" in proc.stdout, proc.stdout
+    assert "terminate" not in proc.stderr
