@@ -149,3 +149,37 @@ def test_from_config_raises_what_building_raised() -> None:
 
     with pytest.raises(InvalidParameterError, match="random-weight preset"):
         AsyncEngine.from_config(EngineConfig(model="random:no-such-shape"))
+
+
+_EXIT_MID_STEP = """
+import asyncio, atexit, threading
+# Registered before vivace's own exit hook, so it runs after it (atexit is last in, first out).
+atexit.register(lambda: print("engine loops alive at exit:", sum(
+    t.name == "vivace-engine" and t.is_alive() for t in threading.enumerate())))
+from vivace.engine.async_engine import AsyncEngine
+from vivace.engine.config import EngineConfig, SamplingParams
+engine = AsyncEngine.from_config(EngineConfig(kv_cache_memory_bytes=64 << 20))
+async def main():
+    params = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
+    first = asyncio.Event()
+    async def stream():
+        async for _ in engine.generate("Tell me a long story about the sea. " * 20, params):
+            first.set()
+    tasks = [asyncio.create_task(stream()) for _ in range(8)]
+    await first.wait()
+    await asyncio.sleep(0.5)
+    print("left running:", sum(not t.done() for t in tasks), flush=True)
+asyncio.run(main())  # returns while the engine is mid-generation; no shutdown()
+"""
+
+
+def test_a_program_exiting_mid_generation_without_shutdown_stops_the_loop_and_exits_cleanly() -> None:
+    """The loop thread is stopped and joined before the interpreter finalizes: a daemon thread still
+    stepping there is ended by pthread_exit inside torch's C++ frames, which aborted the process."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _EXIT_MID_STEP], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "left running: 8" in proc.stdout  # the exit came mid-generation
+    assert "engine loops alive at exit: 0" in proc.stdout, proc.stdout
