@@ -79,3 +79,14 @@ def test_a_program_exiting_mid_stream_stops_the_worker_and_exits_cleanly():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "got one" in proc.stdout
     assert "workers alive at exit: 0" in proc.stdout, proc.stdout
+
+
+async def test_a_producer_failing_before_its_first_item_raises_on_the_callers_side():
+    def refuses(stop):  # a plain function, not a generator: it raises when called
+        raise PermissionError("no credentials")
+
+    async def consume():
+        return [x async for x in iterate_in_thread(refuses)]
+
+    with pytest.raises(PermissionError, match="no credentials"):
+        await asyncio.wait_for(consume(), timeout=30)

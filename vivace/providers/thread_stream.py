@@ -34,7 +34,11 @@ async def iterate_in_thread(
 
     def run() -> None:
         try:
-            items = produce(stop)
+            try:
+                items = produce(stop)
+            except BaseException as exc:  # noqa: BLE001 - a producer that fails before its first item
+                put(_END, exc)
+                return
             try:
                 for item in items:
                     if stop.is_set():
