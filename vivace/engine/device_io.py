@@ -12,7 +12,6 @@ steps to write each block do not take them either.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import logging
 import math
@@ -25,6 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vivace.daemon_threads import start_daemon
+
 logger = logging.getLogger(__name__)
 
 # Linux madvise(2) advice values (include/uapi/asm-generic/mman-common.h).
@@ -34,10 +35,6 @@ _PAGE = 4096
 # Bytes committed per madvise call (two huge pages). The call holds the process's memory-map lock for
 # reading, which an mmap or munmap elsewhere (a large allocation) must wait out: kept short.
 _PREFAULT_CHUNK = 4 << 20
-# Prefault threads still running, and the flag that stops them at interpreter exit (see _stop_prefaults).
-_prefaults: set[threading.Thread] = set()
-_exiting = threading.Event()
-_prefaults_lock = threading.Lock()
 
 
 def upload(values: Sequence | torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -72,47 +69,22 @@ def prefault(tensor: torch.Tensor) -> threading.Thread | None:
     if end <= start:
         return None
     owner = weakref.ref(tensor)
-    thread = threading.Thread(target=_commit_pages, args=(owner, start, end), name="vivace-prefault", daemon=True)
-    with _prefaults_lock:
-        _prefaults.add(thread)
-    thread.start()
-    return thread
+    stopping = threading.Event()  # set at interpreter exit (daemon_threads)
+    return start_daemon(lambda: _commit_pages(owner, start, end, stopping), "vivace-prefault", stopping.set)
 
 
-def _commit_pages(owner: weakref.ref[torch.Tensor], start: int, end: int) -> None:
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        madvise(start, end - start, _MADV_HUGEPAGE)  # best effort: THP off or unsupported leaves 4 KiB pages
-        for at in range(start, end, _PREFAULT_CHUNK):
-            if _exiting.is_set():
-                return
-            alive = owner()  # held while its pages are advised, so the range stays mapped
-            if alive is None:
-                return
-            size = min(_PREFAULT_CHUNK, end - at)
-            if madvise(at, size, _MADV_POPULATE_WRITE) != 0:  # e.g. EINVAL before Linux 5.14: first writes fault
-                logger.debug("KV cache prefault stopped: %s", os.strerror(ctypes.get_errno()))
-                return
-            del alive
-    finally:
-        with _prefaults_lock:
-            _prefaults.discard(threading.current_thread())
-
-
-def _stop_prefaults() -> None:
-    """At interpreter exit (atexit runs before finalization), stop and join the prefault threads.
-
-    A daemon thread still running during finalization may hold the last reference to the tensor; freeing
-    it there runs torch's deleter for numpy-backed storage, which takes the GIL, and a finalizing
-    interpreter ends a thread that takes the GIL with pthread_exit, whose unwinding through that C++
-    deleter aborts the process ("terminate called without an active exception").
-    """
-    _exiting.set()
-    with _prefaults_lock:
-        running = list(_prefaults)
-    for thread in running:
-        thread.join(timeout=10.0)  # one chunk at most: milliseconds
-
-
-atexit.register(_stop_prefaults)
+def _commit_pages(owner: weakref.ref[torch.Tensor], start: int, end: int, stopping: threading.Event) -> None:
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise(start, end - start, _MADV_HUGEPAGE)  # best effort: THP off or unsupported leaves 4 KiB pages
+    for at in range(start, end, _PREFAULT_CHUNK):
+        if stopping.is_set():
+            return
+        alive = owner()  # held while its pages are advised, so the range stays mapped
+        if alive is None:
+            return
+        size = min(_PREFAULT_CHUNK, end - at)
+        if madvise(at, size, _MADV_POPULATE_WRITE) != 0:  # e.g. EINVAL before Linux 5.14: first writes fault
+            logger.debug("KV cache prefault stopped: %s", os.strerror(ctypes.get_errno()))
+            return
+        del alive
