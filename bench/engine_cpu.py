@@ -8,7 +8,9 @@ Three workloads, all greedy and ignoring EOS so every run produces exactly the r
   prefill  one prompt of each of --prefill-lens random tokens (a fresh prompt every run: no prefix
            reuse), one output token: prompt tokens / time to that token. The peer is llama.cpp's
            `llama-server` (bench/peers/llama_server.sh; one slot, the same threads), asked over HTTP;
-           runs alternate between the engines and lengths so drift in the machine hits all alike.
+           runs alternate between the engines and lengths so drift in the machine hits all alike,
+           after one untimed prompt per engine of the shortest length (the first prompt that size
+           runs cold on both: about half the rate of the next).
 Single and offline compare with llama-cpp-python (one engine loaded at a time). Prints a Markdown
 table and writes JSON to bench/results/.
 
@@ -208,8 +210,8 @@ def run_prefill(
     if "llama-server" in names:
         engines["llama-server"] = LlamaServerPeer(model, max(lens) + 16, threads)
     try:
-        for engine in engines.values():  # warm-up
-            engine.prefill_once([rng.randrange(1000, vocab) for _ in range(32)])
+        for engine in engines.values():  # warm-up at the shortest length: a first prompt that size runs cold
+            engine.prefill_once([rng.randrange(1000, vocab) for _ in range(min(lens))])
         walls: dict[str, dict[int, list[float]]] = {name: {n: [] for n in lens} for name in engines}
         for _ in range(repeats):
             for n in lens:
