@@ -119,6 +119,10 @@ class VivaceBench:
         from vivace.engine.llm import LLM
 
         self.llm = LLM(model, num_threads=threads, quantization=quantization)
+        # Measured once the KV pool is committed, as llama-server clears its KV buffer before it serves: while
+        # the pool's pages are being faulted in (up to a few seconds after start) steps run at about half rate.
+        if (committing := self.llm.engine.runner.kv_prefault) is not None:
+            committing.join()
 
     def single(self, prompt_ids: list[int], new_tokens: int, repeats: int) -> SingleResult:
         from vivace.engine.config import SamplingParams

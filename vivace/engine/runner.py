@@ -9,6 +9,7 @@ next step's proposals), and scores prompt tokens where a sequence asks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ class ModelRunner:
             kv_dtype or model.dtype,
             self.device,
         )
-        prefault(self.kv_cache)  # CPU: its pages committed in the background, not by the first steps
+        # CPU: the pool's pages committed in the background, not by the first steps (None where nothing runs).
+        self.kv_prefault: threading.Thread | None = prefault(self.kv_cache)
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
             self.graphs = DecodeGraphs(
