@@ -9,8 +9,9 @@ Three workloads, all greedy and ignoring EOS so every run produces exactly the r
            reuse), one output token: prompt tokens / time to that token. The peer is llama.cpp's
            `llama-server` (bench/peers/llama_server.sh; one slot, the same threads), asked over HTTP;
            runs alternate between the engines and lengths so drift in the machine hits all alike,
-           after one untimed prompt per engine of the shortest length (the first prompt that size
-           runs cold on both: about half the rate of the next).
+           after one untimed prompt per engine of the shortest length (llama-server's first prompt
+           that size ran at about half the rate of the next) and, for vivace, once its KV pool is
+           committed (llama-server clears its KV buffer before it serves).
 Single and offline compare with llama-cpp-python (one engine loaded at a time). Prints a Markdown
 table and writes JSON to bench/results/.
 

