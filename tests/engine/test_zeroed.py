@@ -33,14 +33,20 @@ def _fresh_cpu_tensor(size: int) -> tuple[torch.Tensor, mmap.mmap]:
     return torch.from_numpy(np.frombuffer(area, dtype=np.uint8)), area
 
 
-def _resident_pages(t: torch.Tensor) -> int:
-    """How many of the tensor's pages are in memory (mincore(2))."""
+def _page_span(t: torch.Tensor) -> tuple[int, int]:
+    """The first page-aligned address of the pages holding the tensor's bytes, and how many pages they are."""
     page = os.sysconf("SC_PAGE_SIZE")
-    pages = (t.numel() * t.element_size() + page - 1) // page
+    first = t.data_ptr() // page * page
+    return first, (t.data_ptr() + t.numel() * t.element_size() - first + page - 1) // page
+
+
+def _resident_pages(t: torch.Tensor) -> int:
+    """How many of the pages holding the tensor's bytes are in memory (mincore(2))."""
+    first, pages = _page_span(t)
     vec = (ctypes.c_ubyte * pages)()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    assert libc.mincore(t.data_ptr(), t.numel() * t.element_size(), vec) == 0, os.strerror(ctypes.get_errno())
+    assert libc.mincore(first, pages * os.sysconf("SC_PAGE_SIZE"), vec) == 0, os.strerror(ctypes.get_errno())
     return sum(v & 1 for v in vec)
 
 
@@ -107,3 +113,13 @@ def test_an_interpreter_exiting_mid_prefault_stops_the_thread_first_and_exits_cl
     assert "started: True" in proc.stdout
     assert "prefault threads alive at exit: 0" in proc.stdout, proc.stdout
     assert "terminate" not in proc.stderr
+
+
+@pytest.mark.skipif(not _kernel_populates(), reason="needs Linux 5.14+ (MADV_POPULATE_WRITE)")
+def test_the_runner_keeps_the_thread_committing_its_kv_pool_and_once_it_ends_the_pool_is_resident(llm):
+    runner = llm.engine.runner
+    thread = runner.kv_prefault
+    assert thread is not None and thread.name == "vivace-prefault"
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert _resident_pages(runner.kv_cache) == _page_span(runner.kv_cache)[1]
