@@ -31,12 +31,9 @@ async def iterate_in_thread(
             stop.set()
 
     def run() -> None:
+        items = None  # stays None if `produce` raises when called, before its first item
         try:
             items = produce(stop)
-        except BaseException as exc:  # noqa: BLE001 - a producer that fails before its first item
-            put(_END, exc)
-            return
-        try:
             for item in items:
                 if stop.is_set():
                     break
